@@ -1,0 +1,299 @@
+// Package authz is Tollgate's Envoy external-authorization service
+// (envoy.service.auth.v3.Authorization): it turns a CheckRequest into the
+// policy input, evaluates the decision, and answers with a CheckResponse.
+//
+// A denial is an ordinary CheckResponse, never a gRPC error, so Envoy's
+// failure_mode_allow applies only to real failures.
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/prometheus/client_golang/prometheus"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Evaluator evaluates the decision for one input; (nil, nil) means the
+// decision is undefined. *policies.Query implements it.
+type Evaluator interface {
+	Eval(ctx context.Context, input ast.Value) (*ast.Term, error)
+}
+
+// Options configure a Server.
+type Options struct {
+	// DenyStatus is the HTTP status when the decision is undefined, invalid
+	// or failed (default 403).
+	DenyStatus int
+	Logger     *slog.Logger
+	// Registerer receives the authz metrics; none when nil.
+	Registerer prometheus.Registerer
+}
+
+// Server implements envoy.service.auth.v3.Authorization.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	eval      Evaluator
+	opts      Options
+	log       *slog.Logger
+	decisions *prometheus.CounterVec
+	duration  prometheus.Histogram
+}
+
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// HeaderPrefix marks the headers Tollgate sets for the upstream. A client's
+// own headers with this prefix are always removed.
+const HeaderPrefix = "x-tollgate-"
+
+// New returns a Server that asks eval for each decision.
+func New(eval Evaluator, opts Options) (*Server, error) {
+	if opts.DenyStatus == 0 {
+		opts.DenyStatus = http.StatusForbidden
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{
+		eval: eval,
+		opts: opts,
+		log:  opts.Logger,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_authz_decisions_total",
+			Help: "ext_authz decisions by HTTP status (200 = allowed).",
+		}, []string{"status"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tollgate_authz_check_duration_seconds",
+			Help:    "Time to answer one ext_authz Check, policy evaluation included.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.decisions, s.duration} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+// Check answers one authorization request. Only a cancelled or expired call
+// is a gRPC error; everything else, policy failures included, is a
+// CheckResponse.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	d := s.Decide(ctx, req)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	resp := Respond(req, d)
+	s.observe(d, start)
+	return resp, nil
+}
+
+// Decide evaluates the policy for req. Failures become denials with the
+// configured status and a reason saying what went wrong.
+func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Decision {
+	t, err := s.eval.Eval(ctx, Input(req))
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			s.log.Error("policy evaluation failed; denying", "error", err, "request_id", requestID(req))
+		}
+		return s.failure("policy_error", "The authorization policy failed.")
+	case t == nil:
+		s.log.Warn("decision undefined; denying", "request_id", requestID(req))
+		return s.failure("decision_undefined", "The authorization policy gave no decision for this request.")
+	}
+	d, err := ParseDecision(t, s.opts.DenyStatus)
+	if err != nil {
+		s.log.Error("invalid decision document; denying", "error", err, "request_id", requestID(req))
+		return s.failure("invalid_decision", "The authorization policy gave an invalid decision.")
+	}
+	return d
+}
+
+func (s *Server) failure(reason, detail string) *Decision {
+	return &Decision{Status: s.opts.DenyStatus, Reason: reason, Detail: detail}
+}
+
+func (s *Server) observe(d *Decision, start time.Time) {
+	s.duration.Observe(time.Since(start).Seconds())
+	code := http.StatusOK
+	if !d.Allow {
+		code = d.Status
+	}
+	s.decisions.WithLabelValues(statusLabel(code)).Inc()
+}
+
+// statusLabel avoids an allocation for the common codes; codes are
+// validated HTTP statuses, so the label set is bounded.
+func statusLabel(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 401:
+		return "401"
+	case 402:
+		return "402"
+	case 403:
+		return "403"
+	case 429:
+		return "429"
+	}
+	return strconv.Itoa(code)
+}
+
+func requestID(req *authv3.CheckRequest) string {
+	return req.GetAttributes().GetRequest().GetHttp().GetHeaders()["x-request-id"]
+}
+
+// Respond turns a decision into Envoy's CheckResponse.
+func Respond(req *authv3.CheckRequest, d *Decision) *authv3.CheckResponse {
+	if d.Allow {
+		return allowResponse(req, d)
+	}
+	return denyResponse(d)
+}
+
+func allowResponse(req *authv3.CheckRequest, d *Decision) *authv3.CheckResponse {
+	headers := make([]*corev3.HeaderValueOption, 0, len(d.Headers)+2)
+	set := make(map[string]bool, len(d.Headers)+2)
+	for _, h := range d.Headers {
+		headers = append(headers, header(h))
+		set[h.Key] = true
+	}
+	if d.Consumer != "" && !set[HeaderPrefix+"consumer"] {
+		headers = append(headers, header(Header{Key: HeaderPrefix + "consumer", Value: d.Consumer}))
+		set[HeaderPrefix+"consumer"] = true
+	}
+	if d.Plan != "" && !set[HeaderPrefix+"plan"] {
+		headers = append(headers, header(Header{Key: HeaderPrefix + "plan", Value: d.Plan}))
+		set[HeaderPrefix+"plan"] = true
+	}
+	ok := &authv3.OkHttpResponse{Headers: headers}
+	// Headers set above overwrite a client's forged value; any other
+	// x-tollgate-* header the client sent is removed.
+	for k := range req.GetAttributes().GetRequest().GetHttp().GetHeaders() {
+		// Envoy sends lower-case names; other clients might not.
+		if len(k) >= len(HeaderPrefix) && strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
+			if k = strings.ToLower(k); !set[k] {
+				ok.HeadersToRemove = append(ok.HeadersToRemove, k)
+			}
+		}
+	}
+	slices.Sort(ok.HeadersToRemove) // map order; keep responses stable
+	ok.HeadersToRemove = append(ok.HeadersToRemove, d.RemoveHeaders...)
+	for _, h := range d.ResponseHeaders {
+		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, header(h))
+	}
+	return &authv3.CheckResponse{
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: d.DynamicMetadata,
+	}
+}
+
+func denyResponse(d *Decision) *authv3.CheckResponse {
+	headers := make([]*corev3.HeaderValueOption, 0, len(d.ResponseHeaders)+1)
+	hasType := false
+	for _, h := range d.ResponseHeaders {
+		headers = append(headers, header(h))
+		hasType = hasType || h.Key == "content-type"
+	}
+	var body string
+	if d.Body != nil {
+		body = *d.Body
+	} else {
+		body = problem(d)
+		if !hasType {
+			headers = append(headers, header(Header{Key: "content-type", Value: "application/problem+json"}))
+		}
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(grpcCode(d.Status)), Message: d.Reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Headers: headers,
+			Body:    body,
+		}},
+		DynamicMetadata: d.DynamicMetadata,
+	}
+}
+
+// grpcCode is informational for Envoy (any non-OK code denies) but useful in
+// access logs and to other ext_authz clients.
+func grpcCode(status int) codes.Code {
+	switch {
+	case status == http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case status == http.StatusTooManyRequests:
+		return codes.ResourceExhausted
+	case status >= 500:
+		return codes.Unavailable
+	}
+	return codes.PermissionDenied
+}
+
+// header builds a HeaderValueOption. The deprecated "append" flag is used
+// rather than append_action because every Envoy version honours it in
+// ext_authz responses; false means overwrite-or-add.
+func header(h Header) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: h.Key, Value: h.Value},
+		Append: wrapperspb.Bool(h.Append),
+	}
+}
+
+// problemDoc is an RFC 9457 problem details document with Tollgate's
+// extension members.
+type problemDoc struct {
+	Type     string            `json:"type"`
+	Title    string            `json:"title"`
+	Status   int               `json:"status"`
+	Detail   string            `json:"detail,omitempty"`
+	Reason   string            `json:"reason,omitempty"`
+	Consumer string            `json:"consumer,omitempty"`
+	Plan     string            `json:"plan,omitempty"`
+	Payment  map[string]string `json:"payment,omitempty"`
+}
+
+// ProblemTypeBase prefixes the reason to form the problem "type" URI.
+const ProblemTypeBase = "https://tollgate.dev/problems/"
+
+func problem(d *Decision) string {
+	p := problemDoc{
+		Type:     "about:blank",
+		Title:    http.StatusText(d.Status),
+		Status:   d.Status,
+		Detail:   d.Detail,
+		Reason:   d.Reason,
+		Consumer: d.Consumer,
+		Plan:     d.Plan,
+		Payment:  d.Payment,
+	}
+	if d.Reason != "" {
+		p.Type = ProblemTypeBase + d.Reason
+	}
+	if p.Title == "" {
+		p.Title = "Request denied"
+	}
+	b, err := json.Marshal(p)
+	if err != nil { // unreachable: only strings, ints and a string map
+		return `{"type":"about:blank","status":` + strconv.Itoa(d.Status) + `}`
+	}
+	return string(b)
+}

@@ -1,0 +1,137 @@
+package authz_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/policies"
+)
+
+var update = flag.Bool("update", false, "rewrite the expected responses in testdata/check")
+
+// checkCase is one golden file: a CheckRequest as Envoy sends it, the
+// policy it runs against, and the CheckResponse Envoy must get back.
+type checkCase struct {
+	Comment  string          `json:"comment,omitempty"`
+	Policy   string          `json:"policy"`   // "demo" (embedded) or a dir under testdata/policies
+	Decision string          `json:"decision"` // decision path
+	Request  json.RawMessage `json:"request"`
+	Response json.RawMessage `json:"response,omitempty"`
+}
+
+// startServer serves an authz.Server for the policy over a real gRPC
+// connection (bufconn) and returns a client.
+func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClient {
+	t.Helper()
+	opts := policies.Options{Queries: []string{decision}}
+	if policy != "demo" {
+		opts.Paths = []string{filepath.Join("testdata", "policies", policy)}
+	}
+	engine, err := policies.New(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("load policy %s: %v", policy, err)
+	}
+	q, err := engine.Query(decision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := authz.New(q, authz.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serve(t, srv)
+}
+
+func serve(t testing.TB, srv authv3.AuthorizationServer) authv3.AuthorizationClient {
+	t.Helper()
+	ln := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, srv)
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return authv3.NewAuthorizationClient(conn)
+}
+
+func TestCheckGolden(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "check", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden cases in testdata/check (err %v)", err)
+	}
+	clients := map[string]authv3.AuthorizationClient{}
+	parent := t
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".json"), func(t *testing.T) {
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c checkCase
+			if err := json.Unmarshal(raw, &c); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			key := c.Policy + "|" + c.Decision
+			if clients[key] == nil {
+				clients[key] = startServer(parent, c.Policy, c.Decision)
+			}
+			req := &authv3.CheckRequest{}
+			if err := protojson.Unmarshal(c.Request, req); err != nil {
+				t.Fatalf("request: %v", err)
+			}
+			got, err := clients[key].Check(context.Background(), req)
+			if err != nil {
+				t.Fatalf("Check: gRPC error %v; a decision, even a denial, must be a CheckResponse", err)
+			}
+			if err := got.ValidateAll(); err != nil {
+				t.Errorf("response fails Envoy's own validation: %v", err)
+			}
+			if *update {
+				c.Response = json.RawMessage(pretty(t, got))
+				out, _ := json.MarshalIndent(c, "", "  ")
+				if err := os.WriteFile(file, append(out, '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want := &authv3.CheckResponse{}
+			if err := protojson.Unmarshal(c.Response, want); err != nil {
+				t.Fatalf("response: %v (run go test -run TestCheckGolden -update to write it)", err)
+			}
+			if !proto.Equal(got, want) {
+				t.Errorf("CheckResponse differs\n got: %s\nwant: %s", pretty(t, got), pretty(t, want))
+			}
+		})
+	}
+}
+
+func pretty(t testing.TB, m proto.Message) string {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// protojson output is deliberately unstable; normalise it.
+	var v any
+	_ = json.Unmarshal(b, &v)
+	out, _ := json.MarshalIndent(v, "", "  ")
+	return string(out)
+}

@@ -1,0 +1,78 @@
+// Command tollgate is an Envoy external-authorization and rate-limit
+// service for API monetization, driven by Rego policies.
+//
+//	tollgate serve [--config FILE]
+//	tollgate policy test [-v] PATH...
+//	tollgate policy eval --input FILE [--config FILE] [--policy PATH]... [--decision PATH]
+//	tollgate version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case errors.Is(err, errTestsFailed):
+		os.Exit(1)
+	default:
+		fmt.Fprintln(os.Stderr, "tollgate:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage means the usage was already printed.
+var errUsage = errors.New("usage")
+
+const usage = `Tollgate: Envoy ext_authz and rate limiting for API monetization, driven by Rego.
+
+Usage:
+  tollgate serve [--config FILE]             run the gRPC and admin servers
+                                             (no config: embedded demo policy on loopback)
+  tollgate policy test [-v] PATH...          run the *_test.rego tests under PATH
+  tollgate policy eval --input FILE [--config FILE] [--policy PATH]... [--decision PATH]
+                                             evaluate one CheckRequest (JSON) and print
+                                             the decision and the CheckResponse
+  tollgate version                           print version information
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		return version(stdout)
+	case "policy":
+		if len(args) < 2 {
+			fmt.Fprint(stderr, usage)
+			return errUsage
+		}
+		switch args[1] {
+		case "test":
+			return policyTest(ctx, args[2:], stdout, stderr)
+		case "eval":
+			return policyEval(ctx, args[2:], stdout, stderr)
+		}
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "tollgate: unknown command %q\n\n%s", args[0], usage)
+	return errUsage
+}

@@ -1,0 +1,88 @@
+// Package admin serves Tollgate's HTTP admin listener: Prometheus metrics,
+// Kubernetes probes and a status document.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure the admin server.
+type Options struct {
+	// Gatherer is exposed on /metrics.
+	Gatherer prometheus.Gatherer
+	// Ready reports readiness for /readyz.
+	Ready func() bool
+	// Status returns the document served on /status (JSON).
+	Status func() any
+	Logger *slog.Logger
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	mux  *http.ServeMux
+	http *http.Server
+}
+
+// New builds the admin server with /metrics, /healthz, /readyz and /status.
+// More routes can be added with Handle before Serve.
+func New(opts Options) *Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if opts.Ready == nil || !opts.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(opts.Status())
+	})
+	var errLog *slog.Logger
+	if opts.Logger != nil {
+		errLog = opts.Logger
+	} else {
+		errLog = slog.Default()
+	}
+	return &Server{
+		mux: mux,
+		http: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
+		},
+	}
+}
+
+// Handle adds a route (Go 1.22 pattern syntax).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Serve serves on ln until Shutdown; it returns nil after a shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for active ones until ctx
+// is done.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }

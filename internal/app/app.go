@@ -1,0 +1,198 @@
+// Package app wires Tollgate's components into one server: the gRPC
+// listener (ext_authz and health), the admin HTTP listener and the policy
+// engine with its file watcher. cmd/tollgate only parses flags and calls it.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/internal/admin"
+	"github.com/tollgate-dev/tollgate/internal/config"
+	"github.com/tollgate-dev/tollgate/policies"
+)
+
+// App is a running Tollgate: listeners bound, policy loaded.
+type App struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	engine  *policies.Engine
+	grpc    *grpc.Server
+	health  *health.Server
+	admin   *admin.Server
+	grpcLn  net.Listener
+	adminLn net.Listener
+	ready   atomic.Bool
+	version string
+}
+
+// New loads the policies, builds every component and binds both listeners.
+// Nothing is served until Run. On error nothing is left open.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (*App, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	engine, err := policies.New(ctx, policies.Options{
+		Paths:      cfg.Policy.Paths,
+		Queries:    []string{cfg.Policy.Decision},
+		Logger:     log.With("component", "policies"),
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	query, err := engine.Query(cfg.Policy.Decision)
+	if err != nil {
+		return nil, err
+	}
+	authzSrv, err := authz.New(query, authz.Options{
+		DenyStatus: cfg.Authz.DenyStatus,
+		Logger:     log.With("component", "authz"),
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	a := &App{cfg: cfg, log: log, engine: engine, version: version}
+	a.grpc = grpc.NewServer()
+	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
+	a.health = health.NewServer()
+	healthpb.RegisterHealthServer(a.grpc, a.health)
+	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	a.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	if cfg.GRPC.ReflectionEnabled() {
+		reflection.Register(a.grpc)
+	}
+	a.admin = admin.New(admin.Options{
+		Gatherer: reg,
+		Ready:    a.ready.Load,
+		Status:   a.status,
+		Logger:   log.With("component", "admin"),
+	})
+
+	var lc net.ListenConfig
+	if a.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPC.Address); err != nil {
+		return nil, fmt.Errorf("grpc.address: %w", err)
+	}
+	if a.adminLn, err = lc.Listen(ctx, "tcp", cfg.Admin.Address); err != nil {
+		a.grpcLn.Close()
+		return nil, fmt.Errorf("admin.address: %w", err)
+	}
+	return a, nil
+}
+
+// GRPCAddr is the bound gRPC address (useful with port 0).
+func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
+
+// AdminAddr is the bound admin address.
+func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
+
+// Engine is the policy engine in use.
+func (a *App) Engine() *policies.Engine { return a.engine }
+
+type statusDoc struct {
+	Version string          `json:"version"`
+	Ready   bool            `json:"ready"`
+	Policy  policies.Status `json:"policy"`
+}
+
+func (a *App) status() any {
+	return statusDoc{Version: a.version, Ready: a.ready.Load(), Policy: a.engine.Status()}
+}
+
+// Run serves until ctx is done, then drains: health and /readyz flip to
+// not serving first, in-flight calls finish (up to shutdown_timeout), and
+// Run returns nil. A listener failure ends Run with its error.
+func (a *App) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- a.grpc.Serve(a.grpcLn) }()
+	go func() { errc <- a.admin.Serve(a.adminLn) }()
+
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		if a.cfg.Policy.WatchEnabled() {
+			if err := a.engine.Watch(watchCtx); err != nil {
+				a.log.Error("policy files are not watched; changes need a restart", "component", "policies", "error", err)
+			}
+		}
+	}()
+
+	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	a.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	a.ready.Store(true)
+
+	var err error
+	select {
+	case <-ctx.Done():
+		a.log.Info("shutting down: draining in-flight calls", "timeout", time.Duration(a.cfg.ShutdownTimeout))
+	case err = <-errc:
+		a.log.Error("listener failed; shutting down", "error", err)
+	}
+
+	a.ready.Store(false)
+	a.health.Shutdown() // every service NOT_SERVING before draining
+	stopWatch()
+
+	timeout := time.Duration(a.cfg.ShutdownTimeout)
+	drained := make(chan struct{})
+	go func() { a.grpc.GracefulStop(); close(drained) }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-drained:
+	case <-timer.C:
+		a.log.Warn("drain timed out; closing remaining calls")
+		a.grpc.Stop()
+		<-drained
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if serr := a.admin.Shutdown(sctx); serr != nil && err == nil {
+		err = fmt.Errorf("admin shutdown: %w", serr)
+	}
+	<-watchDone
+	return err
+}
+
+// Banner writes where Tollgate listens and, for the embedded demo policy,
+// grpcurl commands that get a 200 and a 401.
+func (a *App) Banner(w io.Writer) {
+	policy := fmt.Sprintf("%v", a.cfg.Policy.Paths)
+	if len(a.cfg.Policy.Paths) == 0 {
+		policy = "embedded demo (policies/demo)"
+	}
+	fmt.Fprintf(w, "Tollgate %s is serving\n", a.version)
+	fmt.Fprintf(w, "  ext_authz (gRPC)  %s   envoy.service.auth.v3.Authorization/Check\n", a.GRPCAddr())
+	fmt.Fprintf(w, "  admin (HTTP)      http://%s   /metrics /healthz /readyz /status\n", a.AdminAddr())
+	fmt.Fprintf(w, "  policy            %s, decision %s, revision %s\n", policy, a.cfg.Policy.Decision, a.engine.Revision())
+	if len(a.cfg.Policy.Paths) != 0 {
+		return
+	}
+	const check = "envoy.service.auth.v3.Authorization/Check"
+	fmt.Fprintf(w, "\nTry it with grpcurl (https://github.com/fullstorydev/grpcurl):\n\n")
+	fmt.Fprintf(w, "  # 200: consumer acme, plan pro\n  grpcurl -plaintext -d '%s' %s %s\n\n", DemoAllowed, a.GRPCAddr(), check)
+	fmt.Fprintf(w, "  # 401: no API key\n  grpcurl -plaintext -d '%s' %s %s\n\n", DemoUnauthenticated, a.GRPCAddr(), check)
+}
+
+// Demo CheckRequests printed by the banner (and tested).
+const (
+	DemoAllowed         = `{"attributes":{"request":{"http":{"method":"GET","path":"/v1/invoices","host":"api.example.com","headers":{"x-api-key":"tg_live_3f9a1c0d5e7b4a2c"}}}}}`
+	DemoUnauthenticated = `{"attributes":{"request":{"http":{"method":"GET","path":"/v1/invoices","host":"api.example.com","headers":{}}}}}`
+)

@@ -1,0 +1,101 @@
+package tollgate_test
+
+import data.tollgate
+
+req(method, path, headers) := {"attributes": {"request": {"http": {
+	"method": method,
+	"path": path,
+	"headers": headers,
+}}}}
+
+test_api_key_header_allows if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices?limit=10", {"x-api-key": "tg_live_3f9a1c0d5e7b4a2c"})
+	d.allow == true
+	d.consumer == "acme"
+	d.plan == "pro"
+}
+
+test_bearer_token_allows if {
+	d := tollgate.decision with input as req("POST", "/v1/chat/completions", {"authorization": "Bearer tg_live_77aa0b1c2d3e4f50"})
+	d.allow == true
+	d.consumer == "globex"
+	d.plan == "enterprise"
+}
+
+test_api_key_header_wins_over_bearer if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {
+		"x-api-key": "tg_demo_free_0001",
+		"authorization": "Bearer tg_live_77aa0b1c2d3e4f50",
+	})
+	d.consumer == "initech"
+}
+
+test_missing_key_is_401 if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {})
+	d.allow == false
+	d.status == 401
+	d.response_headers["www-authenticate"] == `Bearer realm="tollgate"`
+}
+
+test_unknown_key_is_401 if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {"x-api-key": "tg_live_guess"})
+	d.status == 401
+	not d.consumer
+}
+
+test_basic_auth_is_not_a_bearer_key if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {"authorization": "Basic dGdfZGVtb19mcmVlXzAwMDE="})
+	d.status == 401
+}
+
+test_plaintext_key_in_data_is_not_accepted if {
+	# A request presenting the stored hash itself must not authenticate.
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {"x-api-key": "f396b2c0d7c24fe771572afd93eb3c7b88fe0aa4ce6bf1e78b0e58bab4c442b4"})
+	d.status == 401
+}
+
+test_route_outside_plan_is_403 if {
+	d := tollgate.decision with input as req("POST", "/v1/chat/completions", {"x-api-key": "tg_demo_free_0001"})
+	d.allow == false
+	d.status == 403
+	d.reason == "route_not_in_plan"
+	d.consumer == "initech"
+	d.plan == "free"
+}
+
+test_method_is_part_of_the_route if {
+	d := tollgate.decision with input as req("DELETE", "/v1/invoices/inv_1", {"x-api-key": "tg_live_3f9a1c0d5e7b4a2c"})
+	d.status == 403
+}
+
+test_query_string_does_not_affect_route_match if {
+	d := tollgate.decision with input as req("GET", "/v1/status?verbose=/v1/admin", {"x-api-key": "tg_demo_free_0001"})
+	d.allow == true
+}
+
+test_past_due_is_402_with_payment_link if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {"x-api-key": "tg_demo_pastdue_0002"})
+	d.allow == false
+	d.status == 402
+	d.reason == "subscription_past_due"
+	d.payment.url == "https://billing.example.com/pay?plan=pro"
+}
+
+test_suspended_is_402 if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {"x-api-key": "tg_demo_suspended_0003"})
+	d.status == 402
+	d.reason == "subscription_suspended"
+	d.payment.url == "https://billing.example.com/pay?plan=free"
+}
+
+test_unknown_status_is_403 if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {"x-api-key": "tg_demo_free_0001"})
+		with data.demo.consumers.initech.status as "cancelled"
+	d.status == 403
+	d.reason == "account_inactive"
+}
+
+test_enterprise_reaches_any_route if {
+	d := tollgate.decision with input as req("DELETE", "/admin/anything", {"authorization": "Bearer tg_live_77aa0b1c2d3e4f50"})
+	d.allow == true
+}

@@ -1,0 +1,68 @@
+// Package ratelimit is Tollgate's limit engine: rate limits, period quotas
+// and prepaid credit charges, applied atomically per request.
+//
+// This file holds the vocabulary shared by the ext_authz decision document
+// and the rate limit service; the engine and its stores carry it out.
+package ratelimit
+
+import (
+	"fmt"
+	"time"
+)
+
+// Period is a calendar period for quotas.
+type Period string
+
+// Calendar periods a quota may use.
+const (
+	Hour  Period = "hour"
+	Day   Period = "day"
+	Week  Period = "week"
+	Month Period = "month"
+	Year  Period = "year"
+)
+
+// Periods lists the valid periods, for error messages.
+var Periods = []Period{Hour, Day, Week, Month, Year}
+
+// ParsePeriod checks a period name.
+func ParsePeriod(s string) (Period, error) {
+	for _, p := range Periods {
+		if string(p) == s {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%q is not a period (allowed: hour, day, week, month, year)", s)
+}
+
+// Limit is one limit of a request: either a rate over a short Window (GCRA,
+// with Burst) or a quota over a calendar Period.
+type Limit struct {
+	// Name identifies the limit in headers, bodies and logs ("per_second").
+	Name string
+	// Key is the counter's identity, usually the consumer ("acme").
+	Key string
+	// Limit is how many units the window or period allows.
+	Limit int64
+	// Window is set for rate limits; Period for calendar quotas.
+	Window time.Duration
+	Period Period
+	// Location is the time zone of a Period (UTC when nil).
+	Location *time.Location
+	// Burst is how many units may be taken at once beyond the smooth rate
+	// (rate limits only; 0 means Limit).
+	Burst int64
+	// Cost is how many units this request consumes (default 1).
+	Cost int64
+	// OnExceed is the HTTP status when the limit is exceeded (429 for rate
+	// limits, 402 for quotas by default).
+	OnExceed int
+}
+
+// Charge takes prepaid credits from an account.
+type Charge struct {
+	Account string
+	Credits int64
+	// Overdraft is how far below zero the balance may go.
+	Overdraft int64
+}
