@@ -259,7 +259,13 @@ type Loaded struct {
 // included only when withTests is set.
 func Load(paths []string, fsys fs.FS, withTests bool) (*Loaded, error) {
 	out := &Loaded{Modules: map[string]*ast.Module{}, Raw: map[string][]byte{}, Data: map[string]any{}}
-	skipTests := func(_ string, info fs.FileInfo, _ int) bool {
+	skip := func(_ string, info fs.FileInfo, depth int) bool {
+		// Hidden entries are skipped: a Kubernetes ConfigMap volume keeps
+		// its real files in "..2026_11_25_..." directories behind a "..data"
+		// symlink, and loading those too would load every file twice.
+		if depth > 0 && strings.HasPrefix(info.Name(), ".") {
+			return true
+		}
 		return !withTests && !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
 	}
 	var plain []string
@@ -277,7 +283,7 @@ func Load(paths []string, fsys fs.FS, withTests bool) (*Loaded, error) {
 		}
 	}
 	if len(plain) > 0 || fsys != nil {
-		fl := loader.NewFileLoader().WithProcessAnnotation(true)
+		fl := loader.NewFileLoader().WithProcessAnnotation(true).WithFollowSymlinks(true)
 		roots := plain
 		if len(paths) == 0 {
 			fl = fl.WithFS(fsys)
@@ -289,9 +295,9 @@ func Load(paths []string, fsys fs.FS, withTests bool) (*Loaded, error) {
 				}
 			}
 		}
-		res, err := fl.Filtered(roots, skipTests)
+		res, err := fl.Filtered(roots, skip)
 		if err != nil {
-			return nil, fmt.Errorf("policies: load: %w", err)
+			return nil, fmt.Errorf("policies: load: %w", withJSONPositions(err))
 		}
 		for _, m := range res.Modules {
 			out.Modules[m.Name] = m.Parsed
@@ -355,4 +361,47 @@ func revision(l *Loaded) string {
 	data, _ := json.Marshal(l.Data) // sorted keys: stable across replicas
 	h.Write(data)
 	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// withJSONPositions adds line:column to the loader's JSON syntax errors,
+// which otherwise name only the file ("data.json: invalid character").
+func withJSONPositions(err error) error {
+	var errs loader.Errors
+	if !errors.As(err, &errs) {
+		return err
+	}
+	out := make(loader.Errors, len(errs))
+	for i, e := range errs {
+		out[i] = e
+		msg := e.Error()
+		j := strings.Index(msg, ".json: ")
+		if j < 0 {
+			continue
+		}
+		file := msg[:j+len(".json")]
+		b, rerr := os.ReadFile(file)
+		if rerr != nil {
+			continue
+		}
+		var syn *json.SyntaxError
+		var v any
+		if jerr := json.Unmarshal(b, &v); errors.As(jerr, &syn) {
+			line, col := position(b, syn.Offset-1) // Offset is just past the bad byte
+			out[i] = fmt.Errorf("%s:%d:%d: %s", file, line, col, syn.Error())
+		}
+	}
+	return out
+}
+
+// position converts a byte offset to a 1-based line and column.
+func position(b []byte, off int64) (line, col int) {
+	line, col = 1, 1
+	for i := int64(0); i < off && i < int64(len(b)); i++ {
+		if b[i] == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return line, col
 }
