@@ -1,0 +1,240 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tollgate-dev/tollgate/internal/app"
+	"github.com/tollgate-dev/tollgate/internal/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testConfig() *config.Config {
+	c := config.Default()
+	c.GRPC.Address = "127.0.0.1:0"
+	c.Admin.Address = "127.0.0.1:0"
+	c.ShutdownTimeout = config.Duration(5 * time.Second)
+	return c
+}
+
+type running struct {
+	app    *app.App
+	cancel context.CancelFunc
+	done   chan error
+	conn   *grpc.ClientConn
+	banner string
+}
+
+func start(t *testing.T, cfg *config.Config) *running {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := app.New(context.Background(), cfg, log, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var banner bytes.Buffer
+	a.Banner(&banner)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{app: a, cancel: cancel, done: make(chan error, 1), banner: banner.String()}
+	go func() { r.done <- a.Run(ctx) }()
+	r.conn, err = grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.conn.Close()
+		r.stop(t)
+	})
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok && err != nil {
+			t.Errorf("Run returned %v, want nil after a shutdown", err)
+		}
+		close(r.done)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after shutdown")
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestDemo runs the embedded default as `tollgate serve` does and sends
+// the two CheckRequests its banner tells users to paste into grpcurl.
+func TestDemo(t *testing.T) {
+	r := start(t, testConfig())
+	ctx := context.Background()
+
+	hc := healthpb.NewHealthClient(r.conn)
+	for _, svc := range []string{"", "envoy.service.auth.v3.Authorization"} {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health %q = %v, %v; want SERVING", svc, resp, err)
+		}
+	}
+
+	for _, tc := range []struct {
+		name, request string
+		wantHTTP      int
+	}{
+		{"allowed", app.DemoAllowed, 200},
+		{"unauthenticated", app.DemoUnauthenticated, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(r.banner, "-d '"+tc.request+"' "+r.app.GRPCAddr()+" envoy.service.auth.v3.Authorization/Check") {
+				t.Errorf("banner does not show the grpcurl command for %s:\n%s", tc.name, r.banner)
+			}
+			req := &authv3.CheckRequest{}
+			if err := protojson.Unmarshal([]byte(tc.request), req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := authv3.NewAuthorizationClient(r.conn).Check(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 200
+			if dr := resp.GetDeniedResponse(); dr != nil {
+				got = int(dr.GetStatus().GetCode())
+			} else if resp.GetStatus().GetCode() != int32(codes.OK) {
+				t.Errorf("allowed response with gRPC status %v", resp.GetStatus())
+			}
+			if got != tc.wantHTTP {
+				t.Errorf("HTTP status %d, want %d (response %v)", got, tc.wantHTTP, resp)
+			}
+		})
+	}
+
+	admin := "http://" + r.app.AdminAddr()
+	if code, body := get(t, admin+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	if code, body := get(t, admin+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+	_, metrics := get(t, admin+"/metrics")
+	for _, want := range []string{
+		`tollgate_authz_decisions_total{status="200"} 1`,
+		`tollgate_authz_decisions_total{status="401"} 1`,
+		`tollgate_authz_check_duration_seconds_count 2`,
+		`tollgate_policy_reloads_total{result="success"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	code, body := get(t, admin+"/status")
+	var st struct {
+		Ready  bool `json:"ready"`
+		Policy struct {
+			Revision string   `json:"revision"`
+			Sources  []string `json:"sources"`
+		} `json:"policy"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 || !st.Ready || st.Policy.Revision != r.app.Engine().Revision() {
+		t.Errorf("/status = %d %s (err %v)", code, body, err)
+	}
+}
+
+// TestShutdownDrains: when the context ends (SIGTERM in main), readiness
+// flips first, the call in flight completes, and Run returns nil.
+func TestShutdownDrains(t *testing.T) {
+	cfg := testConfig()
+	cfg.Policy.Paths = []string{"testdata/slow.rego"}
+	r := start(t, cfg)
+	admin := "http://" + r.app.AdminAddr()
+
+	// Calibrate: find work that takes at least 300ms.
+	client := authv3.NewAuthorizationClient(r.conn)
+	work := 200000
+	for {
+		begin := time.Now()
+		if _, err := client.Check(context.Background(), slowRequest(work)); err != nil {
+			t.Fatal(err)
+		}
+		if time.Since(begin) > 300*time.Millisecond || work > 1e8 {
+			break
+		}
+		work *= 2
+	}
+
+	inflight := make(chan error, 1)
+	go func() {
+		resp, err := client.Check(context.Background(), slowRequest(work))
+		if err == nil && resp.GetOkResponse() == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		inflight <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the call is now being evaluated
+	r.cancel()
+
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		code, _ := get(t, admin+"/readyz")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz never reported 503 during the drain")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := <-inflight; err != nil {
+		t.Errorf("in-flight call failed during the drain: %v", err)
+	}
+}
+
+func slowRequest(n int) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/", Headers: map[string]string{"x-work": itoa(n)}},
+	}}}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+
+func TestNewFailsCleanly(t *testing.T) {
+	cfg := testConfig()
+	cfg.Policy.Paths = []string{"testdata/does-not-exist.rego"}
+	if _, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil ||
+		!strings.Contains(err.Error(), "does-not-exist.rego") {
+		t.Errorf("New error = %v, want it to name the missing file", err)
+	}
+	cfg = testConfig()
+	cfg.GRPC.Address = "203.0.113.1:1" // not an address of this machine: bind fails
+	if _, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil ||
+		!strings.Contains(err.Error(), "grpc.address") {
+		t.Errorf("New error = %v, want it to name grpc.address", err)
+	}
+}
