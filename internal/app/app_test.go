@@ -223,7 +223,6 @@ func slowRequest(n int) *authv3.CheckRequest {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-
 func TestNewFailsCleanly(t *testing.T) {
 	cfg := testConfig()
 	cfg.Policy.Paths = []string{"testdata/does-not-exist.rego"}
