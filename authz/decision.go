@@ -81,7 +81,7 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 	var errs []error
 	add := func(key string, err error) {
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
 		}
 	}
 	obj.Foreach(func(k, v *ast.Term) {
@@ -168,7 +168,7 @@ func parseEnvoy(obj ast.Object, defaultStatus int) (*Decision, error) {
 			// so that its policies run unchanged.
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
@@ -412,7 +412,7 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 			err = fmt.Errorf("unknown key (allowed: %s)", limitKeys)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
@@ -491,7 +491,7 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 			err = errors.New("unknown key (allowed: account, credits, overdraft)")
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
 		}
 	})
 	if err := errors.Join(errs...); err != nil {

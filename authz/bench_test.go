@@ -1,0 +1,94 @@
+package authz_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/policies"
+)
+
+// emptyServer answers OK without looking at the request: the floor that
+// gRPC and protobuf alone cost, for comparison with BenchmarkCheck.
+type emptyServer struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+func (emptyServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
+	}, nil
+}
+
+func fixture(b *testing.B, name string) *authv3.CheckRequest {
+	b.Helper()
+	raw, err := os.ReadFile("testdata/check/" + name + ".json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var c struct {
+		Request json.RawMessage `json:"request"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		b.Fatal(err)
+	}
+	req := &authv3.CheckRequest{}
+	if err := protojson.Unmarshal(c.Request, req); err != nil {
+		b.Fatal(err)
+	}
+	return req
+}
+
+func benchCheck(b *testing.B, client authv3.AuthorizationClient, req *authv3.CheckRequest) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := client.Check(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCheckEmpty is one Check over gRPC (bufconn) to a handler that
+// only answers OK.
+func BenchmarkCheckEmpty(b *testing.B) {
+	benchCheck(b, serve(b, emptyServer{}), fixture(b, "demo_200_api_key"))
+}
+
+// BenchmarkCheck is one Check over gRPC (bufconn) through the demo policy:
+// input built as AST, API key hashed and looked up, route matched, decision
+// parsed, response built.
+func BenchmarkCheck(b *testing.B) {
+	benchCheck(b, startServer(b, "demo", "tollgate/decision"), fixture(b, "demo_200_api_key"))
+}
+
+// BenchmarkCheckDenied is a 401 through the demo policy (problem+json body).
+func BenchmarkCheckDenied(b *testing.B) {
+	benchCheck(b, startServer(b, "demo", "tollgate/decision"), fixture(b, "demo_401_unknown_key"))
+}
+
+// BenchmarkDecide is the policy work alone, without gRPC.
+func BenchmarkDecide(b *testing.B) {
+	engine, err := policies.New(context.Background(), policies.Options{Queries: []string{"tollgate/decision"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	q, _ := engine.Query("tollgate/decision")
+	srv, _ := authz.New(q, authz.Options{})
+	req := fixture(b, "demo_200_api_key")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := srv.Decide(ctx, req); !d.Allow {
+			b.Fatalf("denied: %+v", d)
+		}
+	}
+}

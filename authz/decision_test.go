@@ -1,0 +1,167 @@
+package authz_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/ratelimit"
+)
+
+func TestParseDecision(t *testing.T) {
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	tests := []struct {
+		name  string
+		doc   string
+		check func(t *testing.T, d *authz.Decision)
+	}{
+		{"boolean allow", `true`, func(t *testing.T, d *authz.Decision) {
+			if !d.Allow {
+				t.Error("not allowed")
+			}
+		}},
+		{"boolean deny gets the default status", `false`, func(t *testing.T, d *authz.Decision) {
+			if d.Allow || d.Status != 403 {
+				t.Errorf("got %+v", d)
+			}
+		}},
+		{"tollgate deny with status", `{"allow": false, "status": 402, "reason": "credits_exhausted", "payment": {"url": "https://pay"}}`, func(t *testing.T, d *authz.Decision) {
+			if d.Status != 402 || d.Reason != "credits_exhausted" || d.Payment["url"] != "https://pay" {
+				t.Errorf("got %+v", d)
+			}
+		}},
+		{"tollgate deny without status", `{"allow": false}`, func(t *testing.T, d *authz.Decision) {
+			if d.Status != 403 {
+				t.Errorf("status %d, want the default 403", d.Status)
+			}
+		}},
+		{"headers are sorted and lower-cased", `{"allow": true, "headers": {"X-B": "2", "x-a": "1"}}`, func(t *testing.T, d *authz.Decision) {
+			if len(d.Headers) != 2 || d.Headers[0] != (authz.Header{Key: "x-b", Value: "2"}) && d.Headers[0].Key != "x-a" {
+				t.Errorf("headers %+v", d.Headers)
+			}
+			for _, h := range d.Headers {
+				if h.Key != strings.ToLower(h.Key) {
+					t.Errorf("header %q not lower-cased", h.Key)
+				}
+			}
+		}},
+		{"limits and charge", `{"allow": true, "limits": [
+			{"name": "per_second", "key": "acme", "limit": 20, "window": "1s", "burst": 40},
+			{"name": "monthly", "key": "acme", "limit": 100000, "period": "month", "timezone": "Europe/Berlin", "cost": 5}],
+			"charge": {"account": "acme", "credits": 3, "overdraft": 10}}`, func(t *testing.T, d *authz.Decision) {
+			want := []ratelimit.Limit{
+				{Name: "per_second", Key: "acme", Limit: 20, Window: time.Second, Burst: 40, Cost: 1, OnExceed: 429},
+				{Name: "monthly", Key: "acme", Limit: 100000, Period: ratelimit.Month, Location: berlin, Cost: 5, OnExceed: 402},
+			}
+			if len(d.Limits) != 2 {
+				t.Fatalf("limits %+v", d.Limits)
+			}
+			for i := range want {
+				if d.Limits[i].Name != want[i].Name || d.Limits[i].Window != want[i].Window || d.Limits[i].Period != want[i].Period ||
+					d.Limits[i].Cost != want[i].Cost || d.Limits[i].OnExceed != want[i].OnExceed || d.Limits[i].Burst != want[i].Burst ||
+					d.Limits[i].Location.String() != want[i].Location.String() {
+					t.Errorf("limit %d = %+v, want %+v", i, d.Limits[i], want[i])
+				}
+			}
+			if *d.Charge != (ratelimit.Charge{Account: "acme", Credits: 3, Overdraft: 10}) {
+				t.Errorf("charge %+v", d.Charge)
+			}
+		}},
+		{"opa-envoy object with list headers", `{"allowed": true, "headers": {"x-tags": ["a", "b"]}, "unknown_key": 1}`, func(t *testing.T, d *authz.Decision) {
+			if !d.Allow || len(d.Headers) != 2 || d.Headers[0].Append || !d.Headers[1].Append {
+				t.Errorf("got %+v", d)
+			}
+		}},
+		{"opa-envoy deny moves headers to the client", `{"allowed": false, "headers": {"retry-after": "3"}}`, func(t *testing.T, d *authz.Decision) {
+			if d.Allow || d.Status != 403 || len(d.Headers) != 0 || len(d.ResponseHeaders) != 1 {
+				t.Errorf("got %+v", d)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := authz.ParseDecision(ast.MustParseTerm(tt.doc), 403)
+			if err != nil {
+				t.Fatalf("ParseDecision: %v", err)
+			}
+			tt.check(t, d)
+		})
+	}
+}
+
+func TestParseDecisionErrors(t *testing.T) {
+	tests := []struct{ doc, want string }{
+		{`"yes"`, `decision is string "yes", want a boolean or an object`},
+		{`{"permit": true}`, `neither "allow" (Tollgate decision) nor "allowed"`},
+		{`{"allow": "true"}`, `allow: want true or false, got "true"`},
+		{`{"allow": false, "status": 999}`, `status: 999 is not an HTTP status Envoy can send`},
+		{`{"allow": false, "status": 4.5}`, `status: want an integer, got 4.5`},
+		{`{"allow": true, "alow": 1}`, `alow: unknown key (allowed: allow, status, reason`},
+		{`{"allow": true, "headers": {"bad name": "x"}}`, `header name "bad name" has the invalid character ' '`},
+		{`{"allow": true, "headers": {"x-a": "a\r\nb"}}`, `header "x-a": value contains CR, LF or NUL`},
+		{`{"allow": true, "headers": {"x-a": 1}}`, `want a string or a list of strings, got 1`},
+		{`{"allow": true, "headers": ["x-a"]}`, `headers: want an object of header names to values`},
+		{`{"allow": true, "limits": [{"key": "k", "limit": 1, "window": "1s"}]}`, `"name" is required`},
+		{`{"allow": true, "limits": [{"name": "a", "limit": 1, "window": "1s"}]}`, `limit "a": "key" is required`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 0, "window": "1s"}]}`, `"limit" must be a positive integer`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1}]}`, `set exactly one of "window"`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s", "period": "day"}]}`, `set exactly one of "window"`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "fast"}]}`, `window: time: invalid duration "fast"`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "period": "fortnight"}]}`, `"fortnight" is not a period (allowed: hour, day, week, month, year)`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "period": "day", "timezone": "Mars/Base"}]}`, `timezone "Mars/Base" is not an IANA time zone`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "period": "day", "burst": 3}]}`, `"burst" applies to rate limits`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s", "colour": 3}]}`, `limits: [0]: colour: unknown key (allowed: name, key, limit`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s"}, {"name": "a", "key": "k", "limit": 2, "window": "1m"}]}`, `name "a" is used by two limits`},
+		{`{"allow": true, "charge": {"account": "a", "credits": -1}}`, `credits: -1 must not be negative`},
+		{`{"allow": true, "charge": {"credits": 1}}`, `"account" is required`},
+		{`{"allow": true, "charge": {"account": "a", "credits": 1.5}}`, `want an integer, got 1.5`},
+		{`{"allowed": true, "http_status": "429"}`, `http_status: want an integer`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.doc, func(t *testing.T) {
+			_, err := authz.ParseDecision(ast.MustParseTerm(tt.doc), 403)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v\nwant it to contain: %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzParseDecision: any document is parsed without a panic, and any
+// document that is accepted becomes a CheckResponse that passes Envoy's own
+// validation.
+func FuzzParseDecision(f *testing.F) {
+	for _, s := range []string{
+		`true`, `false`, `{"allow": false, "status": 402, "reason": "r", "payment": {"url": "u"}}`,
+		`{"allowed": true, "headers": {"a": ["1", "2"]}, "request_headers_to_remove": ["b"], "dynamic_metadata": {"x": [1, null]}}`,
+		`{"allow": true, "consumer": "c", "plan": "p", "headers": {"x-a": "1"}, "response_headers": {"ratelimit": "limit=1"}}`,
+		`{"allowed": false, "http_status": 429, "body": "slow", "headers": {"retry-after": "1"}}`,
+		`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s"}], "charge": {"account": "a", "credits": 1}}`,
+	} {
+		f.Add(s)
+	}
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-tollgate-plan": "forged", "X-Tollgate-X": "1"}},
+	}}}
+	f.Fuzz(func(t *testing.T, doc string) {
+		term, err := ast.ParseTerm(doc)
+		if err != nil || !term.IsGround() {
+			return
+		}
+		if _, err := ast.JSON(term.Value); err != nil {
+			return // not a JSON value: policies cannot produce it
+		}
+		d, err := authz.ParseDecision(term, 403)
+		if err != nil {
+			return
+		}
+		resp := authz.Respond(req, d)
+		if err := resp.ValidateAll(); err != nil {
+			t.Fatalf("accepted decision %s gives an invalid CheckResponse: %v", doc, err)
+		}
+	})
+}
