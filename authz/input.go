@@ -23,21 +23,52 @@ import (
 // directly as an AST value — no JSON round trip. It never fails: parts that
 // cannot be parsed (a malformed body or path) are left undefined.
 func Input(req *authv3.CheckRequest) ast.Value {
-	obj := messageValue(req.ProtoReflect()).(ast.Object)
-	obj.Insert(termVersion, versionValue)
+	b := &builder{}
+	start := b.fields(req.ProtoReflect())
+	b.push(termVersion, versionValue)
 
 	h := req.GetAttributes().GetRequest().GetHttp()
-	if p, q, ok := parsePath(h.GetPath()); ok {
-		obj.Insert(termParsedPath, ast.NewTerm(p))
-		obj.Insert(termParsedQuery, ast.NewTerm(q))
+	if p, q, ok := b.parsePath(h.GetPath()); ok {
+		b.push(termParsedPath, b.term(p))
+		b.push(termParsedQuery, b.term(q))
 	}
 	body, truncated, ok := parseBody(h.GetHeaders(), h.GetBody(), h.GetRawBody())
 	if ok {
-		obj.Insert(termParsedBody, ast.NewTerm(body))
+		b.push(termParsedBody, b.term(body))
 	}
-	obj.Insert(termTruncatedBody, ast.InternedTerm(truncated))
+	b.push(termTruncatedBody, ast.InternedTerm(truncated))
+	return b.object(start)
+}
+
+// builder hands out terms from slabs (one allocation per 32 terms instead
+// of one per term) and collects object members on one stack that every
+// object of the input shares, since ast.NewObject copies them.
+type builder struct {
+	slab  []ast.Term
+	stack [][2]*ast.Term
+}
+
+func (b *builder) term(v ast.Value) *ast.Term {
+	if len(b.slab) == 0 {
+		b.slab = make([]ast.Term, 32)
+	}
+	t := &b.slab[0]
+	b.slab = b.slab[1:]
+	t.Value = v
+	return t
+}
+
+func (b *builder) push(k, v *ast.Term) { b.stack = append(b.stack, [2]*ast.Term{k, v}) }
+
+// object pops the members pushed since start into a new object.
+func (b *builder) object(start int) ast.Object {
+	obj := ast.NewObject(b.stack[start:]...)
+	clear(b.stack[start:])
+	b.stack = b.stack[:start]
 	return obj
 }
+
+func (b *builder) str(s string) *ast.Term { return b.term(ast.String(s)) }
 
 var (
 	termVersion       = ast.StringTerm("version")
@@ -54,27 +85,33 @@ var (
 // parsePath splits Envoy's :path (which carries the query string) the way
 // opa-envoy-plugin does: parsed_path is the path's segments without the
 // leading slash, parsed_query maps each parameter to its list of values.
-func parsePath(p string) (ast.Value, ast.Value, bool) {
+func (b *builder) parsePath(p string) (ast.Value, ast.Value, bool) {
 	u, err := url.Parse(p)
 	if err != nil {
 		return nil, nil, false
 	}
-	segs := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
-	path := make([]*ast.Term, len(segs))
-	for i, s := range segs {
-		path[i] = ast.StringTerm(s)
-	}
-	q := ast.NewObject()
-	if u.RawQuery != "" {
-		for k, vs := range u.Query() {
-			arr := make([]*ast.Term, len(vs))
-			for i, v := range vs {
-				arr[i] = ast.StringTerm(v)
-			}
-			q.Insert(ast.StringTerm(k), ast.ArrayTerm(arr...))
+	rest := strings.TrimLeft(u.Path, "/")
+	path := make([]*ast.Term, 0, strings.Count(rest, "/")+1)
+	for {
+		seg, tail, more := strings.Cut(rest, "/")
+		path = append(path, b.str(seg))
+		if !more {
+			break
 		}
+		rest = tail
 	}
-	return ast.NewArray(path...), q, true
+	if u.RawQuery == "" {
+		return ast.NewArray(path...), ast.NewObject(), true
+	}
+	start := len(b.stack)
+	for k, vs := range u.Query() {
+		arr := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			arr[i] = b.str(v)
+		}
+		b.push(b.str(k), b.term(ast.NewArray(arr...)))
+	}
+	return ast.NewArray(path...), b.object(start), true
 }
 
 // parseBody parses JSON and form bodies. It reports truncated when the
@@ -141,39 +178,63 @@ func keyTerm(fd protoreflect.FieldDescriptor) *ast.Term {
 // messageValue converts a message to the AST value of its protojson form
 // (default options: lowerCamelCase names, unpopulated fields omitted, 64-bit
 // integers as strings, enums by name, well-known types in their JSON form).
-func messageValue(m protoreflect.Message) ast.Value {
-	if v, ok := wellKnown(m); ok {
+func (b *builder) messageValue(m protoreflect.Message) ast.Value {
+	if v, ok := b.wellKnown(m); ok {
 		return v
 	}
-	kvs := make([][2]*ast.Term, 0, 8)
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		var val ast.Value
-		switch {
-		case fd.IsList():
-			l := v.List()
-			arr := make([]*ast.Term, l.Len())
-			for i := range arr {
-				arr[i] = ast.NewTerm(singular(fd, l.Get(i)))
-			}
-			val = ast.NewArray(arr...)
-		case fd.IsMap():
-			obj := ast.NewObject()
-			vd := fd.MapValue()
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				obj.Insert(ast.StringTerm(k.String()), ast.NewTerm(singular(vd, mv)))
-				return true
-			})
-			val = obj
-		default:
-			val = singular(fd, v)
-		}
-		kvs = append(kvs, [2]*ast.Term{keyTerm(fd), ast.NewTerm(val)})
-		return true
-	})
-	return ast.NewObject(kvs...)
+	return b.object(b.fields(m))
 }
 
-func singular(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {
+// fields pushes the populated fields of m and returns where they start.
+// Members of nested messages are pushed and popped before the field that
+// holds them is pushed, so the stack stays in order.
+func (b *builder) fields(m protoreflect.Message) int {
+	start := len(b.stack)
+	fds := m.Descriptor().Fields()
+	for i := range fds.Len() {
+		fd := fds.Get(i)
+		if !m.Has(fd) {
+			continue
+		}
+		b.push(keyTerm(fd), b.term(b.fieldValue(fd, m.Get(fd))))
+	}
+	if m.Descriptor().ExtensionRanges().Len() > 0 {
+		// proto2 extensions (only inside an Any): "[full.name]", as protojson.
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if fd.IsExtension() {
+				b.push(b.str("["+string(fd.FullName())+"]"), b.term(b.fieldValue(fd, v)))
+			}
+			return true
+		})
+	}
+	return start
+}
+
+func (b *builder) fieldValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {
+	switch {
+	case fd.IsList():
+		l := v.List()
+		arr := make([]*ast.Term, l.Len())
+		for i := range arr {
+			arr[i] = b.term(b.singular(fd, l.Get(i)))
+		}
+		return ast.NewArray(arr...)
+	case fd.IsMap():
+		return b.mapValue(fd.MapValue(), v.Map())
+	}
+	return b.singular(fd, v)
+}
+
+func (b *builder) mapValue(vd protoreflect.FieldDescriptor, m protoreflect.Map) ast.Value {
+	start := len(b.stack)
+	m.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+		b.push(b.str(k.String()), b.term(b.singular(vd, mv)))
+		return true
+	})
+	return b.object(start)
+}
+
+func (b *builder) singular(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {
 	switch fd.Kind() {
 	case protoreflect.BoolKind:
 		return ast.Boolean(v.Bool())
@@ -202,7 +263,7 @@ func singular(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {
 		}
 		return ast.InternedTerm(int(v.Enum())).Value
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return messageValue(v.Message())
+		return b.messageValue(v.Message())
 	}
 	return ast.NullValue
 }
@@ -216,11 +277,27 @@ func floatValue(f float64, bits int) ast.Value {
 	case math.IsInf(f, -1):
 		return ast.String("-Infinity")
 	}
-	return ast.Number(strconv.FormatFloat(f, 'g', -1, bits))
+	// protojson writes numbers as encoding/json does: plain decimals, and
+	// exponents only for very small or very large magnitudes (so a JWT's
+	// "exp" stays an integer a policy can compare or format with %d).
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 {
+		if bits == 64 && (abs < 1e-6 || abs >= 1e21) || bits == 32 && (float32(abs) < 1e-6 || float32(abs) >= 1e21) {
+			format = 'e'
+		}
+	}
+	s := strconv.FormatFloat(f, format, -1, bits)
+	if format == 'e' {
+		// "1e-07" → "1e-7", as encoding/json writes it.
+		if n := len(s); n >= 4 && s[n-4] == 'e' && s[n-3] == '-' && s[n-2] == '0' {
+			s = s[:n-2] + s[n-1:]
+		}
+	}
+	return ast.Number(s)
 }
 
 // wellKnown renders the well-known types the way protojson does.
-func wellKnown(m protoreflect.Message) (ast.Value, bool) {
+func (b *builder) wellKnown(m protoreflect.Message) (ast.Value, bool) {
 	d := m.Descriptor()
 	if d.FullName().Parent() != "google.protobuf" {
 		return nil, false
@@ -234,17 +311,12 @@ func wellKnown(m protoreflect.Message) (ast.Value, bool) {
 		secs, nanos := m.Get(fields.ByNumber(1)).Int(), m.Get(fields.ByNumber(2)).Int()
 		return ast.String(formatDuration(secs, nanos)), true
 	case "Struct":
-		obj := ast.NewObject()
-		m.Get(fields.ByNumber(1)).Map().Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
-			obj.Insert(ast.StringTerm(k.String()), ast.NewTerm(messageValue(v.Message())))
-			return true
-		})
-		return obj, true
+		return b.mapValue(fields.ByNumber(1).MapValue(), m.Get(fields.ByNumber(1)).Map()), true
 	case "ListValue":
 		l := m.Get(fields.ByNumber(1)).List()
 		arr := make([]*ast.Term, l.Len())
 		for i := range arr {
-			arr[i] = ast.NewTerm(messageValue(l.Get(i).Message()))
+			arr[i] = b.term(b.messageValue(l.Get(i).Message()))
 		}
 		return ast.NewArray(arr...), true
 	case "Value":
@@ -252,11 +324,11 @@ func wellKnown(m protoreflect.Message) (ast.Value, bool) {
 		if od == nil {
 			return ast.NullValue, true
 		}
-		return singular(od, m.Get(od)), true
+		return b.singular(od, m.Get(od)), true
 	case "BoolValue", "Int32Value", "UInt32Value", "Int64Value", "UInt64Value",
 		"FloatValue", "DoubleValue", "StringValue", "BytesValue":
 		fd := fields.ByNumber(1)
-		return singular(fd, m.Get(fd)), true
+		return b.singular(fd, m.Get(fd)), true
 	case "Empty":
 		return ast.NewObject(), true
 	case "FieldMask":
@@ -267,35 +339,41 @@ func wellKnown(m protoreflect.Message) (ast.Value, bool) {
 		}
 		return ast.String(strings.Join(paths, ",")), true
 	case "Any":
-		return anyValue(m), true
+		return b.anyValue(m), true
 	}
 	return nil, false
 }
 
 // anyValue renders google.protobuf.Any as protojson does ({"@type": ...,
-// fields...}); a type this binary does not know is rendered with its raw
-// bytes under "value" rather than failing the request.
-func anyValue(m protoreflect.Message) ast.Value {
+// fields...}, or {"@type": ..., "value": ...} for a well-known type other
+// than Empty). A type this binary does not know, which protojson cannot
+// render at all, is given with its raw bytes under "value" rather than
+// failing the request.
+func (b *builder) anyValue(m protoreflect.Message) ast.Value {
 	fields := m.Descriptor().Fields()
 	typeURL := m.Get(fields.ByNumber(1)).String()
 	raw := m.Get(fields.ByNumber(2)).Bytes()
-	atType := ast.Item(ast.StringTerm("@type"), ast.StringTerm(typeURL))
+	if typeURL == "" && len(raw) == 0 {
+		return ast.NewObject()
+	}
+	atType := ast.Item(ast.InternedTerm("@type"), b.str(typeURL))
+	opaque := func() ast.Value {
+		return ast.NewObject(atType, ast.Item(ast.InternedTerm("value"), b.str(base64.StdEncoding.EncodeToString(raw))))
+	}
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
 	if err != nil {
-		return ast.NewObject(atType, ast.Item(ast.StringTerm("value"), ast.StringTerm(base64.StdEncoding.EncodeToString(raw))))
+		return opaque()
 	}
 	inner := mt.New()
-	if err := proto.Unmarshal(raw, inner.Interface()); err != nil {
-		return ast.NewObject(atType, ast.Item(ast.StringTerm("value"), ast.StringTerm(base64.StdEncoding.EncodeToString(raw))))
+	if err := (proto.UnmarshalOptions{AllowPartial: true}).Unmarshal(raw, inner.Interface()); err != nil {
+		return opaque()
 	}
-	v := messageValue(inner)
-	if obj, ok := v.(ast.Object); ok {
-		if _, isWKT := wellKnown(inner); !isWKT {
-			obj.Insert(atType[0], atType[1])
-			return obj
-		}
+	if v, ok := b.wellKnown(inner); ok && inner.Descriptor().FullName() != "google.protobuf.Empty" {
+		return ast.NewObject(atType, ast.Item(ast.InternedTerm("value"), b.term(v)))
 	}
-	return ast.NewObject(atType, ast.Item(ast.StringTerm("value"), ast.NewTerm(v)))
+	start := b.fields(inner)
+	b.push(atType[0], atType[1])
+	return b.object(start)
 }
 
 func formatTimestamp(secs, nanos int64) string {
