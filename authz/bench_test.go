@@ -57,6 +57,33 @@ func benchCheck(b *testing.B, client authv3.AuthorizationClient, req *authv3.Che
 	}
 }
 
+// benchCheckParallel keeps both cores busy with concurrent Checks: ns/op is
+// then the CPU cost per call under load, client and server together.
+func benchCheckParallel(b *testing.B, client authv3.AuthorizationClient, req *authv3.CheckRequest) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			if _, err := client.Check(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkCheckEmptyParallel is BenchmarkCheckEmpty under load.
+func BenchmarkCheckEmptyParallel(b *testing.B) {
+	benchCheckParallel(b, serve(b, emptyServer{}), fixture(b, "demo_200_api_key"))
+}
+
+// BenchmarkCheckParallel is BenchmarkCheck under load.
+func BenchmarkCheckParallel(b *testing.B) {
+	benchCheckParallel(b, startServer(b, "demo", "tollgate/decision"), fixture(b, "demo_200_api_key"))
+}
+
 // BenchmarkCheckEmpty is one Check over gRPC (bufconn) to a handler that
 // only answers OK.
 func BenchmarkCheckEmpty(b *testing.B) {

@@ -297,9 +297,7 @@ func TestWatchHotReload(t *testing.T) {
 	write(t, file, version("v1"))
 	e, q := newEngine(t, nil, dir)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	watchDone := make(chan error, 1)
-	go func() { watchDone <- e.Watch(ctx) }()
+	watchDone := startWatch(t, e)
 
 	// Requests run throughout; none may fail or see an undefined decision.
 	var (
@@ -322,7 +320,6 @@ func TestWatchHotReload(t *testing.T) {
 		}()
 	}
 
-	time.Sleep(50 * time.Millisecond) // let the watcher start
 	write(t, file, version("v2"))
 	eventually(t, "v2 to be loaded", func() bool { return reasonOf(t, q) == "v2" })
 
@@ -341,9 +338,8 @@ func TestWatchHotReload(t *testing.T) {
 
 	stop.Store(true)
 	wg.Wait()
-	cancel()
-	if err := <-watchDone; err != nil {
-		t.Errorf("Watch returned %v", err)
+	if err := watchDone(); err != nil {
+		t.Errorf("Watcher.Run returned %v", err)
 	}
 	if n := failures.Load(); n != 0 {
 		t.Errorf("%d of %d evaluations failed during reloads", n, evals.Load())
@@ -365,10 +361,7 @@ func TestWatchConfigMapSwap(t *testing.T) {
 	if got := reasonOf(t, q); got != "cm-1" {
 		t.Fatalf("initial decision %q, want cm-1", got)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = e.Watch(ctx) }()
-	time.Sleep(50 * time.Millisecond)
+	startWatch(t, e)
 
 	// kubelet: write the new directory, point ..data_tmp at it, rename over
 	// ..data, remove the old directory.
@@ -381,6 +374,27 @@ func TestWatchConfigMapSwap(t *testing.T) {
 	if st := e.Status(); st.Failures != 0 {
 		t.Errorf("status = %+v, want no failed reload", st)
 	}
+}
+
+// startWatch sets up the watches (synchronously) and runs the watcher
+// until the test ends; the returned function stops it and returns its error.
+func startWatch(t testing.TB, e *policies.Engine) func() error {
+	t.Helper()
+	w, err := e.Watch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	var result error
+	stop := func() error {
+		once.Do(func() { cancel(); result = <-done })
+		return result
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
 }
 
 func must(t testing.TB, err error) {

@@ -15,25 +15,41 @@ import (
 // a ConfigMap's symlink swap) into one reload.
 const debounce = 100 * time.Millisecond
 
-// Watch reloads the policies whenever a file under Options.Paths changes,
-// until ctx is done. Directories are watched recursively; for a file its
-// parent directory is watched, so atomic renames and Kubernetes ConfigMap
-// symlink swaps are seen. It returns nil when ctx ends, or an error if the
-// watch cannot be set up. With embedded policies there is nothing to watch
-// and it just waits for ctx.
-func (e *Engine) Watch(ctx context.Context) error {
+// Watcher reloads an Engine's policies when their files change.
+type Watcher struct {
+	e *Engine
+	w *fsnotify.Watcher // nil for embedded policies: nothing to watch
+}
+
+// Watch sets up watches on every file and directory under Options.Paths,
+// before it returns, so no change made after it returns is missed.
+// Directories are watched recursively; for a file its parent directory is
+// watched, so atomic renames and Kubernetes ConfigMap symlink swaps are seen.
+// Run starts reloading.
+func (e *Engine) Watch() (*Watcher, error) {
 	if len(e.opts.Paths) == 0 {
-		<-ctx.Done()
-		return nil
+		return &Watcher{e: e}, nil
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return fmt.Errorf("policies: watch: %w", err)
+		return nil, fmt.Errorf("policies: watch: %w", err)
 	}
-	defer w.Close()
 	if err := addWatches(w, e.opts.Paths); err != nil {
-		return err
+		w.Close()
+		return nil, err
 	}
+	return &Watcher{e: e, w: w}, nil
+}
+
+// Run reloads the policies on every burst of changes until ctx is done, then
+// releases the watches and returns nil.
+func (wt *Watcher) Run(ctx context.Context) error {
+	if wt.w == nil {
+		<-ctx.Done()
+		return nil
+	}
+	defer wt.w.Close()
+	e, w := wt.e, wt.w
 	var (
 		timer   = time.NewTimer(time.Hour)
 		pending bool
@@ -67,6 +83,9 @@ func (e *Engine) Watch(ctx context.Context) error {
 		case <-timer.C:
 			pending = false
 			if err := e.Reload(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				e.log.Error("policy reload failed; keeping the last good policy", "error", err, "revision", e.Revision())
 				continue
 			}

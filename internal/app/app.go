@@ -31,6 +31,7 @@ type App struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	engine  *policies.Engine
+	watcher *policies.Watcher // nil when policy.watch is off
 	grpc    *grpc.Server
 	health  *health.Server
 	admin   *admin.Server
@@ -69,6 +70,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	}
 
 	a := &App{cfg: cfg, log: log, engine: engine, version: version}
+	if cfg.Policy.WatchEnabled() {
+		if a.watcher, err = engine.Watch(); err != nil {
+			return nil, err
+		}
+	}
 	a.grpc = grpc.NewServer()
 	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
 	a.health = health.NewServer()
@@ -87,13 +93,24 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 
 	var lc net.ListenConfig
 	if a.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPC.Address); err != nil {
+		a.closeWatcher()
 		return nil, fmt.Errorf("grpc.address: %w", err)
 	}
 	if a.adminLn, err = lc.Listen(ctx, "tcp", cfg.Admin.Address); err != nil {
 		a.grpcLn.Close()
+		a.closeWatcher()
 		return nil, fmt.Errorf("admin.address: %w", err)
 	}
 	return a, nil
+}
+
+// closeWatcher releases the watches of an App that will never Run.
+func (a *App) closeWatcher() {
+	if a.watcher != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = a.watcher.Run(ctx)
+	}
 }
 
 // GRPCAddr is the bound gRPC address (useful with port 0).
@@ -127,10 +144,8 @@ func (a *App) Run(ctx context.Context) error {
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		if a.cfg.Policy.WatchEnabled() {
-			if err := a.engine.Watch(watchCtx); err != nil {
-				a.log.Error("policy files are not watched; changes need a restart", "component", "policies", "error", err)
-			}
+		if a.watcher != nil {
+			_ = a.watcher.Run(watchCtx)
 		}
 	}()
 

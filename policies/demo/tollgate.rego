@@ -2,47 +2,63 @@
 #
 # Consumers present an API key in `x-api-key` or `Authorization: Bearer`.
 # Keys are stored as SHA-256 hashes in data.demo.keys; each consumer has a
-# plan and a billing status; each plan lists the routes it includes.
+# plan and a billing status; each plan lists, per HTTP method ("*" for any),
+# the path prefixes it includes.
 #
-#   unknown or missing key          -> 401 (with WWW-Authenticate)
+#   unknown or missing key           -> 401 (with WWW-Authenticate)
 #   route not in the consumer's plan -> 403
 #   consumer past_due or suspended   -> 402 (with the plan's payment link)
-#   otherwise                        -> allow, x-tollgate-consumer/plan set
+#   otherwise                        -> allow; Tollgate sets x-tollgate-consumer/plan
 #
 # Policies are pure: they return a decision document and Tollgate carries it
 # out. See README.md, "Writing a policy".
+#
+# Performance: the allowed path is one rule body with local variables, and
+# data.demo is read from the store once. Every rule or builtin call on this
+# path costs microseconds per request; denials take the slower, more
+# descriptive path below.
 package tollgate
 
-http := input.attributes.request.http
-
-# The request path without its query string (Envoy puts the query in :path).
-path := p if {
-	[p, _] := split(http.path, "?")
-} else := http.path
-
 # The presented credential: x-api-key wins over Authorization: Bearer.
-api_key := http.headers["x-api-key"]
+api_key := input.attributes.request.http.headers["x-api-key"]
 
-api_key := substring(http.headers.authorization, 7, -1) if {
-	not http.headers["x-api-key"]
-	startswith(http.headers.authorization, "Bearer ")
+api_key := substring(auth, 7, -1) if {
+	not input.attributes.request.http.headers["x-api-key"]
+	auth := input.attributes.request.http.headers.authorization
+	startswith(auth, "Bearer ")
 }
 
-# Only the key's hash is ever compared, so a timing side channel leaks
-# nothing about stored keys.
+# Only the key's hash is looked up: a timing side channel can reveal
+# nothing about the stored keys.
+decision := {"allow": true, "consumer": id, "plan": consumer.plan} if {
+	http := input.attributes.request.http
+	demo := data.demo
+	id := demo.keys[crypto.sha256(api_key)]
+	consumer := demo.consumers[id]
+	consumer.status == "active"
+	some method in [http.method, "*"]
+	startswith(http.path, demo.plans[consumer.plan].routes[method][_])
+} else := denial
+
+# Why a request is denied, most fundamental reason first.
+
 consumer_id := data.demo.keys[crypto.sha256(api_key)]
 
 consumer := data.demo.consumers[consumer_id]
 
 plan := data.demo.plans[consumer.plan]
 
-route_allowed if {
-	some r in plan.routes
-	r.method in {"*", http.method}
-	startswith(path, r.prefix)
+# The request path without its query string (Envoy puts the query in :path).
+path := p if {
+	[p, _] := split(input.attributes.request.http.path, "?")
+} else := input.attributes.request.http.path
+
+route_in_plan if {
+	some method in [input.attributes.request.http.method, "*"]
+	startswith(path, plan.routes[method][_])
 }
 
-default decision := {
+default denial := {
 	"allow": false,
 	"status": 401,
 	"reason": "invalid_credential",
@@ -50,16 +66,16 @@ default decision := {
 	"response_headers": {"www-authenticate": `Bearer realm="tollgate"`},
 }
 
-decision := {
+denial := {
 	"allow": false,
 	"status": 403,
 	"reason": "route_not_in_plan",
-	"detail": sprintf("The %s plan does not include %s %s.", [consumer.plan, http.method, path]),
+	"detail": sprintf("The %s plan does not include %s %s.", [consumer.plan, input.attributes.request.http.method, path]),
 	"consumer": consumer_id,
 	"plan": consumer.plan,
 } if {
 	consumer
-	not route_allowed
+	not route_in_plan
 } else := {
 	"allow": false,
 	"status": 402,
@@ -70,12 +86,6 @@ decision := {
 	"payment": {"url": plan.payment_url},
 } if {
 	consumer.status in {"past_due", "suspended"}
-} else := {
-	"allow": true,
-	"consumer": consumer_id,
-	"plan": consumer.plan,
-} if {
-	consumer.status == "active"
 } else := {
 	"allow": false,
 	"status": 403,
