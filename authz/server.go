@@ -49,6 +49,7 @@ type Server struct {
 	opts      Options
 	log       *slog.Logger
 	decisions *prometheus.CounterVec
+	failures  *prometheus.CounterVec
 	duration  prometheus.Histogram
 }
 
@@ -74,6 +75,10 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 			Name: "tollgate_authz_decisions_total",
 			Help: "ext_authz decisions by HTTP status (200 = allowed).",
 		}, []string{"status"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_authz_policy_failures_total",
+			Help: "Checks denied because the policy failed: reason is policy_error, decision_undefined or invalid_decision.",
+		}, []string{"reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tollgate_authz_check_duration_seconds",
 			Help:    "Time to answer one ext_authz Check, policy evaluation included.",
@@ -81,7 +86,7 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 		}),
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.decisions, s.duration} {
+		for _, c := range []prometheus.Collector{s.decisions, s.failures, s.duration} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -127,6 +132,7 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Decision
 }
 
 func (s *Server) failure(reason, detail string) *Decision {
+	s.failures.WithLabelValues(reason).Inc()
 	return &Decision{Status: s.opts.DenyStatus, Reason: reason, Detail: detail}
 }
 

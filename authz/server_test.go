@@ -17,6 +17,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/policies"
 )
@@ -134,4 +136,61 @@ func pretty(t testing.TB, m proto.Message) string {
 	_ = json.Unmarshal(b, &v)
 	out, _ := json.MarshalIndent(v, "", "  ")
 	return string(out)
+}
+
+// TestPolicyFailuresCounted: every way a policy can fail is a denial with
+// the configured status, and is counted by reason.
+func TestPolicyFailuresCounted(t *testing.T) {
+	engine, err := policies.New(context.Background(), policies.Options{
+		Paths: []string{"testdata/policies/faulty"}, Queries: []string{"tollgate/decision"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := engine.Query("tollgate/decision")
+	reg := prometheus.NewPedanticRegistry()
+	srv, err := authz.New(q, authz.Options{DenyStatus: 503, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := serve(t, srv)
+	for path, reason := range map[string]string{
+		"/conflict":     "policy_error",
+		"/nothing":      "decision_undefined",
+		"/invalid-type": "invalid_decision",
+		"/number":       "invalid_decision",
+	} {
+		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Path: path}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.GetDeniedResponse().GetStatus().GetCode(); int(got) != 503 || resp.GetStatus().GetMessage() != reason {
+			t.Errorf("%s: status %v reason %q, want 503 %q", path, got, resp.GetStatus().GetMessage(), reason)
+		}
+	}
+	want := map[string]float64{"policy_error": 1, "decision_undefined": 1, "invalid_decision": 2}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "tollgate_authz_policy_failures_total":
+			for _, m := range mf.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		case "tollgate_authz_decisions_total":
+			if v := mf.GetMetric()[0].GetCounter().GetValue(); len(mf.GetMetric()) != 1 || mf.GetMetric()[0].GetLabel()[0].GetValue() != "503" || v != 4 {
+				t.Errorf("decisions_total = %v, want only status=503 counted 4 times", mf.GetMetric())
+			}
+		}
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("tollgate_authz_policy_failures_total{reason=%q} = %v, want %v", k, got[k], v)
+		}
+	}
 }
