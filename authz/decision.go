@@ -39,6 +39,11 @@ type Decision struct {
 	DynamicMetadata *structpb.Struct
 	Limits          []ratelimit.Limit
 	Charge          *ratelimit.Charge
+
+	// Set by the limit engine.
+	Outcome *ratelimit.Outcome
+	Limit   string // the limit that denied
+	Balance *int64 // the balance, when the charge could not be paid
 }
 
 // Header is one header to add. Append adds a value instead of replacing
@@ -346,7 +351,7 @@ func asStruct(t *ast.Term) (*structpb.Struct, error) {
 	return s, nil
 }
 
-var limitKeys = "name, key, limit, window, period, timezone, burst, cost, on_exceed"
+var limitKeys = "name, key, limit, window, period, timezone, burst, cost, on_exceed, overage, failure_mode"
 
 func asLimits(t *ast.Term) ([]ratelimit.Limit, error) {
 	list, ok := elems(t)
@@ -377,6 +382,7 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 	}
 	var errs []error
 	var tz string
+	failureMode := "open" // limits fail open by default
 	obj.Foreach(func(k, v *ast.Term) {
 		key, _ := k.Value.(ast.String)
 		var err error
@@ -408,6 +414,10 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 			l.Cost, err = asInt(v)
 		case "on_exceed":
 			l.OnExceed, err = asStatus(v)
+		case "overage":
+			l.Overage, err = asBool(v)
+		case "failure_mode":
+			failureMode, err = asFailureMode(v)
 		default:
 			err = fmt.Errorf("unknown key (allowed: %s)", limitKeys)
 		}
@@ -435,7 +445,10 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 		return l, fmt.Errorf("limit %q: \"cost\" must not be negative", l.Name)
 	case tz != "" && l.Period == "":
 		return l, fmt.Errorf("limit %q: \"timezone\" applies to period quotas only", l.Name)
+	case l.Overage && l.Period == "":
+		return l, fmt.Errorf("limit %q: \"overage\" applies to period quotas only", l.Name)
 	}
+	l.FailOpen = failureMode == "open"
 	if l.Cost == 0 {
 		l.Cost = 1
 	}
@@ -477,6 +490,7 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 	}
 	c := &ratelimit.Charge{}
 	var errs []error
+	failureMode := "closed" // money is never given away: charges fail closed by default
 	obj.Foreach(func(k, v *ast.Term) {
 		key, _ := k.Value.(ast.String)
 		var err error
@@ -487,8 +501,12 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 			c.Credits, err = asInt(v)
 		case "overdraft":
 			c.Overdraft, err = asInt(v)
+		case "overage_only":
+			c.OverageOnly, err = asBool(v)
+		case "failure_mode":
+			failureMode, err = asFailureMode(v)
 		default:
-			err = errors.New("unknown key (allowed: account, credits, overdraft)")
+			err = errors.New("unknown key (allowed: account, credits, overdraft, overage_only, failure_mode)")
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
@@ -504,7 +522,10 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 		return nil, fmt.Errorf("credits: %d must not be negative", c.Credits)
 	case c.Overdraft < 0:
 		return nil, fmt.Errorf("overdraft: %d must not be negative", c.Overdraft)
+	case c.Credits > ratelimit.MaxCredits || c.Overdraft > ratelimit.MaxCredits:
+		return nil, fmt.Errorf("credits and overdraft must not exceed %d", int64(ratelimit.MaxCredits))
 	}
+	c.FailOpen = failureMode == "open"
 	return c, nil
 }
 
@@ -524,6 +545,14 @@ func elems(t *ast.Term) ([]*ast.Term, bool) {
 		out[i] = arr.Elem(i)
 	}
 	return out, true
+}
+
+func asFailureMode(t *ast.Term) (string, error) {
+	s, err := asString(t)
+	if err == nil && s != "open" && s != "closed" {
+		err = fmt.Errorf("%q is not a failure mode (allowed: open, closed)", s)
+	}
+	return s, err
 }
 
 func truncate(s string) string {

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -40,6 +41,9 @@ type Options struct {
 	Logger     *slog.Logger
 	// Registerer receives the authz metrics; none when nil.
 	Registerer prometheus.Registerer
+	// Limiter carries out the decisions' limits and charges; without one
+	// they are validated but not enforced.
+	Limiter Limiter
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -103,6 +107,13 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	d := s.Decide(ctx, req)
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if err := enforce(ctx, s.opts.Limiter, d); err != nil {
+		// A fail-closed limit or charge could not be checked: a technical
+		// failure, so Envoy's failure_mode_allow / status_on_error decide.
+		s.duration.Observe(time.Since(start).Seconds())
+		s.decisions.WithLabelValues("unavailable").Inc()
+		return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
 	}
 	resp := Respond(req, d)
 	s.observe(d, start)
@@ -274,6 +285,8 @@ type problemDoc struct {
 	Reason   string            `json:"reason,omitempty"`
 	Consumer string            `json:"consumer,omitempty"`
 	Plan     string            `json:"plan,omitempty"`
+	Limit    string            `json:"limit,omitempty"`
+	Balance  *int64            `json:"balance,omitempty"`
 	Payment  map[string]string `json:"payment,omitempty"`
 }
 
@@ -289,10 +302,15 @@ func problem(d *Decision) string {
 		Reason:   d.Reason,
 		Consumer: d.Consumer,
 		Plan:     d.Plan,
+		Limit:    d.Limit,
+		Balance:  d.Balance,
 		Payment:  d.Payment,
 	}
 	if d.Reason != "" {
 		p.Type = ProblemTypeBase + d.Reason
+	}
+	if d.Status != http.StatusPaymentRequired {
+		p.Payment = nil // payment links belong to 402s only
 	}
 	if p.Title == "" {
 		p.Title = "Request denied"

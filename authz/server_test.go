@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected responses in testdata/check")
@@ -31,6 +33,7 @@ type checkCase struct {
 	Comment  string          `json:"comment,omitempty"`
 	Policy   string          `json:"policy"`   // "demo" (embedded) or a dir under testdata/policies
 	Decision string          `json:"decision"` // decision path
+	Repeat   int             `json:"repeat,omitempty"` // send the request this many times; the last response is compared
 	Request  json.RawMessage `json:"request"`
 	Response json.RawMessage `json:"response,omitempty"`
 }
@@ -51,7 +54,17 @@ func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClie
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := authz.New(q, authz.Options{})
+	opts2 := authz.Options{}
+	if policy == "limits" {
+		// A memory store on a fixed clock: golden responses are exact.
+		clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+		eng, err := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: func() time.Time { return clock }}), ratelimit.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts2.Limiter = eng
+	}
+	srv, err := authz.New(q, opts2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +112,11 @@ func TestCheckGolden(t *testing.T) {
 			req := &authv3.CheckRequest{}
 			if err := protojson.Unmarshal(c.Request, req); err != nil {
 				t.Fatalf("request: %v", err)
+			}
+			for range c.Repeat - 1 {
+				if _, err := clients[key].Check(context.Background(), req); err != nil {
+					t.Fatal(err)
+				}
 			}
 			got, err := clients[key].Check(context.Background(), req)
 			if err != nil {

@@ -57,6 +57,24 @@ type Limit struct {
 	// OnExceed is the HTTP status when the limit is exceeded (429 for rate
 	// limits, 402 for quotas by default).
 	OnExceed int
+	// Overage lets a request past an exhausted quota when the request's
+	// charge can be paid instead (quotas only).
+	Overage bool
+	// FailOpen allows the request when the store cannot be reached (the
+	// default for rate limits and quotas); otherwise it is refused.
+	FailOpen bool
+}
+
+// IsRate reports whether l is a rate limit (GCRA over Window) rather than a
+// calendar quota.
+func (l *Limit) IsRate() bool { return l.Window > 0 }
+
+// Kind is "rate" or "quota", for metrics and headers.
+func (l *Limit) Kind() string {
+	if l.IsRate() {
+		return "rate"
+	}
+	return "quota"
 }
 
 // Charge takes prepaid credits from an account.
@@ -65,4 +83,13 @@ type Charge struct {
 	Credits int64
 	// Overdraft is how far below zero the balance may go.
 	Overdraft int64
+	// OverageOnly charges only when a quota marked Overage is exhausted.
+	OverageOnly bool
+	// FailOpen allows the request uncharged when the store cannot be
+	// reached; by default a charge fails closed.
+	FailOpen bool
 }
+
+// MaxCredits bounds balances, charges and top-ups: 2^53-1, the largest
+// integer Redis scripts (Lua numbers) handle exactly.
+const MaxCredits = 1<<53 - 1

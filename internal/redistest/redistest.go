@@ -1,0 +1,145 @@
+// Package redistest starts a real redis-server for tests, on a free
+// loopback port, with nothing persisted. No mocks: tests talk to Redis.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server process owned by one test.
+type Server struct {
+	t    testing.TB
+	Addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// Start starts redis-server from PATH and stops it when the test ends.
+// Without the binary the test fails when CI is set, and is skipped
+// otherwise, saying how to install it.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		msg := "redis-server is not on PATH (install it: apt-get install redis-server, or brew install redis)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	s := &Server{t: t, dir: t.TempDir()}
+	for attempt := 0; ; attempt++ {
+		s.Addr = freeAddr(t)
+		err := s.start()
+		if err == nil {
+			break
+		}
+		if attempt == 4 {
+			t.Fatalf("redis-server: %v", err)
+		}
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func (s *Server) start() error {
+	_, port, _ := net.SplitHostPort(s.Addr)
+	s.cmd = exec.Command("redis-server",
+		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", s.Addr, 100*time.Millisecond)
+		if err == nil {
+			ok := ping(c)
+			c.Close()
+			if ok {
+				return nil
+			}
+		}
+		if s.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	return fmt.Errorf("did not start on %s:\n%s", s.Addr, lastLines(string(log), 5))
+}
+
+func ping(c net.Conn) bool {
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Stop kills the server (as a crash would). Start it again with Restart.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts the server again on the same address, empty (nothing is
+// persisted), as after a crash.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("redis-server restart: %v", err)
+	}
+}
+
+// Client returns a new client for the server, closed when the test ends.
+func (s *Server) Client() redis.UniversalClient {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: time.Second})
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// FlushAll empties the server.
+func (s *Server) FlushAll(ctx context.Context) {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		s.t.Fatal(err)
+	}
+}

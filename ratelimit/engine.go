@@ -1,0 +1,321 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Request is everything one API request consumes: its limits and its
+// charge, applied all or nothing.
+type Request struct {
+	// Scope places every key of the request in one Redis Cluster slot (the
+	// hash tag). It must be the charge's account when there is a charge;
+	// Scoped sets it.
+	Scope  string
+	Limits []Limit
+	Charge *Charge
+}
+
+// Scoped returns the scope for a request of consumer: the charge's account
+// when there is one (balances are keyed by account), else the consumer.
+func Scoped(consumer string, limits []Limit, charge *Charge) *Request {
+	scope := consumer
+	if charge != nil {
+		scope = charge.Account
+	}
+	if scope == "" && len(limits) > 0 {
+		scope = limits[0].Key
+	}
+	return &Request{Scope: scope, Limits: limits, Charge: charge}
+}
+
+// Outcome is the result of one Take.
+type Outcome struct {
+	// Allowed is true when every limit had room and the charge was paid;
+	// then (and only then) everything was consumed.
+	Allowed bool
+	// Denied is the index in Request.Limits of the first limit that
+	// refused, DeniedByCharge when the balance was short, or -1.
+	Denied int
+	// Limits has one state per Request.Limits entry.
+	Limits []LimitState
+	// Charged is the credits taken (0 when the charge was not due).
+	Charged int64
+	// Balance is the account's balance after the request (with a charge).
+	Balance int64
+	// RetryAfter is how long until every exceeded limit has room again
+	// (0 when allowed or when only the balance was short).
+	RetryAfter time.Duration
+	// Degraded is set when the store failed and every limit failed open:
+	// nothing was counted and the limit states are unknown.
+	Degraded bool
+}
+
+// DeniedByCharge is Outcome.Denied when the balance could not pay.
+const DeniedByCharge = -2
+
+// LimitState is one limit after a Take.
+type LimitState struct {
+	// Remaining is how many units are left now (after this request if it
+	// was allowed).
+	Remaining int64
+	// Reset is how long until the limit is fully available again.
+	Reset time.Duration
+	// Window is the limit's window, or the length of the current period.
+	Window time.Duration
+	// Exceeded reports that this limit refused the request.
+	Exceeded bool
+	// Overage reports an exhausted quota that the charge paid for.
+	Overage bool
+}
+
+// Store applies requests atomically and keeps balances. Implementations:
+// MemoryStore (one replica) and RedisStore (shared).
+type Store interface {
+	// Take applies all limits and the charge of req atomically, using the
+	// store's clock. An error means nothing was consumed.
+	Take(ctx context.Context, req *Request) (*Outcome, error)
+	// Credit adds amount to account's balance once per idempotency key.
+	Credit(ctx context.Context, account string, amount int64, idempotencyKey string) (*Credit, error)
+	// Account reports an account's balance and period quota usage.
+	Account(ctx context.Context, account string) (*Account, error)
+	// Kind names the store in metrics ("memory", "redis").
+	Kind() string
+}
+
+// Credit is the result of a top-up.
+type Credit struct {
+	Balance int64 `json:"balance"`
+	// Applied is false when the idempotency key had been used already.
+	Applied bool `json:"applied"`
+}
+
+// Account is an account's balance and quota usage.
+type Account struct {
+	Account string       `json:"account"`
+	Balance int64        `json:"balance"`
+	Quotas  []QuotaUsage `json:"quotas"`
+}
+
+// QuotaUsage is the usage of one period quota in its current period.
+type QuotaUsage struct {
+	Name  string    `json:"name"`
+	Key   string    `json:"key"`
+	Used  int64     `json:"used"`
+	Start time.Time `json:"period_start"`
+	End   time.Time `json:"period_end"`
+}
+
+// Errors callers branch on.
+var (
+	// ErrStoreUnavailable: the store failed and a limit or charge of the
+	// request fails closed. Nothing was consumed.
+	ErrStoreUnavailable = errors.New("ratelimit: store unavailable")
+	// ErrIdempotencyConflict: the idempotency key was used for another
+	// amount.
+	ErrIdempotencyConflict = errors.New("ratelimit: idempotency key already used with a different amount")
+	// ErrBalanceOverflow: the top-up would take the balance past MaxCredits.
+	ErrBalanceOverflow = errors.New("ratelimit: balance would exceed the maximum")
+)
+
+// Options configure an Engine.
+type Options struct {
+	Logger *slog.Logger
+	// Registerer receives the limit and store metrics; none when nil.
+	Registerer prometheus.Registerer
+	// ErrorLogInterval limits store error logs to one per interval
+	// (default 10s); every error is counted.
+	ErrorLogInterval time.Duration
+}
+
+// Engine carries out requests on a Store, applying each limit's failure
+// mode when the store fails, and keeps the metrics.
+type Engine struct {
+	store     Store
+	log       *slog.Logger
+	interval  time.Duration
+	lastLog   atomic.Int64
+	decisions *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	errors    *prometheus.CounterVec
+}
+
+// NewEngine returns an engine over store.
+func NewEngine(store Store, opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ErrorLogInterval == 0 {
+		opts.ErrorLogInterval = 10 * time.Second
+	}
+	e := &Engine{
+		store:    store,
+		log:      opts.Logger,
+		interval: opts.ErrorLogInterval,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_limit_decisions_total",
+			Help: "Limit and charge outcomes by kind (rate, quota, credits) and result (allowed, exceeded, overage, store_error).",
+		}, []string{"limit_kind", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tollgate_store_duration_seconds",
+			Help:    "Time of one store operation (take: all limits and the charge of a request).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+		}, []string{"store", "op"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_store_errors_total",
+			Help: "Store operations that failed or timed out.",
+		}, []string{"store"}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{e.decisions, e.duration, e.errors} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("ratelimit: register metrics: %w", err)
+			}
+		}
+	}
+	return e, nil
+}
+
+// Store returns the engine's store.
+func (e *Engine) Store() Store { return e.store }
+
+// Take applies req. When the store fails, the request is allowed without
+// counting if every limit and the charge fail open (Outcome.Degraded), and
+// refused with ErrStoreUnavailable otherwise.
+func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
+	start := time.Now()
+	out, err := e.store.Take(ctx, req)
+	e.duration.WithLabelValues(e.store.Kind(), "take").Observe(time.Since(start).Seconds())
+	if err != nil {
+		e.errors.WithLabelValues(e.store.Kind()).Inc()
+		e.logError("take", err)
+		for i := range req.Limits {
+			e.decisions.WithLabelValues(req.Limits[i].Kind(), "store_error").Inc()
+		}
+		if req.Charge != nil {
+			e.decisions.WithLabelValues("credits", "store_error").Inc()
+		}
+		if !failsOpen(req) {
+			return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+		}
+		return &Outcome{Allowed: true, Denied: -1, Degraded: true}, nil
+	}
+	for i := range req.Limits {
+		result := "allowed"
+		switch st := out.Limits[i]; {
+		case st.Exceeded:
+			result = "exceeded"
+		case st.Overage:
+			result = "overage"
+		}
+		e.decisions.WithLabelValues(req.Limits[i].Kind(), result).Inc()
+	}
+	if req.Charge != nil {
+		result := "allowed"
+		if out.Denied == DeniedByCharge {
+			result = "exceeded"
+		}
+		e.decisions.WithLabelValues("credits", result).Inc()
+	}
+	return out, nil
+}
+
+// Credit tops up an account (see Store.Credit).
+func (e *Engine) Credit(ctx context.Context, account string, amount int64, idempotencyKey string) (*Credit, error) {
+	start := time.Now()
+	c, err := e.store.Credit(ctx, account, amount, idempotencyKey)
+	e.duration.WithLabelValues(e.store.Kind(), "credit").Observe(time.Since(start).Seconds())
+	if err != nil && !errors.Is(err, ErrIdempotencyConflict) && !errors.Is(err, ErrBalanceOverflow) {
+		e.errors.WithLabelValues(e.store.Kind()).Inc()
+		e.logError("credit", err)
+	}
+	return c, err
+}
+
+// Account reports an account (see Store.Account).
+func (e *Engine) Account(ctx context.Context, account string) (*Account, error) {
+	a, err := e.store.Account(ctx, account)
+	if err != nil {
+		e.errors.WithLabelValues(e.store.Kind()).Inc()
+		e.logError("account", err)
+	}
+	return a, err
+}
+
+func (e *Engine) logError(op string, err error) {
+	now := time.Now().UnixNano()
+	last := e.lastLog.Load()
+	if now-last < int64(e.interval) || !e.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	e.log.Error("limit store failed; limits follow their failure mode (this message is logged once per interval)",
+		"store", e.store.Kind(), "op", op, "error", err, "interval", e.interval)
+}
+
+func failsOpen(req *Request) bool {
+	for i := range req.Limits {
+		if !req.Limits[i].FailOpen {
+			return false
+		}
+	}
+	return req.Charge == nil || req.Charge.FailOpen
+}
+
+// validateCredit checks a top-up before it reaches a store.
+func validateCredit(account string, amount int64, key string) error {
+	switch {
+	case account == "":
+		return errors.New("ratelimit: empty account")
+	case amount <= 0 || amount > MaxCredits:
+		return fmt.Errorf("ratelimit: amount %d is not between 1 and %d", amount, int64(MaxCredits))
+	case key == "":
+		return errors.New("ratelimit: empty idempotency key")
+	}
+	return nil
+}
+
+// escape keeps ":" as the separator of key parts ("a:b"+"c" ≠ "a"+"b:c").
+func escape(s string) string {
+	if !strings.ContainsAny(s, ":%") {
+		return s
+	}
+	return strings.NewReplacer("%", "%25", ":", "%3A").Replace(s)
+}
+
+func unescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	return strings.NewReplacer("%3A", ":", "%25", "%").Replace(s)
+}
+
+// Key layout, shared by the stores: every key of a request carries the
+// request's scope as a Redis Cluster hash tag.
+func rateKey(scope string, l *Limit) string {
+	return "tollgate:{" + scope + "}:r:" + escape(l.Name) + ":" + escape(l.Key)
+}
+func quotaKey(scope string) string        { return "tollgate:{" + scope + "}:q" }
+func quotaField(l *Limit) string          { return escape(l.Name) + ":" + escape(l.Key) }
+func balanceKey(account string) string    { return "tollgate:{" + account + "}:credits" }
+func topupKey(account, key string) string { return "tollgate:{" + account + "}:topup:" + escape(key) }
+
+// IdempotencyTTL is how long a top-up's idempotency key is remembered.
+const IdempotencyTTL = 30 * 24 * time.Hour
+
+// gcra returns the emission interval and the burst tolerance of a rate
+// limit, in microseconds.
+func gcra(l *Limit) (interval, tolerance int64) {
+	interval = max(l.Window.Microseconds()/l.Limit, 1)
+	burst := l.Burst
+	if burst == 0 {
+		burst = l.Limit
+	}
+	return interval, interval * burst
+}

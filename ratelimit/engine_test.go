@@ -1,0 +1,557 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/ratelimit"
+)
+
+// clock is the memory store's fake clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// env is one store under test; advance moves its time forward (the fake
+// clock of the memory store, real waiting for Redis, whose TIME rules).
+type env struct {
+	store   ratelimit.Store
+	advance func(time.Duration)
+	redis   *redistest.Server
+}
+
+// eachStore runs f against the memory store and against a real Redis.
+func eachStore(t *testing.T, f func(t *testing.T, e *env)) {
+	t.Run("memory", func(t *testing.T) {
+		c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+		f(t, &env{store: ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now}), advance: c.Advance})
+	})
+	t.Run("redis", func(t *testing.T) {
+		srv := redistest.Start(t)
+		f(t, &env{store: ratelimit.NewRedisStore(srv.Client(), time.Second), advance: time.Sleep, redis: srv})
+	})
+}
+
+func rate(name, key string, limit int64, window time.Duration, burst int64) ratelimit.Limit {
+	return ratelimit.Limit{Name: name, Key: key, Limit: limit, Window: window, Burst: burst, Cost: 1, OnExceed: 429, FailOpen: true}
+}
+
+func quota(name, key string, limit int64, p ratelimit.Period) ratelimit.Limit {
+	return ratelimit.Limit{Name: name, Key: key, Limit: limit, Period: p, Cost: 1, OnExceed: 402, FailOpen: true}
+}
+
+func take(t *testing.T, s ratelimit.Store, req *ratelimit.Request) *ratelimit.Outcome {
+	t.Helper()
+	out, err := s.Take(context.Background(), req)
+	if err != nil {
+		t.Fatalf("Take: %v", err)
+	}
+	if len(out.Limits) != len(req.Limits) {
+		t.Fatalf("Take returned %d limit states for %d limits", len(out.Limits), len(req.Limits))
+	}
+	return out
+}
+
+// peek reads limits without consuming them (cost 0).
+func peek(t *testing.T, s ratelimit.Store, scope string, limits ...ratelimit.Limit) []ratelimit.LimitState {
+	t.Helper()
+	for i := range limits {
+		limits[i].Cost = 0
+	}
+	return take(t, s, &ratelimit.Request{Scope: scope, Limits: limits}).Limits
+}
+
+func credit(t *testing.T, s ratelimit.Store, account string, amount int64) {
+	t.Helper()
+	if _, err := s.Credit(context.Background(), account, amount, fmt.Sprintf("seed-%d-%d", amount, rand.Int64())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func balance(t *testing.T, s ratelimit.Store, account string) int64 {
+	t.Helper()
+	a, err := s.Account(context.Background(), account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Balance
+}
+
+func TestRateLimitGCRA(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		l := rate("per_second", "acme", 10, time.Second, 5) // one per 100ms, burst 5
+		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{l}}
+		for i := range 5 {
+			out := take(t, e.store, req)
+			if !out.Allowed || out.Limits[0].Remaining != int64(4-i) {
+				t.Fatalf("request %d: allowed=%v remaining=%d, want allowed with %d remaining", i+1, out.Allowed, out.Limits[0].Remaining, 4-i)
+			}
+		}
+		out := take(t, e.store, req)
+		if out.Allowed || out.Denied != 0 || !out.Limits[0].Exceeded {
+			t.Fatalf("6th request in the burst: %+v, want denied by per_second", out)
+		}
+		if out.RetryAfter <= 0 || out.RetryAfter > 100*time.Millisecond {
+			t.Errorf("RetryAfter = %v, want (0, 100ms]: one emission interval", out.RetryAfter)
+		}
+		e.advance(out.RetryAfter + 20*time.Millisecond)
+		if out := take(t, e.store, req); !out.Allowed {
+			t.Errorf("after RetryAfter the request is still denied: %+v", out)
+		}
+		// Smooth: no window edge lets a second burst through.
+		out = take(t, e.store, req)
+		if out.Allowed {
+			t.Errorf("a second request right after refill was allowed: GCRA must not double at window edges")
+		}
+		// Once fully drained, exactly one burst is available again.
+		e.advance(out.Limits[0].Reset + 20*time.Millisecond)
+		for i := range 6 {
+			if out := take(t, e.store, req); out.Allowed != (i < 5) {
+				t.Fatalf("after a full reset, request %d: allowed=%v, want %v", i+1, out.Allowed, i < 5)
+			}
+		}
+	})
+}
+
+func TestWeightedCost(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		q := quota("tokens", "acme", 1000, ratelimit.Month)
+		q.Cost = 600
+		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}
+		if out := take(t, e.store, req); !out.Allowed || out.Limits[0].Remaining != 400 {
+			t.Fatalf("first 600: %+v, want allowed with 400 left", out)
+		}
+		out := take(t, e.store, req)
+		if out.Allowed || out.Limits[0].Remaining != 400 {
+			t.Fatalf("second 600: %+v, want denied with 400 still left", out)
+		}
+		q.Cost = 400
+		if out := take(t, e.store, &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}); !out.Allowed || out.Limits[0].Remaining != 0 {
+			t.Fatalf("last 400: %+v, want allowed with 0 left", out)
+		}
+	})
+}
+
+func TestQuota(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		q := quota("monthly", "acme", 3, ratelimit.Month)
+		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}
+		for i := range 3 {
+			if out := take(t, e.store, req); !out.Allowed || out.Limits[0].Remaining != int64(2-i) {
+				t.Fatalf("request %d: %+v", i+1, out)
+			}
+		}
+		out := take(t, e.store, req)
+		if out.Allowed || out.Denied != 0 || !out.Limits[0].Exceeded {
+			t.Fatalf("4th: %+v, want denied", out)
+		}
+		if w := out.Limits[0].Window; w < 28*24*time.Hour || w > 31*24*time.Hour {
+			t.Errorf("window %v is not a calendar month", w)
+		}
+		if out.RetryAfter != out.Limits[0].Reset || out.RetryAfter <= 0 {
+			t.Errorf("RetryAfter %v, want the time to the period's end %v", out.RetryAfter, out.Limits[0].Reset)
+		}
+		a, err := e.store.Account(context.Background(), "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a.Quotas) != 1 || a.Quotas[0].Name != "monthly" || a.Quotas[0].Used != 3 || a.Quotas[0].Start.Day() != 1 {
+			t.Errorf("Account quotas = %+v, want monthly used 3 from the 1st", a.Quotas)
+		}
+	})
+}
+
+// TestAllOrNothing: a request refused by one limit consumes nothing else.
+func TestAllOrNothing(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		perSecond := rate("per_second", "acme", 100, time.Second, 0)
+		monthly := quota("monthly", "acme", 2, ratelimit.Month)
+		charge := &ratelimit.Charge{Account: "acme", Credits: 3}
+		credit(t, e.store, "acme", 100)
+		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{perSecond, monthly}, Charge: charge}
+		for range 2 {
+			if out := take(t, e.store, req); !out.Allowed {
+				t.Fatalf("within quota: %+v", out)
+			}
+		}
+		before := peek(t, e.store, "acme", perSecond)[0].Remaining
+		out := take(t, e.store, req)
+		if out.Allowed || out.Denied != 1 || out.Charged != 0 {
+			t.Fatalf("over the monthly quota: %+v, want denied by limit 1 and nothing charged", out)
+		}
+		if after := peek(t, e.store, "acme", perSecond)[0].Remaining; after < before {
+			t.Errorf("per_second remaining went from %d to %d: a refused request consumed it", before, after)
+		}
+		if b := balance(t, e.store, "acme"); b != 94 {
+			t.Errorf("balance %d, want 94 (two charges of 3, the refused request not charged)", b)
+		}
+		// A rate-limited request is not charged either.
+		tight := rate("tight", "acme", 1, time.Hour, 1)
+		req2 := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{tight}, Charge: charge}
+		take(t, e.store, req2)
+		if out := take(t, e.store, req2); out.Allowed || out.Charged != 0 {
+			t.Fatalf("rate limited: %+v", out)
+		}
+		if b := balance(t, e.store, "acme"); b != 91 {
+			t.Errorf("balance %d, want 91", b)
+		}
+		// And a request the balance cannot pay consumes no limit.
+		poor := &ratelimit.Charge{Account: "acme", Credits: 1000}
+		m2 := quota("daily", "acme", 10, ratelimit.Day)
+		if out := take(t, e.store, &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{m2}, Charge: poor}); out.Allowed || out.Denied != ratelimit.DeniedByCharge {
+			t.Fatalf("short balance: %+v, want denied by the charge", out)
+		}
+		if got := peek(t, e.store, "acme", m2)[0].Remaining; got != 10 {
+			t.Errorf("daily remaining %d after a refused charge, want 10", got)
+		}
+	})
+}
+
+func TestCharge(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		credit(t, e.store, "acme", 10)
+		req := &ratelimit.Request{Scope: "acme", Charge: &ratelimit.Charge{Account: "acme", Credits: 3}}
+		for i := range 3 {
+			out := take(t, e.store, req)
+			if !out.Allowed || out.Charged != 3 || out.Balance != int64(7-3*i) {
+				t.Fatalf("charge %d: %+v", i+1, out)
+			}
+		}
+		out := take(t, e.store, req)
+		if out.Allowed || out.Denied != ratelimit.DeniedByCharge || out.Balance != 1 {
+			t.Fatalf("4th charge with balance 1: %+v, want denied by charge", out)
+		}
+		req.Charge.Overdraft = 2
+		if out := take(t, e.store, req); !out.Allowed || out.Balance != -2 {
+			t.Fatalf("with overdraft 2: %+v, want allowed to -2", out)
+		}
+		if out := take(t, e.store, req); out.Allowed {
+			t.Fatalf("past the overdraft: %+v", out)
+		}
+	})
+}
+
+func TestOverage(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		monthly := quota("monthly", "pro", 2, ratelimit.Month)
+		monthly.Overage = true
+		req := &ratelimit.Request{Scope: "pro", Limits: []ratelimit.Limit{monthly},
+			Charge: &ratelimit.Charge{Account: "pro", Credits: 5, OverageOnly: true}}
+		credit(t, e.store, "pro", 7)
+		for range 2 {
+			if out := take(t, e.store, req); !out.Allowed || out.Charged != 0 {
+				t.Fatalf("within the included quota: %+v, want allowed and free", out)
+			}
+		}
+		out := take(t, e.store, req)
+		if !out.Allowed || out.Charged != 5 || !out.Limits[0].Overage || out.Balance != 2 {
+			t.Fatalf("first overage request: %+v, want allowed, charged 5, balance 2", out)
+		}
+		out = take(t, e.store, req)
+		if out.Allowed || out.Denied != ratelimit.DeniedByCharge {
+			t.Fatalf("overage with balance 2: %+v, want denied by the charge", out)
+		}
+	})
+}
+
+func TestCreditIdempotent(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		c, err := e.store.Credit(ctx, "acme", 50, "k1")
+		if err != nil || !c.Applied || c.Balance != 50 {
+			t.Fatalf("first: %+v %v", c, err)
+		}
+		c, err = e.store.Credit(ctx, "acme", 50, "k1")
+		if err != nil || c.Applied || c.Balance != 50 {
+			t.Fatalf("replay: %+v %v, want not applied, balance 50", c, err)
+		}
+		if _, err := e.store.Credit(ctx, "acme", 60, "k1"); !errors.Is(err, ratelimit.ErrIdempotencyConflict) {
+			t.Errorf("same key, other amount: %v, want ErrIdempotencyConflict", err)
+		}
+		if _, err := e.store.Credit(ctx, "acme", ratelimit.MaxCredits, "k2"); !errors.Is(err, ratelimit.ErrBalanceOverflow) {
+			t.Errorf("overflow: %v, want ErrBalanceOverflow", err)
+		}
+		for _, bad := range []int64{0, -1, ratelimit.MaxCredits + 1} {
+			if _, err := e.store.Credit(ctx, "acme", bad, "k3"); err == nil {
+				t.Errorf("amount %d accepted", bad)
+			}
+		}
+		if b := balance(t, e.store, "acme"); b != 50 {
+			t.Errorf("balance %d, want 50", b)
+		}
+	})
+}
+
+// TestConcurrentExactness: 8 goroutines on each of two engines (two
+// Tollgate instances sharing one Redis) hammer one limit of N; exactly N
+// get through. Balances never go below zero and every admitted charge is
+// accounted for. Top-ups with one idempotency key apply once.
+func TestConcurrentExactness(t *testing.T) {
+	const n, workers, attempts = 100, 8, 40
+	eachStore(t, func(t *testing.T, e *env) {
+		stores := []ratelimit.Store{e.store, e.store}
+		if e.redis != nil {
+			stores[1] = ratelimit.NewRedisStore(e.redis.Client(), time.Second)
+		}
+		hammer := func(req func() *ratelimit.Request, onAllowed func(*ratelimit.Outcome)) {
+			var wg sync.WaitGroup
+			for _, s := range stores {
+				for range workers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range attempts {
+							out, err := s.Take(context.Background(), req())
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							if out.Allowed {
+								onAllowed(out)
+							}
+						}
+					}()
+				}
+			}
+			wg.Wait()
+		}
+
+		for _, l := range []ratelimit.Limit{quota("monthly", "acme", n, ratelimit.Month), rate("hourly_rate", "acme", n, time.Hour, n)} {
+			var admitted atomic.Int64
+			hammer(func() *ratelimit.Request {
+				return &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{l}}
+			}, func(*ratelimit.Outcome) { admitted.Add(1) })
+			if got := admitted.Load(); got != n {
+				t.Errorf("%s: %d admitted of %d attempts, want exactly %d", l.Name, got, 2*workers*attempts, n)
+			}
+		}
+
+		const start = 1000
+		credit(t, e.store, "wallet", start)
+		var spent atomic.Int64
+		hammer(func() *ratelimit.Request {
+			return &ratelimit.Request{Scope: "wallet", Charge: &ratelimit.Charge{Account: "wallet", Credits: rand.Int64N(7) + 1}}
+		}, func(out *ratelimit.Outcome) {
+			spent.Add(out.Charged)
+			if out.Balance < 0 {
+				t.Errorf("balance went to %d", out.Balance)
+			}
+		})
+		final := balance(t, e.store, "wallet")
+		if final < 0 || final+spent.Load() != start {
+			t.Errorf("final balance %d + admitted charges %d != %d", final, spent.Load(), start)
+		}
+		if final > 6 {
+			t.Errorf("final balance %d: 640 attempts of 1-7 credits should have spent nearly everything", final)
+		}
+
+		var applied atomic.Int64
+		var wg sync.WaitGroup
+		for _, s := range stores {
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := s.Credit(context.Background(), "topup", 25, "invoice-42")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if c.Applied {
+						applied.Add(1)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		if applied.Load() != 1 || balance(t, e.store, "topup") != 25 {
+			t.Errorf("one idempotency key from %d callers: applied %d times, balance %d; want once, 25", 2*workers, applied.Load(), balance(t, e.store, "topup"))
+		}
+	})
+}
+
+// TestCalendarMemory crosses month boundaries with a fake clock: January
+// into February, February (leap and not) into March, and a zone that is
+// not UTC.
+func TestCalendarMemory(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		loc       *time.Location
+		before    time.Time // just before the boundary
+		periodLen time.Duration
+	}{
+		{"january to february UTC", nil, time.Date(2026, 1, 31, 23, 59, 59, 0, time.UTC), 31 * 24 * time.Hour},
+		{"february to march UTC", nil, time.Date(2026, 2, 28, 23, 59, 59, 0, time.UTC), 28 * 24 * time.Hour},
+		{"leap february", nil, time.Date(2028, 2, 29, 23, 59, 59, 0, time.UTC), 29 * 24 * time.Hour},
+		// Berlin's March has 31 days minus the DST hour.
+		{"march to april in Berlin", berlin, time.Date(2026, 3, 31, 23, 59, 59, 0, berlin), 31*24*time.Hour - time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &clock{now: tt.before}
+			s := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now})
+			q := quota("monthly", "acme", 1, ratelimit.Month)
+			q.Location = tt.loc
+			req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}
+			out := take(t, s, req)
+			if !out.Allowed || out.Limits[0].Window != tt.periodLen || out.Limits[0].Reset != time.Second {
+				t.Fatalf("before the boundary: %+v, want allowed, window %v, reset 1s", out, tt.periodLen)
+			}
+			if take(t, s, req).Allowed {
+				t.Fatal("second request in the same month allowed")
+			}
+			c.Advance(time.Second)
+			if out := take(t, s, req); !out.Allowed {
+				t.Fatalf("first request of the new month denied: %+v", out)
+			}
+		})
+	}
+	t.Run("UTC boundary is not Berlin's", func(t *testing.T) {
+		// 23:30 UTC on Jan 31 is already February in Berlin.
+		c := &clock{now: time.Date(2026, 1, 31, 23, 30, 0, 0, time.UTC)}
+		s := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now})
+		utc := quota("utc", "acme", 1, ratelimit.Month)
+		local := quota("local", "acme", 1, ratelimit.Month)
+		local.Location = berlin
+		out := take(t, s, &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{utc, local}})
+		if out.Limits[0].Reset != 30*time.Minute || out.Limits[1].Window != 28*24*time.Hour {
+			t.Errorf("UTC resets in %v (want 30m); Berlin's period is %v long (want February, 28 days)", out.Limits[0].Reset, out.Limits[1].Window)
+		}
+	})
+}
+
+// TestCalendarRedisTime crosses a month boundary on Redis's own clock: the
+// limit's zone is chosen so that, in it, the month ends two seconds from
+// now (a fixed offset; Redis TIME is never faked). Both a 31-day month and
+// a leap February are crossed.
+func TestCalendarRedisTime(t *testing.T) {
+	srv := redistest.Start(t)
+	s := ratelimit.NewRedisStore(srv.Client(), time.Second)
+	for _, target := range []time.Time{
+		time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), // December → January
+		time.Date(2028, 3, 1, 0, 0, 0, 0, time.UTC), // leap February → March
+	} {
+		t.Run(target.Format("2006-01"), func(t *testing.T) {
+			// Local wall time = now + offset reaches target 2s from now.
+			offset := target.Sub(time.Now().Add(2 * time.Second)).Round(time.Second)
+			zone := time.FixedZone("boundary", int(offset/time.Second))
+			q := quota("monthly-"+target.Format("2006-01"), "acme", 1, ratelimit.Month)
+			q.Location = zone
+			req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}
+			out := take(t, s, req)
+			wantLen := target.Sub(time.Date(target.Year(), target.Month()-1, 1, 0, 0, 0, 0, time.UTC))
+			if !out.Allowed || out.Limits[0].Window != wantLen || out.Limits[0].Reset > 3*time.Second {
+				t.Fatalf("before the boundary: %+v, want allowed, window %v, reset ≤ 3s", out, wantLen)
+			}
+			if take(t, s, req).Allowed {
+				t.Fatal("second request in the same month allowed")
+			}
+			time.Sleep(out.Limits[0].Reset + 100*time.Millisecond)
+			if out := take(t, s, req); !out.Allowed {
+				t.Fatalf("first request of the new month (by Redis TIME) denied: %+v", out)
+			}
+		})
+	}
+}
+
+// TestStoreFailureModes stops Redis mid-run: fail-open limits allow and
+// count the error, a fail-closed charge is refused; once Redis is back the
+// same engine enforces again.
+func TestStoreFailureModes(t *testing.T) {
+	srv := redistest.Start(t)
+	reg := prometheus.NewPedanticRegistry()
+	eng, err := ratelimit.NewEngine(ratelimit.NewRedisStore(srv.Client(), 100*time.Millisecond), ratelimit.Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	open := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{quota("monthly", "acme", 1, ratelimit.Month)}}
+	charged := &ratelimit.Request{Scope: "acme", Charge: &ratelimit.Charge{Account: "acme", Credits: 1}}
+
+	if out, err := eng.Take(ctx, open); err != nil || !out.Allowed {
+		t.Fatalf("first: %+v %v", out, err)
+	}
+	srv.Stop()
+	for range 3 {
+		out, err := eng.Take(ctx, open)
+		if err != nil || !out.Allowed || !out.Degraded {
+			t.Fatalf("Redis down, fail-open limit: %+v %v, want allowed and degraded", out, err)
+		}
+	}
+	if _, err := eng.Take(ctx, charged); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
+		t.Fatalf("Redis down, charge: %v, want ErrStoreUnavailable (fail closed)", err)
+	}
+	if got := counter(t, reg, "tollgate_store_errors_total"); got != 4 {
+		t.Errorf("tollgate_store_errors_total = %v, want 4", got)
+	}
+
+	srv.Restart() // empty: counters were in memory only
+	if _, err := eng.Store().Credit(ctx, "acme", 1, "after-restart"); err != nil {
+		t.Fatalf("credit after restart: %v", err)
+	}
+	if out, err := eng.Take(ctx, open); err != nil || !out.Allowed || out.Degraded {
+		t.Fatalf("after restart: %+v %v", out, err)
+	}
+	if out, err := eng.Take(ctx, open); err != nil || out.Allowed {
+		t.Fatalf("after restart the limit is not enforced: %+v %v", out, err)
+	}
+	if out, err := eng.Take(ctx, charged); err != nil || !out.Allowed || out.Balance != 0 {
+		t.Fatalf("charge after restart: %+v %v", out, err)
+	}
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func TestMemoryBounded(t *testing.T) {
+	c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	s := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: 4, Shards: 1})
+	for i := range 4 {
+		take(t, s, &ratelimit.Request{Scope: "s", Limits: []ratelimit.Limit{rate(fmt.Sprint(i), "k", 10, time.Second, 0)}})
+	}
+	if _, err := s.Take(context.Background(), &ratelimit.Request{Scope: "s", Limits: []ratelimit.Limit{rate("x", "k", 10, time.Second, 0)}}); !errors.Is(err, ratelimit.ErrMemoryFull) {
+		t.Fatalf("5th key: %v, want ErrMemoryFull", err)
+	}
+	c.Advance(2 * time.Second) // every counter has expired
+	if out := take(t, s, &ratelimit.Request{Scope: "s", Limits: []ratelimit.Limit{rate("x", "k", 10, time.Second, 0)}}); !out.Allowed {
+		t.Fatalf("after expiry: %+v", out)
+	}
+	if n := s.Len(); n != 1 {
+		t.Errorf("%d counters kept after the sweep, want 1", n)
+	}
+}

@@ -1,0 +1,319 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// MemoryStore keeps counters and balances in this process: the embedded
+// default for a single replica. It is not durable — balances and counters
+// are lost on restart — and not shared: with several replicas use Redis.
+//
+// Keys are spread over shards, each with its own lock; all keys of one
+// request share a scope and so a shard, which makes each Take atomic.
+// Expired counters are reclaimed by Sweep (run by Run); a shard holds at
+// most MaxKeys/shards counters, and a Take that would need more fails
+// (and so follows the limits' failure mode).
+type MemoryStore struct {
+	now    func() time.Time
+	seed   maphash.Seed
+	shards []memShard
+	max    int
+}
+
+type memShard struct {
+	mu       sync.Mutex
+	counters map[string]memEntry // rate TATs and quota counts
+	balances map[string]int64
+	topups   map[string]memEntry // idempotency key → amount
+}
+
+type memEntry struct {
+	value   int64
+	expires int64 // unix µs
+}
+
+// MemoryOptions configure a MemoryStore.
+type MemoryOptions struct {
+	// Now is the clock (time.Now by default; tests use a fake one).
+	Now func() time.Time
+	// MaxKeys bounds the number of live counters (default 1,000,000).
+	MaxKeys int
+	// Shards is the number of locks (default 64).
+	Shards int
+}
+
+// ErrMemoryFull: the memory store holds MaxKeys live counters.
+var ErrMemoryFull = errors.New("ratelimit: memory store is full (raise store.memory.max_keys or use Redis)")
+
+// NewMemoryStore returns an empty store.
+func NewMemoryStore(opts MemoryOptions) *MemoryStore {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxKeys == 0 {
+		opts.MaxKeys = 1_000_000
+	}
+	if opts.Shards == 0 {
+		opts.Shards = 64
+	}
+	s := &MemoryStore{now: opts.Now, seed: maphash.MakeSeed(), shards: make([]memShard, opts.Shards)}
+	s.max = max(opts.MaxKeys/opts.Shards, 1)
+	for i := range s.shards {
+		s.shards[i] = memShard{counters: map[string]memEntry{}, balances: map[string]int64{}, topups: map[string]memEntry{}}
+	}
+	return s
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// Kind implements Store.
+func (s *MemoryStore) Kind() string { return "memory" }
+
+func (s *MemoryStore) shard(scope string) *memShard {
+	return &s.shards[maphash.String(s.seed, scope)%uint64(len(s.shards))]
+}
+
+// Take implements Store.
+func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
+	sh := s.shard(req.Scope)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := s.now()
+	nowUS := now.UnixMicro()
+
+	out := &Outcome{Allowed: true, Denied: -1, Limits: make([]LimitState, len(req.Limits))}
+	type write struct {
+		key   string
+		value int64
+		exp   int64
+		add   bool
+	}
+	writes := make([]write, 0, len(req.Limits)+1)
+	overage := false
+	for i := range req.Limits {
+		l := &req.Limits[i]
+		st := &out.Limits[i]
+		if l.IsRate() {
+			key := rateKey(req.Scope, l)
+			interval, tolerance := gcra(l)
+			tat := nowUS
+			if e, ok := sh.counters[key]; ok && e.expires > nowUS && e.value > tat {
+				tat = e.value
+			}
+			newTAT := tat + l.Cost*interval
+			diff := newTAT - nowUS
+			st.Window = l.Window
+			if diff > tolerance {
+				st.Exceeded = true
+				st.Remaining = max((tolerance-(tat-nowUS))/interval, 0)
+				st.Reset = time.Duration(tat-nowUS) * time.Microsecond
+				out.RetryAfter = max(out.RetryAfter, time.Duration(diff-tolerance)*time.Microsecond)
+				continue
+			}
+			st.Remaining = (tolerance - diff) / interval
+			st.Reset = time.Duration(diff) * time.Microsecond
+			writes = append(writes, write{key: key, value: newTAT, exp: newTAT})
+			continue
+		}
+		start, end := l.PeriodBounds(now)
+		key := quotaKey(req.Scope) + "\x00" + quotaField(l) + ":" + strconv.FormatInt(start.UnixMicro(), 10) + ":" + strconv.FormatInt(end.UnixMicro(), 10)
+		var used int64
+		if e, ok := sh.counters[key]; ok && e.expires > nowUS {
+			used = e.value
+		}
+		st.Window = end.Sub(start)
+		st.Reset = end.Sub(now)
+		if used+l.Cost > l.Limit {
+			if l.Overage && req.Charge != nil {
+				st.Overage = true
+				overage = true
+				continue
+			}
+			st.Exceeded = true
+			st.Remaining = max(l.Limit-used, 0)
+			out.RetryAfter = max(out.RetryAfter, st.Reset)
+			continue
+		}
+		st.Remaining = l.Limit - used - l.Cost
+		writes = append(writes, write{key: key, value: l.Cost, exp: end.UnixMicro(), add: true})
+	}
+	for i := range out.Limits {
+		if out.Limits[i].Exceeded {
+			out.Allowed = false
+			out.Denied = i
+			break
+		}
+	}
+	if c := req.Charge; c != nil {
+		out.Balance = sh.balances[c.Account]
+		if out.Allowed && (!c.OverageOnly || overage) {
+			if out.Balance-c.Credits < -c.Overdraft {
+				out.Allowed = false
+				out.Denied = DeniedByCharge
+			} else {
+				out.Charged = c.Credits
+			}
+		}
+	}
+	if !out.Allowed {
+		out.Charged = 0
+		return out, nil
+	}
+	// Everything has room: consume it all.
+	added := 0
+	for _, w := range writes {
+		if _, ok := sh.counters[w.key]; !ok {
+			added++
+		}
+	}
+	if len(sh.counters)+added > s.max {
+		s.sweep(sh, nowUS)
+		if len(sh.counters)+added > s.max {
+			return nil, ErrMemoryFull
+		}
+	}
+	for _, w := range writes {
+		if w.add {
+			e := sh.counters[w.key]
+			if e.expires <= nowUS {
+				e.value = 0
+			}
+			e.value += w.value
+			e.expires = w.exp
+			sh.counters[w.key] = e
+			continue
+		}
+		sh.counters[w.key] = memEntry{value: w.value, expires: w.exp}
+	}
+	if out.Charged > 0 {
+		sh.balances[req.Charge.Account] -= out.Charged
+		out.Balance = sh.balances[req.Charge.Account]
+	}
+	return out, nil
+}
+
+// Credit implements Store.
+func (s *MemoryStore) Credit(_ context.Context, account string, amount int64, key string) (*Credit, error) {
+	if err := validateCredit(account, amount, key); err != nil {
+		return nil, err
+	}
+	sh := s.shard(account)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	nowUS := s.now().UnixMicro()
+	tk := topupKey(account, key)
+	if e, ok := sh.topups[tk]; ok && e.expires > nowUS {
+		if e.value != amount {
+			return nil, ErrIdempotencyConflict
+		}
+		return &Credit{Balance: sh.balances[account]}, nil
+	}
+	if sh.balances[account] > MaxCredits-amount {
+		return nil, ErrBalanceOverflow
+	}
+	sh.balances[account] += amount
+	sh.topups[tk] = memEntry{value: amount, expires: nowUS + IdempotencyTTL.Microseconds()}
+	return &Credit{Balance: sh.balances[account], Applied: true}, nil
+}
+
+// Account implements Store.
+func (s *MemoryStore) Account(_ context.Context, account string) (*Account, error) {
+	sh := s.shard(account)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	nowUS := s.now().UnixMicro()
+	a := &Account{Account: account, Balance: sh.balances[account], Quotas: []QuotaUsage{}}
+	prefix := quotaKey(account) + "\x00"
+	for k, e := range sh.counters {
+		if rest, ok := strings.CutPrefix(k, prefix); ok && e.expires > nowUS {
+			if q, ok := parseQuotaField(rest, e.value, nowUS); ok {
+				a.Quotas = append(a.Quotas, q)
+			}
+		}
+	}
+	sortQuotas(a.Quotas)
+	return a, nil
+}
+
+// parseQuotaField reads "name:key:startµs:endµs" back into a usage, if the
+// period is current.
+func parseQuotaField(field string, used, nowUS int64) (QuotaUsage, bool) {
+	parts := strings.Split(field, ":")
+	if len(parts) != 4 {
+		return QuotaUsage{}, false
+	}
+	start, err1 := strconv.ParseInt(parts[2], 10, 64)
+	end, err2 := strconv.ParseInt(parts[3], 10, 64)
+	if err1 != nil || err2 != nil || nowUS < start || nowUS >= end {
+		return QuotaUsage{}, false
+	}
+	return QuotaUsage{
+		Name: unescape(parts[0]), Key: unescape(parts[1]), Used: used,
+		Start: time.UnixMicro(start).UTC(), End: time.UnixMicro(end).UTC(),
+	}, true
+}
+
+func sortQuotas(q []QuotaUsage) {
+	slices.SortFunc(q, func(a, b QuotaUsage) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+}
+
+// Sweep removes expired counters and idempotency keys from every shard.
+func (s *MemoryStore) Sweep() {
+	nowUS := s.now().UnixMicro()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		s.sweep(sh, nowUS)
+		sh.mu.Unlock()
+	}
+}
+
+func (s *MemoryStore) sweep(sh *memShard, nowUS int64) {
+	for k, e := range sh.counters {
+		if e.expires <= nowUS {
+			delete(sh.counters, k)
+		}
+	}
+	for k, e := range sh.topups {
+		if e.expires <= nowUS {
+			delete(sh.topups, k)
+		}
+	}
+}
+
+// Len returns the number of live and expired-but-unswept counters.
+func (s *MemoryStore) Len() int {
+	n := 0
+	for i := range s.shards {
+		s.shards[i].mu.Lock()
+		n += len(s.shards[i].counters)
+		s.shards[i].mu.Unlock()
+	}
+	return n
+}
+
+// Run sweeps expired keys every interval until ctx is done.
+func (s *MemoryStore) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}

@@ -1,0 +1,216 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/tls"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed take.lua
+	takeSource string
+	//go:embed credit.lua
+	creditSource string
+
+	takeScript   = redis.NewScript(takeSource)
+	creditScript = redis.NewScript(creditSource)
+)
+
+// RedisStore keeps counters and balances in Redis (single node, Sentinel or
+// Cluster), shared by every Tollgate replica. Each Take is one round trip:
+// one EVALSHA of a script that reads the server's clock, checks every limit
+// and the balance, and writes only if all pass. The script is loaded once
+// and reloaded when Redis answers NOSCRIPT (after a restart or a failover).
+type RedisStore struct {
+	client  redis.UniversalClient
+	timeout time.Duration
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// DefaultRedisTimeout bounds each store call, well under Envoy's 200 ms
+// ext_authz timeout.
+const DefaultRedisTimeout = 50 * time.Millisecond
+
+// NewRedisStore uses client; timeout bounds each call (DefaultRedisTimeout
+// when 0).
+func NewRedisStore(client redis.UniversalClient, timeout time.Duration) *RedisStore {
+	if timeout == 0 {
+		timeout = DefaultRedisTimeout
+	}
+	return &RedisStore{client: client, timeout: timeout}
+}
+
+// Kind implements Store.
+func (s *RedisStore) Kind() string { return "redis" }
+
+// Close closes the client.
+func (s *RedisStore) Close() error { return s.client.Close() }
+
+// Take implements Store.
+func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
+	now := time.Now() // only to pick candidate periods; Redis decides
+	n := len(req.Limits)
+	keys := make([]string, 0, n+1)
+	args := make([]any, 0, 5+8*n)
+	hasCharge, credits, overdraft, overageOnly := "0", int64(0), int64(0), "0"
+	if c := req.Charge; c != nil {
+		hasCharge, credits, overdraft = "1", c.Credits, c.Overdraft
+		if c.OverageOnly {
+			overageOnly = "1"
+		}
+	}
+	args = append(args, n, hasCharge, credits, overdraft, overageOnly)
+	for i := range req.Limits {
+		l := &req.Limits[i]
+		if l.IsRate() {
+			interval, tolerance := gcra(l)
+			keys = append(keys, rateKey(req.Scope, l))
+			args = append(args, "r", l.Cost, l.Limit, interval, tolerance, l.Window.Microseconds(), 0, "")
+			continue
+		}
+		// Four consecutive period starts around this replica's clock; the
+		// script picks the period that contains Redis's time, so clock skew
+		// smaller than one period changes nothing.
+		cur := PeriodStart(l.Period, l.Location, now)
+		prev := PreviousPeriod(l.Period, l.Location, cur)
+		next := NextPeriod(l.Period, l.Location, cur)
+		after := NextPeriod(l.Period, l.Location, next)
+		kind := "q"
+		if l.Overage {
+			kind = "o"
+		}
+		keys = append(keys, quotaKey(req.Scope))
+		args = append(args, kind, l.Cost, l.Limit, prev.UnixMicro(), cur.UnixMicro(), next.UnixMicro(), after.UnixMicro(), quotaField(l))
+	}
+	if req.Charge != nil {
+		keys = append(keys, balanceKey(req.Charge.Account))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	res, err := takeScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("redis take: %w", err)
+	}
+	if len(res) != 6+4*n {
+		return nil, fmt.Errorf("redis take: script returned %d values, want %d", len(res), 6+4*n)
+	}
+	out := &Outcome{
+		Allowed:    res[0] == 1,
+		Denied:     int(res[1]),
+		Balance:    res[3],
+		Charged:    res[4],
+		RetryAfter: time.Duration(res[5]) * time.Microsecond,
+		Limits:     make([]LimitState, n),
+	}
+	for i := range out.Limits {
+		r := res[6+4*i:]
+		out.Limits[i] = LimitState{
+			Remaining: r[0],
+			Reset:     time.Duration(r[1]) * time.Microsecond,
+			Window:    time.Duration(r[2]) * time.Microsecond,
+			Exceeded:  r[3] == 1,
+			Overage:   r[3] == 2,
+		}
+	}
+	return out, nil
+}
+
+// Credit implements Store.
+func (s *RedisStore) Credit(ctx context.Context, account string, amount int64, key string) (*Credit, error) {
+	if err := validateCredit(account, amount, key); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	res, err := creditScript.Run(ctx, s.client,
+		[]string{balanceKey(account), topupKey(account, key)},
+		amount, int64(MaxCredits), IdempotencyTTL.Milliseconds()).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("redis credit: %w", err)
+	}
+	switch {
+	case res[2] == 1:
+		return nil, ErrIdempotencyConflict
+	case res[3] == 1:
+		return nil, ErrBalanceOverflow
+	}
+	return &Credit{Balance: res[0], Applied: res[1] == 1}, nil
+}
+
+// Account implements Store. It reads the balance and the scope's quota
+// hash in one pipelined round trip.
+func (s *RedisStore) Account(ctx context.Context, account string) (*Account, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var bal *redis.StringCmd
+	var quotas *redis.MapStringStringCmd
+	var now *redis.TimeCmd
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		bal = p.Get(ctx, balanceKey(account))
+		quotas = p.HGetAll(ctx, quotaKey(account))
+		now = p.Time(ctx)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redis account: %w", err)
+	}
+	a := &Account{Account: account, Quotas: []QuotaUsage{}}
+	if v, err := bal.Int64(); err == nil {
+		a.Balance = v
+	}
+	nowUS := now.Val().UnixMicro()
+	for field, v := range quotas.Val() {
+		used, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			continue
+		}
+		if q, ok := parseQuotaField(field, used, nowUS); ok {
+			a.Quotas = append(a.Quotas, q)
+		}
+	}
+	sortQuotas(a.Quotas)
+	return a, nil
+}
+
+// RedisOptions are the connection settings of the Redis store.
+type RedisOptions struct {
+	// Addrs: one address for a single node; several for a Cluster; with
+	// MasterName, the Sentinel addresses.
+	Addrs      []string
+	MasterName string
+	Username   string
+	Password   string
+	DB         int
+	PoolSize   int
+	Timeout    time.Duration
+}
+
+// NewRedisClient builds a go-redis universal client (single node, Sentinel
+// or Cluster, as go-redis decides from the options).
+func NewRedisClient(o RedisOptions, tlsConfig *tls.Config) redis.UniversalClient {
+	opts := &redis.UniversalOptions{
+		Addrs:        o.Addrs,
+		MasterName:   o.MasterName,
+		Username:     o.Username,
+		Password:     o.Password,
+		DB:           o.DB,
+		PoolSize:     o.PoolSize,
+		DialTimeout:  max(o.Timeout*4, time.Second),
+		ReadTimeout:  max(o.Timeout, 10*time.Millisecond),
+		WriteTimeout: max(o.Timeout, 10*time.Millisecond),
+		// Limits are checked on the request path; never queue behind a
+		// slow connection attempt for long.
+		PoolTimeout: max(o.Timeout, 10*time.Millisecond),
+	}
+	if tlsConfig != nil {
+		opts.TLSConfig = tlsConfig
+	}
+	return redis.NewUniversalClient(opts)
+}

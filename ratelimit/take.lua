@@ -1,0 +1,123 @@
+-- Tollgate: apply all limits and the charge of one request, all or nothing.
+-- Time is the server's (TIME), in microseconds, so replicas agree.
+--
+-- KEYS: one per limit (rate: its TAT key; quota: the scope's quota hash),
+--       then the balance key when there is a charge.
+-- ARGV: n, has_charge, credits, overdraft, overage_only,
+--       then 8 per limit: kind, cost, limit, a, b, c, d, e
+--         kind "r": a = emission interval µs, b = tolerance µs, c = window µs
+--         kind "q"/"o" (quota / quota with overage):
+--               a..d = starts of the previous, current, next and following
+--               period by the caller's clock, e = hash field prefix
+-- Returns: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
+--           charged, retry_after, then per limit: remaining, reset, window, flags}
+--           flags: 1 exceeded, 2 overage
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[1])
+local has_charge = ARGV[2] == '1'
+local out = {}
+local allowed = 1
+local denied = -1
+local retry = 0
+local overage = false
+local writes = {}
+
+for i = 1, n do
+  local b = 5 + (i - 1) * 8
+  local kind = ARGV[b + 1]
+  local cost = tonumber(ARGV[b + 2])
+  local limit = tonumber(ARGV[b + 3])
+  local remaining, reset, window, flags = 0, 0, 0, 0
+  if kind == 'r' then
+    local interval = tonumber(ARGV[b + 4])
+    local tolerance = tonumber(ARGV[b + 5])
+    window = tonumber(ARGV[b + 6])
+    local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+    if tat < now then tat = now end
+    local new_tat = tat + cost * interval
+    local diff = new_tat - now
+    if diff > tolerance then
+      flags = 1
+      remaining = math.max(math.floor((tolerance - (tat - now)) / interval), 0)
+      reset = tat - now
+      retry = math.max(retry, diff - tolerance)
+    else
+      remaining = math.floor((tolerance - diff) / interval)
+      reset = diff
+      writes[#writes + 1] = {'r', KEYS[i], new_tat, math.ceil(diff / 1000) + 1}
+    end
+  else
+    local p0, p1, p2, p3 = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
+    local start, stop, prev = p1, p2, p0
+    if now < p1 then
+      start, stop, prev = p0, p1, nil
+    elseif now >= p2 then
+      start, stop, prev = p2, p3, p1
+    end
+    local field = ARGV[b + 8] .. ':' .. string.format('%d', start) .. ':' .. string.format('%d', stop)
+    local used = tonumber(redis.call('HGET', KEYS[i], field) or 0)
+    window = stop - start
+    reset = stop - now
+    if used + cost > limit then
+      if kind == 'o' and has_charge then
+        flags = 2
+        overage = true
+      else
+        flags = 1
+        remaining = math.max(limit - used, 0)
+        retry = math.max(retry, reset)
+      end
+    else
+      remaining = limit - used - cost
+      local old = nil
+      if prev then
+        old = ARGV[b + 8] .. ':' .. string.format('%d', prev) .. ':' .. string.format('%d', start)
+      end
+      writes[#writes + 1] = {'q', KEYS[i], field, cost, math.ceil((stop - now) / 1000) + 86400000, old}
+    end
+  end
+  if flags == 1 and allowed == 1 then
+    allowed = 0
+    denied = i - 1
+  end
+  out[#out + 1] = remaining
+  out[#out + 1] = reset
+  out[#out + 1] = window
+  out[#out + 1] = flags
+end
+
+local balance, charged = 0, 0
+if has_charge then
+  local credits = tonumber(ARGV[3])
+  local overdraft = tonumber(ARGV[4])
+  balance = tonumber(redis.call('GET', KEYS[n + 1]) or 0)
+  if allowed == 1 and (ARGV[5] ~= '1' or overage) then
+    if balance - credits < -overdraft then
+      allowed = 0
+      denied = -2
+    else
+      charged = credits
+    end
+  end
+end
+
+if allowed == 1 then
+  for _, w in ipairs(writes) do
+    if w[1] == 'r' then
+      redis.call('SET', w[2], string.format('%d', w[3]), 'PX', w[4])
+    else
+      redis.call('HINCRBY', w[2], w[3], w[4])
+      if w[6] then redis.call('HDEL', w[2], w[6]) end
+      redis.call('PEXPIRE', w[2], w[5], 'NX')
+      redis.call('PEXPIRE', w[2], w[5], 'GT')
+    end
+  end
+  if charged > 0 then
+    balance = redis.call('DECRBY', KEYS[n + 1], charged)
+  end
+else
+  charged = 0
+end
+
+return {allowed, denied, now, balance, charged, retry, unpack(out)}
