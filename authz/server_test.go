@@ -31,8 +31,8 @@ var update = flag.Bool("update", false, "rewrite the expected responses in testd
 // policy it runs against, and the CheckResponse Envoy must get back.
 type checkCase struct {
 	Comment  string          `json:"comment,omitempty"`
-	Policy   string          `json:"policy"`   // "demo" (embedded) or a dir under testdata/policies
-	Decision string          `json:"decision"` // decision path
+	Policy   string          `json:"policy"`           // "demo" (embedded) or a dir under testdata/policies
+	Decision string          `json:"decision"`         // decision path
 	Repeat   int             `json:"repeat,omitempty"` // send the request this many times; the last response is compared
 	Request  json.RawMessage `json:"request"`
 	Response json.RawMessage `json:"response,omitempty"`
