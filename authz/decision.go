@@ -126,7 +126,9 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 		case "limits":
 			d.Limits, err = asLimits(v)
 		case "charge":
-			d.Charge, err = asCharge(v)
+			if v.Value.Compare(ast.NullValue) != 0 { // null: no charge
+				d.Charge, err = asCharge(v)
+			}
 		default:
 			err = fmt.Errorf("unknown key (allowed: %s)", strings.Join(tollgateKeys, ", "))
 		}
@@ -134,6 +136,22 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	// A limit's key and the charge's account default to the consumer, so
+	// a plan's limits can come straight from data.
+	for i := range d.Limits {
+		if d.Limits[i].Key == "" {
+			if d.Consumer == "" {
+				return nil, fmt.Errorf("limits[%d]: limit %q: \"key\" is required when the decision names no consumer", i, d.Limits[i].Name)
+			}
+			d.Limits[i].Key = d.Consumer
+		}
+	}
+	if d.Charge != nil && d.Charge.Account == "" {
+		if d.Consumer == "" {
+			return nil, errors.New(`charge: "account" is required when the decision names no consumer`)
+		}
+		d.Charge.Account = d.Consumer
 	}
 	if !d.Allow && d.Status == 0 {
 		d.Status = defaultStatus
@@ -431,8 +449,6 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 	switch {
 	case l.Name == "":
 		return l, errors.New(`"name" is required`)
-	case l.Key == "":
-		return l, fmt.Errorf("limit %q: \"key\" is required", l.Name)
 	case l.Limit <= 0:
 		return l, fmt.Errorf("limit %q: \"limit\" must be a positive integer", l.Name)
 	case (l.Window == 0) == (l.Period == ""):
@@ -516,8 +532,6 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 		return nil, err
 	}
 	switch {
-	case c.Account == "":
-		return nil, errors.New(`"account" is required`)
 	case c.Credits < 0:
 		return nil, fmt.Errorf("credits: %d must not be negative", c.Credits)
 	case c.Overdraft < 0:

@@ -71,6 +71,21 @@ func TestParseDecision(t *testing.T) {
 				t.Errorf("charge %+v", d.Charge)
 			}
 		}},
+		{"key and account default to the consumer; failure modes", `{"allow": true, "consumer": "acme",
+			"limits": [{"name": "m", "limit": 5, "period": "day", "failure_mode": "closed"}, {"name": "r", "limit": 5, "window": "1s"}],
+			"charge": {"credits": 2, "overage_only": true}}`, func(t *testing.T, d *authz.Decision) {
+			if d.Limits[0].Key != "acme" || d.Charge.Account != "acme" || !d.Charge.OverageOnly {
+				t.Errorf("got %+v %+v", d.Limits, d.Charge)
+			}
+			if d.Limits[0].FailOpen || !d.Limits[1].FailOpen || d.Charge.FailOpen {
+				t.Errorf("failure modes: limit closed=%v, limit default open=%v, charge default closed=%v", !d.Limits[0].FailOpen, d.Limits[1].FailOpen, !d.Charge.FailOpen)
+			}
+		}},
+		{"null charge is no charge", `{"allow": true, "charge": null}`, func(t *testing.T, d *authz.Decision) {
+			if d.Charge != nil {
+				t.Errorf("charge %+v", d.Charge)
+			}
+		}},
 		{"opa-envoy object with list headers", `{"allowed": true, "headers": {"x-tags": ["a", "b"]}, "unknown_key": 1}`, func(t *testing.T, d *authz.Decision) {
 			if !d.Allow || len(d.Headers) != 2 || d.Headers[0].Append || !d.Headers[1].Append {
 				t.Errorf("got %+v", d)
@@ -106,7 +121,7 @@ func TestParseDecisionErrors(t *testing.T) {
 		{`{"allow": true, "headers": {"x-a": 1}}`, `want a string or a list of strings, got 1`},
 		{`{"allow": true, "headers": ["x-a"]}`, `headers: want an object of header names to values`},
 		{`{"allow": true, "limits": [{"key": "k", "limit": 1, "window": "1s"}]}`, `"name" is required`},
-		{`{"allow": true, "limits": [{"name": "a", "limit": 1, "window": "1s"}]}`, `limit "a": "key" is required`},
+		{`{"allow": true, "limits": [{"name": "a", "limit": 1, "window": "1s"}]}`, `limit "a": "key" is required when the decision names no consumer`},
 		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 0, "window": "1s"}]}`, `"limit" must be a positive integer`},
 		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1}]}`, `set exactly one of "window"`},
 		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s", "period": "day"}]}`, `set exactly one of "window"`},
@@ -117,7 +132,9 @@ func TestParseDecisionErrors(t *testing.T) {
 		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s", "colour": 3}]}`, `limits: [0]: colour: unknown key (allowed: name, key, limit`},
 		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s"}, {"name": "a", "key": "k", "limit": 2, "window": "1m"}]}`, `name "a" is used by two limits`},
 		{`{"allow": true, "charge": {"account": "a", "credits": -1}}`, `credits: -1 must not be negative`},
-		{`{"allow": true, "charge": {"credits": 1}}`, `"account" is required`},
+		{`{"allow": true, "charge": {"credits": 1}}`, `"account" is required when the decision names no consumer`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s", "overage": true}]}`, `"overage" applies to period quotas only`},
+		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s", "failure_mode": "maybe"}]}`, `"maybe" is not a failure mode (allowed: open, closed)`},
 		{`{"allow": true, "charge": {"account": "a", "credits": 1.5}}`, `want an integer, got 1.5`},
 		{`{"allowed": true, "http_status": "429"}`, `http_status: want an integer`},
 	}

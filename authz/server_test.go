@@ -54,17 +54,14 @@ func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClie
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts2 := authz.Options{}
-	if policy == "limits" {
-		// A memory store on a fixed clock: golden responses are exact.
-		clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-		eng, err := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: func() time.Time { return clock }}), ratelimit.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts2.Limiter = eng
+	// Limits are enforced by a memory store on a fixed clock, so golden
+	// responses (RateLimit headers included) are exact.
+	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	eng, err := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: func() time.Time { return clock }}), ratelimit.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	srv, err := authz.New(q, opts2)
+	srv, err := authz.New(q, authz.Options{Limiter: eng})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
 // App is a running Tollgate: listeners bound, policy loaded.
@@ -32,6 +33,9 @@ type App struct {
 	log     *slog.Logger
 	engine  *policies.Engine
 	watcher *policies.Watcher // nil when policy.watch is off
+	limits  *ratelimit.Engine
+	// closeStore releases the limit store's connections.
+	closeStore func() error
 	grpc    *grpc.Server
 	health  *health.Server
 	admin   *admin.Server
@@ -60,16 +64,32 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
+	store, closeStore, err := newStore(ctx, cfg.Store, log.With("component", "store"))
+	if err != nil {
+		return nil, err
+	}
+	limits, err := ratelimit.NewEngine(store, ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg})
+	if err != nil {
+		closeStore()
+		return nil, err
+	}
 	authzSrv, err := authz.New(query, authz.Options{
 		DenyStatus: cfg.Authz.DenyStatus,
 		Logger:     log.With("component", "authz"),
 		Registerer: reg,
+		Limiter:    limits,
 	})
 	if err != nil {
+		closeStore()
+		return nil, err
+	}
+	token, err := adminToken(cfg.Admin)
+	if err != nil {
+		closeStore()
 		return nil, err
 	}
 
-	a := &App{cfg: cfg, log: log, engine: engine, version: version}
+	a := &App{cfg: cfg, log: log, engine: engine, version: version, limits: limits, closeStore: closeStore}
 	if cfg.Policy.WatchEnabled() {
 		if a.watcher, err = engine.Watch(); err != nil {
 			return nil, err
@@ -92,13 +112,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	})
 
 	var lc net.ListenConfig
+	if token != "" {
+		a.admin.Handle("/v1/", admin.AccountsHandler(limits, token, log.With("component", "admin")))
+	} else {
+		log.Info("admin API (accounts, credits) is off: set admin.token or admin.token_file to enable it")
+	}
+
 	if a.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPC.Address); err != nil {
 		a.closeWatcher()
+		closeStore()
 		return nil, fmt.Errorf("grpc.address: %w", err)
 	}
 	if a.adminLn, err = lc.Listen(ctx, "tcp", cfg.Admin.Address); err != nil {
 		a.grpcLn.Close()
 		a.closeWatcher()
+		closeStore()
 		return nil, fmt.Errorf("admin.address: %w", err)
 	}
 	return a, nil
@@ -148,6 +176,13 @@ func (a *App) Run(ctx context.Context) error {
 			_ = a.watcher.Run(watchCtx)
 		}
 	}()
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		if m, ok := a.limits.Store().(*ratelimit.MemoryStore); ok {
+			m.Run(watchCtx, 10*time.Second) // reclaim expired counters
+		}
+	}()
 
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -183,6 +218,10 @@ func (a *App) Run(ctx context.Context) error {
 		err = fmt.Errorf("admin shutdown: %w", serr)
 	}
 	<-watchDone
+	<-sweepDone
+	if cerr := a.closeStore(); cerr != nil && err == nil {
+		err = fmt.Errorf("close store: %w", cerr)
+	}
 	return err
 }
 

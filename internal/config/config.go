@@ -26,6 +26,7 @@ type Config struct {
 	Log    Log    `yaml:"log"`
 	Policy Policy `yaml:"policy"`
 	Authz  Authz  `yaml:"authz"`
+	Store  Store  `yaml:"store"`
 	// ShutdownTimeout bounds how long in-flight calls may drain after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -41,9 +42,51 @@ type GRPC struct {
 // so grpcurl works without proto files).
 func (g GRPC) ReflectionEnabled() bool { return g.Reflection == nil || *g.Reflection }
 
-// Admin is the HTTP listener for /metrics, /healthz, /readyz and /status.
+// Admin is the HTTP listener for /metrics, /healthz, /readyz and /status,
+// and the admin API (accounts and credits) when a token is set.
 type Admin struct {
 	Address string `yaml:"address"`
+	// Token is the admin API's bearer token; TokenFile reads it from a
+	// file (a Kubernetes secret). Neither set: the admin API is off.
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+}
+
+// Store is where counters and balances live.
+type Store struct {
+	// Kind is memory (one replica, not durable; the default) or redis.
+	Kind   string      `yaml:"kind"`
+	Memory MemoryStore `yaml:"memory"`
+	Redis  RedisStore  `yaml:"redis"`
+}
+
+// MemoryStore settings.
+type MemoryStore struct {
+	MaxKeys int `yaml:"max_keys"`
+}
+
+// RedisStore settings: one address for a single node, several for a
+// Cluster, master_name for Sentinel.
+type RedisStore struct {
+	Addrs        []string `yaml:"addrs"`
+	MasterName   string   `yaml:"master_name"`
+	Username     string   `yaml:"username"`
+	Password     string   `yaml:"password"`
+	PasswordFile string   `yaml:"password_file"`
+	DB           int      `yaml:"db"`
+	PoolSize     int      `yaml:"pool_size"`
+	Timeout      Duration `yaml:"timeout"`
+	TLS          TLS      `yaml:"tls"`
+}
+
+// TLS for the Redis connection.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 }
 
 // Log selects the slog handler.
@@ -130,7 +173,20 @@ func (c *Config) applyDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.Store.Kind == "" {
+		c.Store.Kind = "memory"
+	}
+	if c.Store.Memory.MaxKeys == 0 {
+		c.Store.Memory.MaxKeys = 1_000_000
+	}
+	if c.Store.Redis.Timeout == 0 {
+		c.Store.Redis.Timeout = DefaultRedisTimeout
+	}
 }
+
+// DefaultRedisTimeout bounds each Redis call, well under Envoy's 200 ms
+// ext_authz timeout.
+const DefaultRedisTimeout = Duration(50 * time.Millisecond)
 
 // Load reads, strictly decodes and validates the file at path.
 func Load(path string) (*Config, error) {
@@ -181,8 +237,15 @@ func cleanYAMLError(err error) error {
 }
 
 func sectionName(typ string) string {
-	if typ == "Config" {
+	switch typ {
+	case "Config":
 		return "the top level"
+	case "MemoryStore":
+		return "store.memory"
+	case "RedisStore":
+		return "store.redis"
+	case "TLS":
+		return "store.redis.tls"
 	}
 	return strings.ToLower(typ)
 }
@@ -190,11 +253,19 @@ func sectionName(typ string) string {
 func allowedKeys(typ string) []string {
 	switch typ {
 	case "Config":
-		return []string{"grpc", "admin", "log", "policy", "authz", "shutdown_timeout"}
+		return []string{"grpc", "admin", "log", "policy", "authz", "store", "shutdown_timeout"}
 	case "GRPC":
 		return []string{"address", "reflection"}
 	case "Admin":
-		return []string{"address"}
+		return []string{"address", "token", "token_file"}
+	case "Store":
+		return []string{"kind", "memory", "redis"}
+	case "MemoryStore":
+		return []string{"max_keys"}
+	case "RedisStore":
+		return []string{"addrs", "master_name", "username", "password", "password_file", "db", "pool_size", "timeout", "tls"}
+	case "TLS":
+		return []string{"enabled", "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"}
 	case "Log":
 		return []string{"level", "format"}
 	case "Policy":
@@ -235,6 +306,10 @@ func (c *Config) Validate() error {
 	if s := c.Authz.DenyStatus; s < 400 || s > 599 {
 		errs = append(errs, fmt.Errorf("authz.deny_status: %d is not an error status (allowed: 400-599)", s))
 	}
+	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
+		errs = append(errs, errors.New("admin: set token or token_file, not both"))
+	}
+	errs = append(errs, c.Store.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -273,4 +348,39 @@ func validAddress(a string) error {
 		return fmt.Errorf("%q: port %q is not 0-65535", a, port)
 	}
 	return nil
+}
+
+func (s *Store) validate() []error {
+	var errs []error
+	switch s.Kind {
+	case "memory":
+		if s.Memory.MaxKeys < 1 {
+			errs = append(errs, fmt.Errorf("store.memory.max_keys: %d must be positive", s.Memory.MaxKeys))
+		}
+	case "redis":
+		r := &s.Redis
+		if len(r.Addrs) == 0 {
+			errs = append(errs, errors.New(`store.redis.addrs: empty (want at least one host:port, e.g. ["127.0.0.1:6379"])`))
+		}
+		for i, a := range r.Addrs {
+			if err := validAddress(a); err != nil {
+				errs = append(errs, fmt.Errorf("store.redis.addrs[%d]: %w", i, err))
+			}
+		}
+		if r.Password != "" && r.PasswordFile != "" {
+			errs = append(errs, errors.New("store.redis: set password or password_file, not both"))
+		}
+		if t := time.Duration(r.Timeout); t <= 0 || t > 10*time.Second {
+			errs = append(errs, fmt.Errorf("store.redis.timeout: %s is not between 1ms and 10s (Envoy waits 200ms by default)", t))
+		}
+		if r.DB < 0 || r.PoolSize < 0 {
+			errs = append(errs, errors.New("store.redis: db and pool_size must not be negative"))
+		}
+		if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
+			errs = append(errs, errors.New("store.redis.tls: cert_file and key_file go together"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("store.kind: %q is not a store (allowed: memory, redis)", s.Kind))
+	}
+	return errs
 }

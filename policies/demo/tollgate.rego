@@ -13,6 +13,11 @@
 # Policies are pure: they return a decision document and Tollgate carries it
 # out. See README.md, "Writing a policy".
 #
+# Limits: free 5 req/s (burst 10) and 1,000 a month, then 402; pro 50 req/s
+# and 100,000 a month, then prepaid credits per request (POST /v1/chat/
+# costs 5); enterprise 500 req/s, no monthly cap. Tollgate's limit engine
+# counts them (in memory, or in Redis for several replicas).
+#
 # Performance: the allowed path is one rule body with local variables, and
 # data.demo is read from the store once. Every rule or builtin call on this
 # path costs microseconds per request; denials take the slower, more
@@ -28,16 +33,42 @@ api_key := substring(auth, 7, -1) if {
 	startswith(auth, "Bearer ")
 }
 
+# The consumer, its plan and the route prefix it matched; undefined when
+# the key is unknown, the account inactive or the route not in the plan.
 # Only the key's hash is looked up: a timing side channel can reveal
-# nothing about the stored keys.
-decision := {"allow": true, "consumer": id, "plan": consumer.plan} if {
+# nothing about the stored keys. Prefixes of one plan must not overlap.
+match := {"id": id, "consumer": consumer, "plan": plan, "prefix": prefix} if {
 	http := input.attributes.request.http
 	demo := data.demo
 	id := demo.keys[crypto.sha256(api_key)]
 	consumer := demo.consumers[id]
 	consumer.status == "active"
+	plan := demo.plans[consumer.plan]
 	some method in [http.method, "*"]
-	startswith(http.path, demo.plans[consumer.plan].routes[method][_])
+	prefix := plan.routes[method][_]
+	startswith(http.path, prefix)
+}
+
+# Allowed: the plan's limits (their key defaults to the consumer). Plans
+# with overage charge prepaid credits once the monthly quota is used up,
+# at the route's price (1 credit unless the plan prices the route).
+decision := {
+	"allow": true,
+	"consumer": match.id,
+	"plan": match.consumer.plan,
+	"limits": match.plan.limits,
+	"charge": {"credits": object.get(match.plan.prices, match.prefix, 1), "overage_only": true},
+	"payment": {"url": match.plan.payment_url},
+} if {
+	match.plan.overage
+} else := {
+	"allow": true,
+	"consumer": match.id,
+	"plan": match.consumer.plan,
+	"limits": match.plan.limits,
+	"payment": {"url": match.plan.payment_url, "upgrade_url": match.plan.upgrade_url},
+} if {
+	match
 } else := denial
 
 # Why a request is denied, most fundamental reason first.

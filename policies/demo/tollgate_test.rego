@@ -99,3 +99,30 @@ test_enterprise_reaches_any_route if {
 	d := tollgate.decision with input as req("DELETE", "/admin/anything", {"authorization": "Bearer tg_live_77aa0b1c2d3e4f50"})
 	d.allow == true
 }
+
+test_free_plan_limits if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {"x-api-key": "tg_demo_free_0001"})
+	d.limits == [
+		{"name": "per_second", "limit": 5, "window": "1s", "burst": 10},
+		{"name": "monthly", "limit": 1000, "period": "month", "on_exceed": 402},
+	]
+	not d.charge
+	d.payment.upgrade_url
+}
+
+test_pro_plan_overage_charges_credits if {
+	d := tollgate.decision with input as req("GET", "/v1/invoices", {"x-api-key": "tg_live_3f9a1c0d5e7b4a2c"})
+	d.limits[1] == {"name": "monthly", "limit": 100000, "period": "month", "overage": true}
+	d.charge == {"credits": 1, "overage_only": true}
+}
+
+test_chat_costs_more if {
+	d := tollgate.decision with input as req("POST", "/v1/chat/completions", {"x-api-key": "tg_live_3f9a1c0d5e7b4a2c"})
+	d.charge.credits == 5
+}
+
+test_enterprise_has_no_monthly_cap if {
+	d := tollgate.decision with input as req("GET", "/anything", {"authorization": "Bearer tg_live_77aa0b1c2d3e4f50"})
+	[l | some l in d.limits; l.period] == []
+	d.limits[0].limit == 500
+}
