@@ -36,13 +36,13 @@ type App struct {
 	limits  *ratelimit.Engine
 	// closeStore releases the limit store's connections.
 	closeStore func() error
-	grpc    *grpc.Server
-	health  *health.Server
-	admin   *admin.Server
-	grpcLn  net.Listener
-	adminLn net.Listener
-	ready   atomic.Bool
-	version string
+	grpc       *grpc.Server
+	health     *health.Server
+	admin      *admin.Server
+	grpcLn     net.Listener
+	adminLn    net.Listener
+	ready      atomic.Bool
+	version    string
 }
 
 // New loads the policies, builds every component and binds both listeners.
