@@ -27,7 +27,7 @@ func (emptyServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRe
 	}, nil
 }
 
-func fixture(b *testing.B, name string) *authv3.CheckRequest {
+func fixture(b testing.TB, name string) *authv3.CheckRequest {
 	b.Helper()
 	raw, err := os.ReadFile("testdata/check/" + name + ".json")
 	if err != nil {

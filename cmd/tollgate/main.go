@@ -4,6 +4,7 @@
 //	tollgate serve [--config FILE]
 //	tollgate policy test [-v] PATH...
 //	tollgate policy eval --input FILE [--config FILE] [--policy PATH]... [--decision PATH]
+//	tollgate credits add|show ...
 //	tollgate version
 package main
 
@@ -45,6 +46,10 @@ Usage:
   tollgate policy eval --input FILE [--config FILE] [--policy PATH]... [--decision PATH]
                                              evaluate one CheckRequest (JSON) and print
                                              the decision and the CheckResponse
+  tollgate credits add ACCOUNT AMOUNT [--idempotency-key KEY] [--admin URL] [--token TOKEN]
+                                             top up prepaid credits (admin API)
+  tollgate credits show ACCOUNT [--admin URL] [--token TOKEN]
+                                             show an account's balance and quota usage
   tollgate version                           print version information
 `
 
@@ -69,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case "eval":
 			return policyEval(ctx, args[2:], stdout, stderr)
 		}
+	case "credits":
+		return creditsCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -237,3 +237,73 @@ func TestNewFailsCleanly(t *testing.T) {
 		t.Errorf("New error = %v, want it to name grpc.address", err)
 	}
 }
+
+// TestLimitsAndCreditsEndToEnd: the demo plans' limits are enforced through
+// the real server, and the admin API tops up and shows accounts.
+func TestLimitsAndCreditsEndToEnd(t *testing.T) {
+	cfg := testConfig()
+	cfg.Admin.Token = "s3cret"
+	r := start(t, cfg)
+	ctx := context.Background()
+	client := authv3.NewAuthorizationClient(r.conn)
+
+	// Free plan: 5/s with a burst of 10; the 11th request at once is a 429.
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/v1/invoices", Headers: map[string]string{"x-api-key": "tg_demo_free_0001"}},
+	}}}
+	var last *authv3.CheckResponse
+	for i := range 11 {
+		resp, err := client.Check(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 10 && resp.GetOkResponse() == nil {
+			t.Fatalf("request %d of the burst denied: %v", i+1, resp)
+		}
+		last = resp
+	}
+	denied := last.GetDeniedResponse()
+	if denied.GetStatus().GetCode() != 429 {
+		t.Fatalf("11th request: %v, want 429", last)
+	}
+	headers := map[string]string{}
+	for _, h := range denied.GetHeaders() {
+		headers[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+	}
+	if headers["retry-after"] != "1" || !strings.HasPrefix(headers["ratelimit"], `"per_second";r=0;`) {
+		t.Errorf("429 headers %v, want retry-after 1 and the per_second RateLimit", headers)
+	}
+
+	admin := "http://" + r.app.AdminAddr()
+	post := func(token, key string) (int, string) {
+		hreq, _ := http.NewRequest(http.MethodPost, admin+"/v1/accounts/acme/credits", strings.NewReader(`{"amount": 250}`))
+		hreq.Header.Set("Authorization", "Bearer "+token)
+		hreq.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(hreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post("wrong", "k1"); code != 401 {
+		t.Errorf("wrong token: %d %s", code, body)
+	}
+	for range 2 {
+		if code, body := post("s3cret", "k1"); code != 200 || !strings.Contains(body, `"balance":250`) {
+			t.Errorf("top-up: %d %s, want 200 and balance 250 (the replay credits nothing)", code, body)
+		}
+	}
+	hreq, _ := http.NewRequest(http.MethodGet, admin+"/v1/accounts/initech", nil)
+	hreq.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"name":"monthly"`) || !strings.Contains(string(body), `"used":10`) {
+		t.Errorf("GET account: %d %s, want initech's monthly quota with 10 used", resp.StatusCode, body)
+	}
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+)
+
+const creditsUsage = `Usage:
+  tollgate credits add ACCOUNT AMOUNT [--idempotency-key KEY] [--admin URL] [--token TOKEN]
+                                    top up ACCOUNT's prepaid credits by AMOUNT; without
+                                    --idempotency-key a random key is made and printed to
+                                    stderr: rerun with it to retry without crediting twice
+  tollgate credits show ACCOUNT [--admin URL] [--token TOKEN]
+                                    print ACCOUNT's balance and quota usage
+
+  --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
+  --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN; prefer the
+                   variable: a flag is visible to other users in the process list)
+`
+
+// defaultAdminURL is the admin listener of the default configuration.
+const defaultAdminURL = "http://127.0.0.1:9192"
+
+// creditsCmd runs "tollgate credits add|show" against the accounts API of
+// a running server's admin listener.
+func creditsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, creditsUsage)
+		return errUsage
+	}
+	switch args[0] {
+	case "add":
+		return creditsAdd(ctx, args[1:], stdout, stderr)
+	case "show":
+		return creditsShow(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, creditsUsage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "tollgate credits: unknown command %q\n\n%s", args[0], creditsUsage)
+	return errUsage
+}
+
+// adminFlags are the flags shared by the credits commands.
+type adminFlags struct {
+	admin, token string
+}
+
+func (f *adminFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.admin, "admin", defaultAdminURL, "admin listener URL")
+	fs.StringVar(&f.token, "token", "", "admin token (default $TOLLGATE_ADMIN_TOKEN)")
+}
+
+// client checks the flags and returns the API client.
+func (f *adminFlags) client(cmd string, stderr io.Writer) (*adminClient, error) {
+	u, err := url.Parse(f.admin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		fmt.Fprintf(stderr, "%s: --admin %q is not an http:// or https:// URL, e.g. %s\n", cmd, f.admin, defaultAdminURL)
+		return nil, errUsage
+	}
+	token := f.token
+	if token == "" {
+		token = os.Getenv("TOLLGATE_ADMIN_TOKEN")
+	}
+	if token == "" {
+		fmt.Fprintf(stderr, "%s: no admin token: set TOLLGATE_ADMIN_TOKEN (or pass --token) to the server's admin.token\n", cmd)
+		return nil, errUsage
+	}
+	return &adminClient{
+		base:  strings.TrimRight(f.admin, "/"),
+		token: token,
+		http:  &http.Client{Timeout: 30 * time.Second},
+	}, nil
+}
+
+func creditsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const cmd = "credits add"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, creditsUsage) }
+	var af adminFlags
+	af.register(fs)
+	key := fs.String("idempotency-key", "", "key of this top-up; reuse it to retry (default: random, printed)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return errUsage
+	}
+	if len(pos) != 2 {
+		fmt.Fprintf(stderr, "%s: want ACCOUNT AMOUNT, got %d argument(s)\n\n%s", cmd, len(pos), creditsUsage)
+		return errUsage
+	}
+	account, amount := pos[0], pos[1]
+	c, err := af.client(cmd, stderr)
+	if err != nil {
+		return err
+	}
+	if *key == "" {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b) // never fails (crypto/rand)
+		*key = hex.EncodeToString(b)
+		fmt.Fprintf(stderr, "idempotency key: %s (to retry this top-up safely, rerun with --idempotency-key %s)\n", *key, *key)
+	}
+	// The server validates the amount; send it as the number typed, or as
+	// a string (which it refuses, quoting it) when it is not a JSON number.
+	var value any = amount
+	if jsonNumber.MatchString(amount) {
+		value = json.Number(amount)
+	}
+	body, err := json.Marshal(map[string]any{"amount": value})
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/accounts/"+url.PathEscape(account)+"/credits", body,
+		http.Header{"Idempotency-Key": {*key}})
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	return printJSON(stdout, resp)
+}
+
+func creditsShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const cmd = "credits show"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, creditsUsage) }
+	var af adminFlags
+	af.register(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return errUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "%s: want ACCOUNT, got %d argument(s)\n\n%s", cmd, len(pos), creditsUsage)
+		return errUsage
+	}
+	c, err := af.client(cmd, stderr)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(pos[0]), nil, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	return printJSON(stdout, resp)
+}
+
+// jsonNumber is the JSON number grammar (RFC 8259).
+var jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+// parseInterspersed parses flags placed before, between or after the
+// positional arguments, and returns those; "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// adminClient calls the accounts API of an admin listener.
+type adminClient struct {
+	base, token string
+	http        *http.Client
+}
+
+// do sends a request and returns the body of a 2xx response; any other
+// response becomes an error carrying the status and the problem's detail.
+func (c *adminClient) do(ctx context.Context, method, path string, body []byte, header http.Header) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: read response: %w", method, req.URL.Redacted(), err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return data, nil
+	}
+	return nil, fmt.Errorf("%s %s: %s: %s", method, req.URL.Redacted(), resp.Status, problemDetail(resp.Header.Get("Content-Type"), data))
+}
+
+// problemDetail is the detail of an RFC 9457 problem, or the start of any
+// other body.
+func problemDetail(contentType string, body []byte) string {
+	if mt, _, _ := mime.ParseMediaType(contentType); mt == "application/problem+json" {
+		var p struct {
+			Title  string `json:"title"`
+			Detail string `json:"detail"`
+		}
+		if json.Unmarshal(body, &p) == nil && (p.Detail != "" || p.Title != "") {
+			if p.Detail == "" {
+				return p.Title
+			}
+			return p.Detail
+		}
+	}
+	s := strings.TrimSpace(string(body))
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
+	}
+	if s == "" {
+		return "(empty response)"
+	}
+	return s
+}
+
+// printJSON prints a JSON response indented.
+func printJSON(w io.Writer, data []byte) error {
+	var out bytes.Buffer
+	if err := json.Indent(&out, bytes.TrimSpace(data), "", "  "); err != nil {
+		return errors.New("the server answered with invalid JSON")
+	}
+	out.WriteByte('\n')
+	_, err := w.Write(out.Bytes())
+	return err
+}
