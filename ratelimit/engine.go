@@ -161,7 +161,7 @@ func NewEngine(store Store, opts Options) (*Engine, error) {
 		interval: opts.ErrorLogInterval,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_limit_decisions_total",
-			Help: "Limit and charge outcomes by kind (rate, quota, credits) and result (allowed, exceeded, overage, store_error).",
+			Help: "Limit and charge outcomes by kind (rate, quota, credits) and result (allowed, exceeded, shadow_exceeded, overage, store_error).",
 		}, []string{"limit_kind", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tollgate_store_duration_seconds",
@@ -210,6 +210,8 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	for i := range req.Limits {
 		result := "allowed"
 		switch st := out.Limits[i]; {
+		case st.Exceeded && req.Limits[i].Shadow:
+			result = "shadow_exceeded"
 		case st.Exceeded:
 			result = "exceeded"
 		case st.Overage:

@@ -555,3 +555,31 @@ func TestMemoryBounded(t *testing.T) {
 		t.Errorf("%d counters kept after the sweep, want 1", n)
 	}
 }
+
+// TestShadow: an exceeded shadow limit is reported but neither refuses nor
+// consumes; the other limits of the request still apply.
+func TestShadow(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		shadowRate := rate("shadow_rate", "acme", 1, time.Hour, 1)
+		shadowRate.Shadow = true
+		shadowQuota := quota("shadow_quota", "acme", 1, ratelimit.Day)
+		shadowQuota.Shadow = true
+		real := quota("real", "acme", 3, ratelimit.Day)
+		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{shadowRate, shadowQuota, real}}
+		for i := range 3 {
+			out := take(t, e.store, req)
+			if !out.Allowed {
+				t.Fatalf("request %d refused: %+v", i+1, out)
+			}
+			if wantExceeded := i > 0; out.Limits[0].Exceeded != wantExceeded || out.Limits[1].Exceeded != wantExceeded {
+				t.Errorf("request %d: shadow exceeded = %v/%v, want %v", i+1, out.Limits[0].Exceeded, out.Limits[1].Exceeded, wantExceeded)
+			}
+			if out.RetryAfter != 0 {
+				t.Errorf("request %d: RetryAfter %v from a shadow limit", i+1, out.RetryAfter)
+			}
+		}
+		if out := take(t, e.store, req); out.Allowed || out.Denied != 2 {
+			t.Errorf("4th: %+v, want refused by the real quota", out)
+		}
+	})
+}

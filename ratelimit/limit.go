@@ -63,6 +63,10 @@ type Limit struct {
 	// FailOpen allows the request when the store cannot be reached (the
 	// default for rate limits and quotas); otherwise it is refused.
 	FailOpen bool
+	// Shadow limits are counted and reported but never refuse: an exceeded
+	// shadow limit is marked Exceeded, consumes nothing, and the request
+	// goes on (envoyproxy/ratelimit's shadow_mode).
+	Shadow bool
 }
 
 // IsRate reports whether l is a rate limit (GCRA over Window) rather than a

@@ -114,7 +114,9 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 				st.Exceeded = true
 				st.Remaining = max((tolerance-(tat-nowUS))/interval, 0)
 				st.Reset = time.Duration(tat-nowUS) * time.Microsecond
-				out.RetryAfter = max(out.RetryAfter, time.Duration(diff-tolerance)*time.Microsecond)
+				if !l.Shadow {
+					out.RetryAfter = max(out.RetryAfter, time.Duration(diff-tolerance)*time.Microsecond)
+				}
 				continue
 			}
 			st.Remaining = (tolerance - diff) / interval
@@ -138,14 +140,16 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			}
 			st.Exceeded = true
 			st.Remaining = max(l.Limit-used, 0)
-			out.RetryAfter = max(out.RetryAfter, st.Reset)
+			if !l.Shadow {
+				out.RetryAfter = max(out.RetryAfter, st.Reset)
+			}
 			continue
 		}
 		st.Remaining = l.Limit - used - l.Cost
 		writes = append(writes, write{key: key, value: l.Cost, exp: end.UnixMicro(), add: true})
 	}
 	for i := range out.Limits {
-		if out.Limits[i].Exceeded {
+		if out.Limits[i].Exceeded && !req.Limits[i].Shadow {
 			out.Allowed = false
 			out.Denied = i
 			break

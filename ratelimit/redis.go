@@ -71,8 +71,12 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		l := &req.Limits[i]
 		if l.IsRate() {
 			interval, tolerance := gcra(l)
+			kind := "r"
+			if l.Shadow {
+				kind = "R"
+			}
 			keys = append(keys, rateKey(req.Scope, l))
-			args = append(args, "r", l.Cost, l.Limit, interval, tolerance, l.Window.Microseconds(), 0, "")
+			args = append(args, kind, l.Cost, l.Limit, interval, tolerance, l.Window.Microseconds(), 0, "")
 			continue
 		}
 		// Four consecutive period starts around this replica's clock; the
@@ -83,7 +87,10 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		next := NextPeriod(l.Period, l.Location, cur)
 		after := NextPeriod(l.Period, l.Location, next)
 		kind := "q"
-		if l.Overage {
+		switch {
+		case l.Shadow:
+			kind = "Q"
+		case l.Overage:
 			kind = "o"
 		}
 		keys = append(keys, quotaKey(req.Scope))

@@ -5,13 +5,15 @@
 --       then the balance key when there is a charge.
 -- ARGV: n, has_charge, credits, overdraft, overage_only,
 --       then 8 per limit: kind, cost, limit, a, b, c, d, e
---         kind "r": a = emission interval µs, b = tolerance µs, c = window µs
---         kind "q"/"o" (quota / quota with overage):
+--         kind "r"/"R" (rate / shadow rate): a = emission interval µs,
+--               b = tolerance µs, c = window µs
+--         kind "q"/"o"/"Q" (quota / quota with overage / shadow quota):
 --               a..d = starts of the previous, current, next and following
 --               period by the caller's clock, e = hash field prefix
 -- Returns: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
 --           charged, retry_after, then per limit: remaining, reset, window, flags}
---           flags: 1 exceeded, 2 overage
+--           flags: 1 exceeded, 2 overage; a shadow limit that is exceeded
+--           gets flag 1 but neither refuses nor counts
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
@@ -29,7 +31,8 @@ for i = 1, n do
   local cost = tonumber(ARGV[b + 2])
   local limit = tonumber(ARGV[b + 3])
   local remaining, reset, window, flags = 0, 0, 0, 0
-  if kind == 'r' then
+  local shadow = kind == 'R' or kind == 'Q'
+  if kind == 'r' or kind == 'R' then
     local interval = tonumber(ARGV[b + 4])
     local tolerance = tonumber(ARGV[b + 5])
     window = tonumber(ARGV[b + 6])
@@ -41,7 +44,7 @@ for i = 1, n do
       flags = 1
       remaining = math.max(math.floor((tolerance - (tat - now)) / interval), 0)
       reset = tat - now
-      retry = math.max(retry, diff - tolerance)
+      if not shadow then retry = math.max(retry, diff - tolerance) end
     else
       remaining = math.floor((tolerance - diff) / interval)
       reset = diff
@@ -66,7 +69,7 @@ for i = 1, n do
       else
         flags = 1
         remaining = math.max(limit - used, 0)
-        retry = math.max(retry, reset)
+        if not shadow then retry = math.max(retry, reset) end
       end
     else
       remaining = limit - used - cost
@@ -77,7 +80,7 @@ for i = 1, n do
       writes[#writes + 1] = {'q', KEYS[i], field, cost, math.ceil((stop - now) / 1000) + 86400000, old}
     end
   end
-  if flags == 1 and allowed == 1 then
+  if flags == 1 and allowed == 1 and not shadow then
     allowed = 0
     denied = i - 1
   end

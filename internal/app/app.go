@@ -135,9 +135,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 // closeWatcher releases the watches of an App that will never Run.
 func (a *App) closeWatcher() {
 	if a.watcher != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = a.watcher.Run(ctx)
+		_ = a.watcher.Close()
 	}
 }
 
