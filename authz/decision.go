@@ -449,8 +449,12 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 	switch {
 	case l.Name == "":
 		return l, errors.New(`"name" is required`)
-	case l.Limit <= 0:
-		return l, fmt.Errorf("limit %q: \"limit\" must be a positive integer", l.Name)
+	case l.Limit <= 0 || l.Limit > ratelimit.MaxCredits:
+		return l, fmt.Errorf("limit %q: \"limit\" must be a positive integer no larger than %d", l.Name, int64(ratelimit.MaxCredits))
+	case l.Burst > ratelimit.MaxCredits || l.Cost > ratelimit.MaxCredits:
+		return l, fmt.Errorf("limit %q: \"burst\" and \"cost\" must not exceed %d", l.Name, int64(ratelimit.MaxCredits))
+	case l.Window > 366*24*time.Hour:
+		return l, fmt.Errorf("limit %q: window %s is longer than a year; use \"period\" for quotas", l.Name, l.Window)
 	case (l.Window == 0) == (l.Period == ""):
 		return l, fmt.Errorf("limit %q: set exactly one of \"window\" (a rate, such as \"1s\") or \"period\" (a quota: hour, day, week, month, year)", l.Name)
 	case l.Burst < 0:
@@ -532,8 +536,8 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 		return nil, err
 	}
 	switch {
-	case c.Credits < 0:
-		return nil, fmt.Errorf("credits: %d must not be negative", c.Credits)
+	case c.Credits < 1:
+		return nil, fmt.Errorf("credits: %d must be at least 1 (omit the charge, or set it to null, to charge nothing)", c.Credits)
 	case c.Overdraft < 0:
 		return nil, fmt.Errorf("overdraft: %d must not be negative", c.Overdraft)
 	case c.Credits > ratelimit.MaxCredits || c.Overdraft > ratelimit.MaxCredits:

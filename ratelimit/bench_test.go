@@ -13,7 +13,7 @@ import (
 // monthly quotas, and a credit charge.
 func benchRequest() *ratelimit.Request {
 	return &ratelimit.Request{
-		Scope: "acme",
+
 		Limits: []ratelimit.Limit{
 			rate("per_second", "acme", 1_000_000, time.Second, 0),
 			quota("daily", "acme", 1_000_000_000, ratelimit.Day),

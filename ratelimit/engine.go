@@ -2,9 +2,12 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -15,25 +18,26 @@ import (
 // Request is everything one API request consumes: its limits and its
 // charge, applied all or nothing.
 type Request struct {
-	// Scope places every key of the request in one Redis Cluster slot (the
-	// hash tag). It must be the charge's account when there is a charge;
-	// Scoped sets it.
-	Scope  string
 	Limits []Limit
 	Charge *Charge
+	// Tag, when set, is the Redis Cluster hash tag of every counter of the
+	// request (the rate limit service uses its domain). Empty: each counter
+	// is tagged by its own key and the balance by its account, so a counter
+	// is the same whichever request touches it; in a Cluster the keys of
+	// one request must then share a slot (they do when the limits' keys and
+	// the account are the consumer).
+	Tag string
+	// ID identifies this attempt so that a Take whose reply was lost can be
+	// voided (its charge refunded) exactly once. The engine sets it.
+	ID string
 }
 
-// Scoped returns the scope for a request of consumer: the charge's account
-// when there is one (balances are keyed by account), else the consumer.
-func Scoped(consumer string, limits []Limit, charge *Charge) *Request {
-	scope := consumer
-	if charge != nil {
-		scope = charge.Account
+// tag returns the hash tag of a limit's counter.
+func (r *Request) tag(l *Limit) string {
+	if r.Tag != "" {
+		return r.Tag
 	}
-	if scope == "" && len(limits) > 0 {
-		scope = limits[0].Key
-	}
-	return &Request{Scope: scope, Limits: limits, Charge: charge}
+	return l.Key
 }
 
 // Outcome is the result of one Take.
@@ -190,6 +194,9 @@ func (e *Engine) Store() Store { return e.store }
 // counting if every limit and the charge fail open (Outcome.Degraded), and
 // refused with ErrStoreUnavailable otherwise.
 func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
+	if req.Charge != nil && req.ID == "" {
+		req.ID = newID()
+	}
 	start := time.Now()
 	out, err := e.store.Take(ctx, req)
 	e.duration.WithLabelValues(e.store.Kind(), "take").Observe(time.Since(start).Seconds())
@@ -203,6 +210,7 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 			e.decisions.WithLabelValues("credits", "store_error").Inc()
 		}
 		if !failsOpen(req) {
+			e.void(ctx, req)
 			return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
 		return &Outcome{Allowed: true, Denied: -1, Degraded: true}, nil
@@ -251,6 +259,32 @@ func (e *Engine) Account(ctx context.Context, account string) (*Account, error) 
 	return a, err
 }
 
+// Voider is a store that can undo the charge of a Take whose outcome was
+// lost (a timeout after the request was sent): the Take either ran and is
+// refunded, or is marked void so that it cannot run later.
+type Voider interface {
+	Void(ctx context.Context, req *Request) (refunded int64, err error)
+}
+
+// void runs when a request is refused because the store failed: whatever
+// the store did with it must not cost the customer.
+func (e *Engine) void(ctx context.Context, req *Request) {
+	v, ok := e.store.(Voider)
+	if !ok || req.Charge == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	refunded, err := v.Void(ctx, req)
+	switch {
+	case err != nil:
+		e.log.Error("could not void a charge whose outcome is unknown; the account may have been charged for a refused request",
+			"account", req.Charge.Account, "credits", req.Charge.Credits, "request_id", req.ID, "error", err)
+	case refunded > 0:
+		e.log.Warn("refunded the charge of a request refused after a store timeout", "account", req.Charge.Account, "credits", refunded, "request_id", req.ID)
+	}
+}
+
 func (e *Engine) logError(op string, err error) {
 	now := time.Now().UnixNano()
 	last := e.lastLog.Load()
@@ -270,6 +304,13 @@ func failsOpen(req *Request) bool {
 	return req.Charge == nil || req.Charge.FailOpen
 }
 
+// newID returns a random request id (uniqueness, not secrecy).
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // validateCredit checks a top-up before it reaches a store.
 func validateCredit(account string, amount int64, key string) error {
 	switch {
@@ -283,41 +324,54 @@ func validateCredit(account string, amount int64, key string) error {
 	return nil
 }
 
-// escape keeps ":" as the separator of key parts ("a:b"+"c" ≠ "a"+"b:c").
+// escape keeps ":" the separator of key parts ("a:b"+"c" ≠ "a"+"b:c")
+// and keeps "{" and "}" out of Redis hash tags.
 func escape(s string) string {
-	if !strings.ContainsAny(s, ":%") {
+	if !strings.ContainsAny(s, ":%{}") {
 		return s
 	}
-	return strings.NewReplacer("%", "%25", ":", "%3A").Replace(s)
+	return keyEscaper.Replace(s)
 }
+
+var (
+	keyEscaper   = strings.NewReplacer("%", "%25", ":", "%3A", "{", "%7B", "}", "%7D")
+	keyUnescaper = strings.NewReplacer("%3A", ":", "%7B", "{", "%7D", "}", "%25", "%")
+)
 
 func unescape(s string) string {
 	if !strings.Contains(s, "%") {
 		return s
 	}
-	return strings.NewReplacer("%3A", ":", "%25", "%").Replace(s)
+	return keyUnescaper.Replace(s)
 }
 
-// Key layout, shared by the stores: every key of a request carries the
-// request's scope as a Redis Cluster hash tag.
-func rateKey(scope string, l *Limit) string {
-	return "tollgate:{" + scope + "}:r:" + escape(l.Name) + ":" + escape(l.Key)
+// Key layout, shared by the stores. The part in braces is the Redis
+// Cluster hash tag: a counter's tag is its key (or the request's Tag), a
+// balance's its account.
+func rateKey(tag string, l *Limit) string {
+	return "tollgate:{" + escape(tag) + "}:r:" + escape(l.Name) + ":" + escape(l.Key)
 }
-func quotaKey(scope string) string        { return "tollgate:{" + scope + "}:q" }
-func quotaField(l *Limit) string          { return escape(l.Name) + ":" + escape(l.Key) }
-func balanceKey(account string) string    { return "tollgate:{" + account + "}:credits" }
-func topupKey(account, key string) string { return "tollgate:{" + account + "}:topup:" + escape(key) }
+func quotaKey(tag string) string       { return "tollgate:{" + escape(tag) + "}:q" }
+func quotaField(l *Limit) string       { return escape(l.Name) + ":" + escape(l.Key) }
+func balanceKey(account string) string { return "tollgate:{" + escape(account) + "}:credits" }
+func topupKey(account, key string) string {
+	return "tollgate:{" + escape(account) + "}:topup:" + escape(key)
+}
+func requestKey(account, id string) string {
+	return "tollgate:{" + escape(account) + "}:req:" + id
+}
 
 // IdempotencyTTL is how long a top-up's idempotency key is remembered.
 const IdempotencyTTL = 30 * 24 * time.Hour
 
 // gcra returns the emission interval and the burst tolerance of a rate
-// limit, in microseconds.
-func gcra(l *Limit) (interval, tolerance int64) {
+// limit, in microseconds, and its capacity (the most it takes at once).
+// The tolerance saturates instead of overflowing.
+func gcra(l *Limit) (interval, tolerance, capacity int64) {
 	interval = max(l.Window.Microseconds()/l.Limit, 1)
-	burst := l.Burst
-	if burst == 0 {
-		burst = l.Limit
+	capacity = Capacity(l)
+	if capacity > math.MaxInt64/4/interval {
+		return interval, math.MaxInt64 / 4, capacity
 	}
-	return interval, interval * burst
+	return interval, interval * capacity, capacity
 }

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
@@ -75,7 +78,8 @@ func peek(t *testing.T, s ratelimit.Store, scope string, limits ...ratelimit.Lim
 	for i := range limits {
 		limits[i].Cost = 0
 	}
-	return take(t, s, &ratelimit.Request{Scope: scope, Limits: limits}).Limits
+	_ = scope
+	return take(t, s, &ratelimit.Request{Limits: limits}).Limits
 }
 
 func credit(t *testing.T, s ratelimit.Store, account string, amount int64) {
@@ -97,7 +101,7 @@ func balance(t *testing.T, s ratelimit.Store, account string) int64 {
 func TestRateLimitGCRA(t *testing.T) {
 	eachStore(t, func(t *testing.T, e *env) {
 		l := rate("per_second", "acme", 10, time.Second, 5) // one per 100ms, burst 5
-		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{l}}
+		req := &ratelimit.Request{Limits: []ratelimit.Limit{l}}
 		for i := range 5 {
 			out := take(t, e.store, req)
 			if !out.Allowed || out.Limits[0].Remaining != int64(4-i) {
@@ -134,7 +138,7 @@ func TestWeightedCost(t *testing.T) {
 	eachStore(t, func(t *testing.T, e *env) {
 		q := quota("tokens", "acme", 1000, ratelimit.Month)
 		q.Cost = 600
-		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}
+		req := &ratelimit.Request{Limits: []ratelimit.Limit{q}}
 		if out := take(t, e.store, req); !out.Allowed || out.Limits[0].Remaining != 400 {
 			t.Fatalf("first 600: %+v, want allowed with 400 left", out)
 		}
@@ -143,7 +147,7 @@ func TestWeightedCost(t *testing.T) {
 			t.Fatalf("second 600: %+v, want denied with 400 still left", out)
 		}
 		q.Cost = 400
-		if out := take(t, e.store, &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}); !out.Allowed || out.Limits[0].Remaining != 0 {
+		if out := take(t, e.store, &ratelimit.Request{Limits: []ratelimit.Limit{q}}); !out.Allowed || out.Limits[0].Remaining != 0 {
 			t.Fatalf("last 400: %+v, want allowed with 0 left", out)
 		}
 	})
@@ -152,7 +156,7 @@ func TestWeightedCost(t *testing.T) {
 func TestQuota(t *testing.T) {
 	eachStore(t, func(t *testing.T, e *env) {
 		q := quota("monthly", "acme", 3, ratelimit.Month)
-		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}
+		req := &ratelimit.Request{Limits: []ratelimit.Limit{q}}
 		for i := range 3 {
 			if out := take(t, e.store, req); !out.Allowed || out.Limits[0].Remaining != int64(2-i) {
 				t.Fatalf("request %d: %+v", i+1, out)
@@ -185,7 +189,7 @@ func TestAllOrNothing(t *testing.T) {
 		monthly := quota("monthly", "acme", 2, ratelimit.Month)
 		charge := &ratelimit.Charge{Account: "acme", Credits: 3}
 		credit(t, e.store, "acme", 100)
-		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{perSecond, monthly}, Charge: charge}
+		req := &ratelimit.Request{Limits: []ratelimit.Limit{perSecond, monthly}, Charge: charge}
 		for range 2 {
 			if out := take(t, e.store, req); !out.Allowed {
 				t.Fatalf("within quota: %+v", out)
@@ -204,7 +208,7 @@ func TestAllOrNothing(t *testing.T) {
 		}
 		// A rate-limited request is not charged either.
 		tight := rate("tight", "acme", 1, time.Hour, 1)
-		req2 := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{tight}, Charge: charge}
+		req2 := &ratelimit.Request{Limits: []ratelimit.Limit{tight}, Charge: charge}
 		take(t, e.store, req2)
 		if out := take(t, e.store, req2); out.Allowed || out.Charged != 0 {
 			t.Fatalf("rate limited: %+v", out)
@@ -215,7 +219,7 @@ func TestAllOrNothing(t *testing.T) {
 		// And a request the balance cannot pay consumes no limit.
 		poor := &ratelimit.Charge{Account: "acme", Credits: 1000}
 		m2 := quota("daily", "acme", 10, ratelimit.Day)
-		if out := take(t, e.store, &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{m2}, Charge: poor}); out.Allowed || out.Denied != ratelimit.DeniedByCharge {
+		if out := take(t, e.store, &ratelimit.Request{Limits: []ratelimit.Limit{m2}, Charge: poor}); out.Allowed || out.Denied != ratelimit.DeniedByCharge {
 			t.Fatalf("short balance: %+v, want denied by the charge", out)
 		}
 		if got := peek(t, e.store, "acme", m2)[0].Remaining; got != 10 {
@@ -227,7 +231,7 @@ func TestAllOrNothing(t *testing.T) {
 func TestCharge(t *testing.T) {
 	eachStore(t, func(t *testing.T, e *env) {
 		credit(t, e.store, "acme", 10)
-		req := &ratelimit.Request{Scope: "acme", Charge: &ratelimit.Charge{Account: "acme", Credits: 3}}
+		req := &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 3}}
 		for i := range 3 {
 			out := take(t, e.store, req)
 			if !out.Allowed || out.Charged != 3 || out.Balance != int64(7-3*i) {
@@ -252,7 +256,7 @@ func TestOverage(t *testing.T) {
 	eachStore(t, func(t *testing.T, e *env) {
 		monthly := quota("monthly", "pro", 2, ratelimit.Month)
 		monthly.Overage = true
-		req := &ratelimit.Request{Scope: "pro", Limits: []ratelimit.Limit{monthly},
+		req := &ratelimit.Request{Limits: []ratelimit.Limit{monthly},
 			Charge: &ratelimit.Charge{Account: "pro", Credits: 5, OverageOnly: true}}
 		credit(t, e.store, "pro", 7)
 		for range 2 {
@@ -336,7 +340,7 @@ func TestConcurrentExactness(t *testing.T) {
 		for _, l := range []ratelimit.Limit{quota("monthly", "acme", n, ratelimit.Month), rate("hourly_rate", "acme", n, time.Hour, n)} {
 			var admitted atomic.Int64
 			hammer(func() *ratelimit.Request {
-				return &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{l}}
+				return &ratelimit.Request{Limits: []ratelimit.Limit{l}}
 			}, func(*ratelimit.Outcome) { admitted.Add(1) })
 			if got := admitted.Load(); got != n {
 				t.Errorf("%s: %d admitted of %d attempts, want exactly %d", l.Name, got, 2*workers*attempts, n)
@@ -347,7 +351,7 @@ func TestConcurrentExactness(t *testing.T) {
 		credit(t, e.store, "wallet", start)
 		var spent atomic.Int64
 		hammer(func() *ratelimit.Request {
-			return &ratelimit.Request{Scope: "wallet", Charge: &ratelimit.Charge{Account: "wallet", Credits: rand.Int64N(7) + 1}}
+			return &ratelimit.Request{Charge: &ratelimit.Charge{Account: "wallet", Credits: rand.Int64N(7) + 1}}
 		}, func(out *ratelimit.Outcome) {
 			spent.Add(out.Charged)
 			if out.Balance < 0 {
@@ -413,7 +417,7 @@ func TestCalendarMemory(t *testing.T) {
 			s := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now})
 			q := quota("monthly", "acme", 1, ratelimit.Month)
 			q.Location = tt.loc
-			req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}
+			req := &ratelimit.Request{Limits: []ratelimit.Limit{q}}
 			out := take(t, s, req)
 			if !out.Allowed || out.Limits[0].Window != tt.periodLen || out.Limits[0].Reset != time.Second {
 				t.Fatalf("before the boundary: %+v, want allowed, window %v, reset 1s", out, tt.periodLen)
@@ -434,7 +438,7 @@ func TestCalendarMemory(t *testing.T) {
 		utc := quota("utc", "acme", 1, ratelimit.Month)
 		local := quota("local", "acme", 1, ratelimit.Month)
 		local.Location = berlin
-		out := take(t, s, &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{utc, local}})
+		out := take(t, s, &ratelimit.Request{Limits: []ratelimit.Limit{utc, local}})
 		if out.Limits[0].Reset != 30*time.Minute || out.Limits[1].Window != 28*24*time.Hour {
 			t.Errorf("UTC resets in %v (want 30m); Berlin's period is %v long (want February, 28 days)", out.Limits[0].Reset, out.Limits[1].Window)
 		}
@@ -458,7 +462,7 @@ func TestCalendarRedisTime(t *testing.T) {
 			zone := time.FixedZone("boundary", int(offset/time.Second))
 			q := quota("monthly-"+target.Format("2006-01"), "acme", 1, ratelimit.Month)
 			q.Location = zone
-			req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{q}}
+			req := &ratelimit.Request{Limits: []ratelimit.Limit{q}}
 			out := take(t, s, req)
 			wantLen := target.Sub(time.Date(target.Year(), target.Month()-1, 1, 0, 0, 0, 0, time.UTC))
 			if !out.Allowed || out.Limits[0].Window != wantLen || out.Limits[0].Reset > 3*time.Second {
@@ -486,8 +490,8 @@ func TestStoreFailureModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	open := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{quota("monthly", "acme", 1, ratelimit.Month)}}
-	charged := &ratelimit.Request{Scope: "acme", Charge: &ratelimit.Charge{Account: "acme", Credits: 1}}
+	open := &ratelimit.Request{Limits: []ratelimit.Limit{quota("monthly", "acme", 1, ratelimit.Month)}}
+	charged := &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 1}}
 
 	if out, err := eng.Take(ctx, open); err != nil || !out.Allowed {
 		t.Fatalf("first: %+v %v", out, err)
@@ -542,13 +546,13 @@ func TestMemoryBounded(t *testing.T) {
 	c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	s := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: 4, Shards: 1})
 	for i := range 4 {
-		take(t, s, &ratelimit.Request{Scope: "s", Limits: []ratelimit.Limit{rate(fmt.Sprint(i), "k", 10, time.Second, 0)}})
+		take(t, s, &ratelimit.Request{Limits: []ratelimit.Limit{rate(fmt.Sprint(i), "k", 10, time.Second, 0)}})
 	}
-	if _, err := s.Take(context.Background(), &ratelimit.Request{Scope: "s", Limits: []ratelimit.Limit{rate("x", "k", 10, time.Second, 0)}}); !errors.Is(err, ratelimit.ErrMemoryFull) {
+	if _, err := s.Take(context.Background(), &ratelimit.Request{Limits: []ratelimit.Limit{rate("x", "k", 10, time.Second, 0)}}); !errors.Is(err, ratelimit.ErrMemoryFull) {
 		t.Fatalf("5th key: %v, want ErrMemoryFull", err)
 	}
 	c.Advance(2 * time.Second) // every counter has expired
-	if out := take(t, s, &ratelimit.Request{Scope: "s", Limits: []ratelimit.Limit{rate("x", "k", 10, time.Second, 0)}}); !out.Allowed {
+	if out := take(t, s, &ratelimit.Request{Limits: []ratelimit.Limit{rate("x", "k", 10, time.Second, 0)}}); !out.Allowed {
 		t.Fatalf("after expiry: %+v", out)
 	}
 	if n := s.Len(); n != 1 {
@@ -565,7 +569,7 @@ func TestShadow(t *testing.T) {
 		shadowQuota := quota("shadow_quota", "acme", 1, ratelimit.Day)
 		shadowQuota.Shadow = true
 		real := quota("real", "acme", 3, ratelimit.Day)
-		req := &ratelimit.Request{Scope: "acme", Limits: []ratelimit.Limit{shadowRate, shadowQuota, real}}
+		req := &ratelimit.Request{Limits: []ratelimit.Limit{shadowRate, shadowQuota, real}}
 		for i := range 3 {
 			out := take(t, e.store, req)
 			if !out.Allowed {
@@ -582,4 +586,151 @@ func TestShadow(t *testing.T) {
 			t.Errorf("4th: %+v, want refused by the real quota", out)
 		}
 	})
+}
+
+// TestCounterIdentity: a counter is the limit's name and key, whichever
+// request (consumer, charged account) touches it.
+func TestCounterIdentity(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		shared := quota("global", "shared", 1, ratelimit.Month)
+		if out := take(t, e.store, &ratelimit.Request{Limits: []ratelimit.Limit{shared}}); !out.Allowed {
+			t.Fatalf("first: %+v", out)
+		}
+		credit(t, e.store, "org", 10)
+		out := take(t, e.store, &ratelimit.Request{Limits: []ratelimit.Limit{shared}, Charge: &ratelimit.Charge{Account: "org", Credits: 1}})
+		if out.Allowed {
+			t.Fatalf("the shared limit was counted separately for another account: %+v", out)
+		}
+		if b := balance(t, e.store, "org"); b != 10 {
+			t.Errorf("balance %d, want 10", b)
+		}
+	})
+}
+
+// TestAwkwardKeys: braces, colons and percent signs in names and keys
+// neither collide nor escape the hash tag.
+func TestAwkwardKeys(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		keys := []string{"}acme", "{acme}", "a:b", "a%3Ab", "a", "%"}
+		for _, k := range keys {
+			l := quota("n:}", k, 1, ratelimit.Month)
+			if out := take(t, e.store, &ratelimit.Request{Limits: []ratelimit.Limit{l}}); !out.Allowed {
+				t.Fatalf("key %q: first request refused (collides with another key): %+v", k, out)
+			}
+			if out := take(t, e.store, &ratelimit.Request{Limits: []ratelimit.Limit{l}}); out.Allowed {
+				t.Fatalf("key %q: second request allowed", k)
+			}
+		}
+		credit(t, e.store, "}acme", 5)
+		a, err := e.store.Account(context.Background(), "}acme")
+		if err != nil || a.Balance != 5 || len(a.Quotas) != 1 || a.Quotas[0].Key != "}acme" || a.Quotas[0].Name != "n:}" {
+			t.Errorf("account }acme = %+v, %v", a, err)
+		}
+	})
+}
+
+// TestHugeCosts: costs beyond what a limit can ever take are refused
+// without overflowing, and the counters stay usable.
+func TestHugeCosts(t *testing.T) {
+	eachStore(t, func(t *testing.T, e *env) {
+		r := rate("per_second", "acme", 1, time.Second, 0)
+		q := quota("monthly", "acme", 10, ratelimit.Month)
+		for _, cost := range []int64{ratelimit.MaxCredits, 1 << 40, 11} {
+			r.Cost, q.Cost = cost, cost
+			for _, l := range []ratelimit.Limit{r, q} {
+				out := take(t, e.store, &ratelimit.Request{Limits: []ratelimit.Limit{l}})
+				if out.Allowed || out.Limits[0].Remaining < 0 || out.RetryAfter < 0 {
+					t.Errorf("%s cost %d: %+v, want refused with sane numbers", l.Name, cost, out)
+				}
+			}
+		}
+		r.Cost, q.Cost = 1, 1
+		if out := take(t, e.store, &ratelimit.Request{Limits: []ratelimit.Limit{r, q}}); !out.Allowed || out.Limits[1].Remaining != 9 {
+			t.Errorf("a normal request after the huge ones: %+v", out)
+		}
+	})
+}
+
+// TestLostReplyIsRefunded: a Take whose reply is lost (Redis ran it, the
+// answer never arrived) is refused — and its charge is refunded, so a
+// refused request never costs the customer.
+func TestLostReplyIsRefunded(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := newDropProxy(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { client.Close() })
+	eng, err := ratelimit.NewEngine(ratelimit.NewRedisStore(client, 100*time.Millisecond), ratelimit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := eng.Store().Credit(ctx, "acme", 20, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	req := func() *ratelimit.Request {
+		return &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 5}}
+	}
+	if out, err := eng.Take(ctx, req()); err != nil || out.Balance != 15 { // loads the script
+		t.Fatalf("first take: %+v %v", out, err)
+	}
+	proxy.dropNextReply.Store(true)
+	_, err = eng.Take(ctx, req())
+	if !errors.Is(err, ratelimit.ErrStoreUnavailable) {
+		t.Fatalf("Take with its reply dropped: %v, want ErrStoreUnavailable", err)
+	}
+	if proxy.dropped.Load() != 1 {
+		t.Fatalf("the proxy dropped %d replies, want 1", proxy.dropped.Load())
+	}
+	if b := balance(t, eng.Store(), "acme"); b != 15 {
+		t.Errorf("balance %d after a refused request, want 15: it was charged and not refunded", b)
+	}
+}
+
+// dropProxy forwards TCP to Redis and can swallow one reply.
+type dropProxy struct {
+	addr          string
+	dropNextReply atomic.Bool
+	dropped       atomic.Int64
+}
+
+func newDropProxy(t *testing.T, target string) *dropProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &dropProxy{addr: ln.Addr().String()}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						if p.dropNextReply.CompareAndSwap(true, false) {
+							p.dropped.Add(1)
+						} else if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
 }

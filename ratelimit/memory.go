@@ -15,8 +15,9 @@ import (
 // default for a single replica. It is not durable — balances and counters
 // are lost on restart — and not shared: with several replicas use Redis.
 //
-// Keys are spread over shards, each with its own lock; all keys of one
-// request share a scope and so a shard, which makes each Take atomic.
+// Keys are spread over shards by their hash tag, each shard with its own
+// lock; a Take locks the shards of all its keys (in order), which makes it
+// atomic.
 // Expired counters are reclaimed by Sweep (run by Run); a shard holds at
 // most MaxKeys/shards counters, and a Take that would need more fails
 // (and so follows the limits' failure mode).
@@ -76,20 +77,43 @@ var _ Store = (*MemoryStore)(nil)
 // Kind implements Store.
 func (s *MemoryStore) Kind() string { return "memory" }
 
-func (s *MemoryStore) shard(scope string) *memShard {
-	return &s.shards[maphash.String(s.seed, scope)%uint64(len(s.shards))]
+func (s *MemoryStore) shardIndex(tag string) int {
+	return int(maphash.String(s.seed, tag) % uint64(len(s.shards)))
+}
+
+func (s *MemoryStore) shard(tag string) *memShard { return &s.shards[s.shardIndex(tag)] }
+
+// lock locks the shards of every key of req, in index order (no deadlock),
+// and returns the unlock function.
+func (s *MemoryStore) lock(req *Request) func() {
+	idx := make([]int, 0, len(req.Limits)+1)
+	for i := range req.Limits {
+		idx = append(idx, s.shardIndex(req.tag(&req.Limits[i])))
+	}
+	if req.Charge != nil {
+		idx = append(idx, s.shardIndex(req.Charge.Account))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.shards[i].mu.Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.shards[i].mu.Unlock()
+		}
+	}
 }
 
 // Take implements Store.
 func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
-	sh := s.shard(req.Scope)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
+	defer s.lock(req)()
 	now := s.now()
 	nowUS := now.UnixMicro()
 
 	out := &Outcome{Allowed: true, Denied: -1, Limits: make([]LimitState, len(req.Limits))}
 	type write struct {
+		sh    *memShard
 		key   string
 		value int64
 		exp   int64
@@ -100,16 +124,23 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 	for i := range req.Limits {
 		l := &req.Limits[i]
 		st := &out.Limits[i]
+		sh := s.shard(req.tag(l))
 		if l.IsRate() {
-			key := rateKey(req.Scope, l)
-			interval, tolerance := gcra(l)
+			key := rateKey(req.tag(l), l)
+			interval, tolerance, capacity := gcra(l)
 			tat := nowUS
 			if e, ok := sh.counters[key]; ok && e.expires > nowUS && e.value > tat {
 				tat = e.value
 			}
+			st.Window = l.Window
+			if l.Cost > capacity { // never fits: refuse without arithmetic
+				st.Exceeded = true
+				st.Remaining = max((tolerance-(tat-nowUS))/interval, 0)
+				st.Reset = time.Duration(tat-nowUS) * time.Microsecond
+				continue
+			}
 			newTAT := tat + l.Cost*interval
 			diff := newTAT - nowUS
-			st.Window = l.Window
 			if diff > tolerance {
 				st.Exceeded = true
 				st.Remaining = max((tolerance-(tat-nowUS))/interval, 0)
@@ -121,18 +152,18 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			}
 			st.Remaining = (tolerance - diff) / interval
 			st.Reset = time.Duration(diff) * time.Microsecond
-			writes = append(writes, write{key: key, value: newTAT, exp: newTAT})
+			writes = append(writes, write{sh: sh, key: key, value: newTAT, exp: newTAT})
 			continue
 		}
 		start, end := l.PeriodBounds(now)
-		key := quotaKey(req.Scope) + "\x00" + quotaField(l) + ":" + strconv.FormatInt(start.UnixMicro(), 10) + ":" + strconv.FormatInt(end.UnixMicro(), 10)
+		key := quotaKey(req.tag(l)) + "\x00" + quotaField(l) + ":" + strconv.FormatInt(start.UnixMicro(), 10) + ":" + strconv.FormatInt(end.UnixMicro(), 10)
 		var used int64
 		if e, ok := sh.counters[key]; ok && e.expires > nowUS {
 			used = e.value
 		}
 		st.Window = end.Sub(start)
 		st.Reset = end.Sub(now)
-		if used+l.Cost > l.Limit {
+		if l.Cost > l.Limit-used {
 			if l.Overage && req.Charge != nil {
 				st.Overage = true
 				overage = true
@@ -146,7 +177,7 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			continue
 		}
 		st.Remaining = l.Limit - used - l.Cost
-		writes = append(writes, write{key: key, value: l.Cost, exp: end.UnixMicro(), add: true})
+		writes = append(writes, write{sh: sh, key: key, value: l.Cost, exp: end.UnixMicro(), add: true})
 	}
 	for i := range out.Limits {
 		if out.Limits[i].Exceeded && !req.Limits[i].Shadow {
@@ -155,8 +186,10 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			break
 		}
 	}
+	var bsh *memShard
 	if c := req.Charge; c != nil {
-		out.Balance = sh.balances[c.Account]
+		bsh = s.shard(c.Account)
+		out.Balance = bsh.balances[c.Account]
 		if out.Allowed && (!c.OverageOnly || overage) {
 			if out.Balance-c.Credits < -c.Overdraft {
 				out.Allowed = false
@@ -170,35 +203,37 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		out.Charged = 0
 		return out, nil
 	}
-	// Everything has room: consume it all.
-	added := 0
+	// Everything has room: check the memory bound, then consume it all.
+	added := map[*memShard]int{}
 	for _, w := range writes {
-		if _, ok := sh.counters[w.key]; !ok {
-			added++
+		if _, ok := w.sh.counters[w.key]; !ok {
+			added[w.sh]++
 		}
 	}
-	if len(sh.counters)+added > s.max {
-		s.sweep(sh, nowUS)
-		if len(sh.counters)+added > s.max {
-			return nil, ErrMemoryFull
+	for sh, n := range added {
+		if len(sh.counters)+n > s.max {
+			s.sweep(sh, nowUS)
+			if len(sh.counters)+n > s.max {
+				return nil, ErrMemoryFull
+			}
 		}
 	}
 	for _, w := range writes {
 		if w.add {
-			e := sh.counters[w.key]
+			e := w.sh.counters[w.key]
 			if e.expires <= nowUS {
 				e.value = 0
 			}
 			e.value += w.value
 			e.expires = w.exp
-			sh.counters[w.key] = e
+			w.sh.counters[w.key] = e
 			continue
 		}
-		sh.counters[w.key] = memEntry{value: w.value, expires: w.exp}
+		w.sh.counters[w.key] = memEntry{value: w.value, expires: w.exp}
 	}
 	if out.Charged > 0 {
-		sh.balances[req.Charge.Account] -= out.Charged
-		out.Balance = sh.balances[req.Charge.Account]
+		bsh.balances[req.Charge.Account] -= out.Charged
+		out.Balance = bsh.balances[req.Charge.Account]
 	}
 	return out, nil
 }

@@ -12,8 +12,8 @@ func PeriodStart(p Period, loc *time.Location, t time.Time) time.Time {
 	y, m, d := t.Date()
 	switch p {
 	case Hour:
-		// Truncate in absolute time: an hour is an hour in every zone
-		// with whole-hour offsets; for others, use the local wall clock.
+		// The local wall-clock hour. Where DST falls back, the repeated
+		// hour is one period of two real hours.
 		return time.Date(y, m, d, t.Hour(), 0, 0, 0, loc)
 	case Day:
 		return time.Date(y, m, d, 0, 0, 0, 0, loc)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,9 +18,12 @@ var (
 	takeSource string
 	//go:embed credit.lua
 	creditSource string
+	//go:embed void.lua
+	voidSource string
 
 	takeScript   = redis.NewScript(takeSource)
 	creditScript = redis.NewScript(creditSource)
+	voidScript   = redis.NewScript(voidSource)
 )
 
 // RedisStore keeps counters and balances in Redis (single node, Sentinel or
@@ -53,11 +57,15 @@ func (s *RedisStore) Kind() string { return "redis" }
 // Close closes the client.
 func (s *RedisStore) Close() error { return s.client.Close() }
 
+// ErrCrossSlot: in Redis Cluster, the keys of one request hash to
+// different slots (limits keyed by something other than the consumer).
+var ErrCrossSlot = errors.New("ratelimit: in Redis Cluster, every limit key and the charged account of one request must be the same (one hash slot)")
+
 // Take implements Store.
 func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	now := time.Now() // only to pick candidate periods; Redis decides
 	n := len(req.Limits)
-	keys := make([]string, 0, n+1)
+	keys := make([]string, 0, n+2)
 	args := make([]any, 0, 5+8*n)
 	hasCharge, credits, overdraft, overageOnly := "0", int64(0), int64(0), "0"
 	if c := req.Charge; c != nil {
@@ -70,13 +78,13 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	for i := range req.Limits {
 		l := &req.Limits[i]
 		if l.IsRate() {
-			interval, tolerance := gcra(l)
+			interval, tolerance, capacity := gcra(l)
 			kind := "r"
 			if l.Shadow {
 				kind = "R"
 			}
-			keys = append(keys, rateKey(req.Scope, l))
-			args = append(args, kind, l.Cost, l.Limit, interval, tolerance, l.Window.Microseconds(), 0, "")
+			keys = append(keys, rateKey(req.tag(l), l))
+			args = append(args, kind, l.Cost, l.Limit, interval, tolerance, l.Window.Microseconds(), capacity, "")
 			continue
 		}
 		// Four consecutive period starts around this replica's clock; the
@@ -93,17 +101,27 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		case l.Overage:
 			kind = "o"
 		}
-		keys = append(keys, quotaKey(req.Scope))
+		keys = append(keys, quotaKey(req.tag(l)))
 		args = append(args, kind, l.Cost, l.Limit, prev.UnixMicro(), cur.UnixMicro(), next.UnixMicro(), after.UnixMicro(), quotaField(l))
 	}
-	if req.Charge != nil {
-		keys = append(keys, balanceKey(req.Charge.Account))
+	if c := req.Charge; c != nil {
+		id := req.ID
+		if id == "" {
+			id = newID()
+		}
+		keys = append(keys, balanceKey(c.Account), requestKey(c.Account, id))
+	}
+	if _, cluster := s.client.(*redis.ClusterClient); cluster && !sameTag(keys) {
+		return nil, ErrCrossSlot
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	res, err := takeScript.Run(ctx, s.client, keys, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis take: %w", err)
+	}
+	if len(res) == 1 && res[0] == -3 {
+		return nil, errors.New("redis take: this request was voided after a timeout")
 	}
 	if len(res) != 6+4*n {
 		return nil, fmt.Errorf("redis take: script returned %d values, want %d", len(res), 6+4*n)
@@ -128,6 +146,39 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	}
 	return out, nil
 }
+
+// sameTag reports whether every key has the same hash tag.
+func sameTag(keys []string) bool {
+	for _, k := range keys[1:] {
+		if hashTag(k) != hashTag(keys[0]) {
+			return false
+		}
+	}
+	return true
+}
+
+func hashTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return key
+}
+
+// Void implements Voider: it refunds the charge of req if its Take ran,
+// and otherwise makes sure it never will.
+func (s *RedisStore) Void(ctx context.Context, req *Request) (int64, error) {
+	if req.Charge == nil || req.ID == "" {
+		return 0, nil
+	}
+	a := req.Charge.Account
+	return voidScript.Run(ctx, s.client, []string{requestKey(a, req.ID), balanceKey(a)}, requestTTL.Milliseconds()).Int64()
+}
+
+// requestTTL is how long a request id is remembered: far longer than any
+// reply can be late.
+const requestTTL = 10 * time.Minute
 
 // Credit implements Store.
 func (s *RedisStore) Credit(ctx context.Context, account string, amount int64, key string) (*Credit, error) {
@@ -159,14 +210,16 @@ func (s *RedisStore) Account(ctx context.Context, account string) (*Account, err
 	var bal *redis.StringCmd
 	var quotas *redis.MapStringStringCmd
 	var now *redis.TimeCmd
-	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		bal = p.Get(ctx, balanceKey(account))
 		quotas = p.HGetAll(ctx, quotaKey(account))
 		now = p.Time(ctx)
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("redis account: %w", err)
+	for _, err := range []error{bal.Err(), quotas.Err(), now.Err()} {
+		if err != nil && !errors.Is(err, redis.Nil) { // no balance yet is 0
+			return nil, fmt.Errorf("redis account: %w", err)
+		}
 	}
 	a := &Account{Account: account, Quotas: []QuotaUsage{}}
 	if v, err := bal.Int64(); err == nil {
@@ -215,6 +268,11 @@ func NewRedisClient(o RedisOptions, tlsConfig *tls.Config) redis.UniversalClient
 		// Limits are checked on the request path; never queue behind a
 		// slow connection attempt for long.
 		PoolTimeout: max(o.Timeout, 10*time.Millisecond),
+		// Honour the per-call deadline on the socket too.
+		ContextTimeoutEnabled: true,
+		// Never resend a script: a resent Take could charge twice. A failed
+		// call follows the limits' failure mode instead.
+		MaxRetries: -1,
 	}
 	if tlsConfig != nil {
 		opts.TLSConfig = tlsConfig

@@ -1,23 +1,28 @@
 -- Tollgate: apply all limits and the charge of one request, all or nothing.
 -- Time is the server's (TIME), in microseconds, so replicas agree.
 --
--- KEYS: one per limit (rate: its TAT key; quota: the scope's quota hash),
---       then the balance key when there is a charge.
+-- KEYS: one per limit (rate: its TAT key; quota: the quota hash of its tag),
+--       then, when there is a charge, the balance key and the request's id
+--       key (set when the request is taken, so that void.lua can refund it,
+--       and set to "void" by void.lua so that a late Take refuses).
 -- ARGV: n, has_charge, credits, overdraft, overage_only,
 --       then 8 per limit: kind, cost, limit, a, b, c, d, e
 --         kind "r"/"R" (rate / shadow rate): a = emission interval µs,
---               b = tolerance µs, c = window µs
+--               b = tolerance µs, c = window µs, d = capacity (burst)
 --         kind "q"/"o"/"Q" (quota / quota with overage / shadow quota):
 --               a..d = starts of the previous, current, next and following
 --               period by the caller's clock, e = hash field prefix
--- Returns: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
+-- Returns {-3} for a voided request, else: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
 --           charged, retry_after, then per limit: remaining, reset, window, flags}
 --           flags: 1 exceeded, 2 overage; a shadow limit that is exceeded
 --           gets flag 1 but neither refuses nor counts
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
 local has_charge = ARGV[2] == '1'
+if has_charge and redis.call('EXISTS', KEYS[n + 2]) == 1 then
+  return {-3}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
 local allowed = 1
 local denied = -1
@@ -36,11 +41,17 @@ for i = 1, n do
     local interval = tonumber(ARGV[b + 4])
     local tolerance = tonumber(ARGV[b + 5])
     window = tonumber(ARGV[b + 6])
+    local capacity = tonumber(ARGV[b + 7])
     local tat = tonumber(redis.call('GET', KEYS[i]) or now)
     if tat < now then tat = now end
     local new_tat = tat + cost * interval
     local diff = new_tat - now
-    if diff > tolerance then
+    if cost > capacity then
+      -- never fits: refused, with no retry time
+      flags = 1
+      remaining = math.max(math.floor((tolerance - (tat - now)) / interval), 0)
+      reset = tat - now
+    elseif diff > tolerance then
       flags = 1
       remaining = math.max(math.floor((tolerance - (tat - now)) / interval), 0)
       reset = tat - now
@@ -62,7 +73,7 @@ for i = 1, n do
     local used = tonumber(redis.call('HGET', KEYS[i], field) or 0)
     window = stop - start
     reset = stop - now
-    if used + cost > limit then
+    if cost > limit - used then
       if kind == 'o' and has_charge then
         flags = 2
         overage = true
@@ -112,12 +123,25 @@ if allowed == 1 then
     else
       redis.call('HINCRBY', w[2], w[3], w[4])
       if w[6] then redis.call('HDEL', w[2], w[6]) end
-      redis.call('PEXPIRE', w[2], w[5], 'NX')
-      redis.call('PEXPIRE', w[2], w[5], 'GT')
+      -- keep the hash until its longest period has ended (PTTL -1: none yet)
+      local ttl = redis.call('PTTL', w[2])
+      if ttl < w[5] then redis.call('PEXPIRE', w[2], w[5]) end
+      -- drop fields of periods that have ended (quotas used on and off)
+      if redis.call('HLEN', w[2]) > 32 then
+        local fields = redis.call('HKEYS', w[2])
+        for _, f in ipairs(fields) do
+          local stop = tonumber(string.match(f, ':(%d+)$'))
+          if stop and stop <= now then redis.call('HDEL', w[2], f) end
+        end
+      end
     end
   end
   if charged > 0 then
     balance = redis.call('DECRBY', KEYS[n + 1], charged)
+  end
+  if has_charge then
+    -- remembered for void.lua (10 minutes: requestTTL in redis.go)
+    redis.call('SET', KEYS[n + 2], string.format('%d', charged), 'PX', 600000)
   end
 else
   charged = 0

@@ -435,7 +435,7 @@ func TestShow(t *testing.T) {
 	wantCredit(t, do(t, base, topUp("acme", "k1", 500)))
 	quota := ratelimit.Limit{Name: "monthly", Key: "acme", Limit: 1000, Period: ratelimit.Month, Cost: 3, OnExceed: 402}
 	charge := &ratelimit.Charge{Account: "acme", Credits: 2}
-	if out, err := e.Take(context.Background(), ratelimit.Scoped("acme", []ratelimit.Limit{quota}, charge)); err != nil || !out.Allowed {
+	if out, err := e.Take(context.Background(), &ratelimit.Request{Limits: []ratelimit.Limit{quota}, Charge: charge}); err != nil || !out.Allowed {
 		t.Fatalf("Take = %+v, %v", out, err)
 	}
 
