@@ -200,6 +200,9 @@ func TestAllOrNothing(t *testing.T) {
 		if out.Allowed || out.Denied != 1 || out.Charged != 0 {
 			t.Fatalf("over the monthly quota: %+v, want denied by limit 1 and nothing charged", out)
 		}
+		if out.Limits[0].Remaining < before {
+			t.Errorf("the refusal reports per_second remaining %d, want the untouched %d", out.Limits[0].Remaining, before)
+		}
 		if after := peek(t, e.store, "acme", perSecond)[0].Remaining; after < before {
 			t.Errorf("per_second remaining went from %d to %d: a refused request consumed it", before, after)
 		}

@@ -112,6 +112,9 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 	nowUS := now.UnixMicro()
 
 	out := &Outcome{Allowed: true, Denied: -1, Limits: make([]LimitState, len(req.Limits))}
+	// The state of each limit that had room, before this request: what is
+	// reported when the request is refused and so consumes nothing.
+	before := make([]LimitState, len(req.Limits))
 	type write struct {
 		sh    *memShard
 		key   string
@@ -152,6 +155,7 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			}
 			st.Remaining = (tolerance - diff) / interval
 			st.Reset = time.Duration(diff) * time.Microsecond
+			before[i] = LimitState{Remaining: (tolerance - (tat - nowUS)) / interval, Reset: time.Duration(tat-nowUS) * time.Microsecond, Window: l.Window}
 			writes = append(writes, write{sh: sh, key: key, value: newTAT, exp: newTAT})
 			continue
 		}
@@ -177,6 +181,7 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			continue
 		}
 		st.Remaining = l.Limit - used - l.Cost
+		before[i] = LimitState{Remaining: l.Limit - used, Reset: st.Reset, Window: st.Window}
 		writes = append(writes, write{sh: sh, key: key, value: l.Cost, exp: end.UnixMicro(), add: true})
 	}
 	for i := range out.Limits {
@@ -201,6 +206,11 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 	}
 	if !out.Allowed {
 		out.Charged = 0
+		for i := range out.Limits {
+			if st := out.Limits[i]; !st.Exceeded && !st.Overage {
+				out.Limits[i] = before[i]
+			}
+		}
 		return out, nil
 	}
 	// Everything has room: check the memory bound, then consume it all.

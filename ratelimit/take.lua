@@ -29,6 +29,7 @@ local denied = -1
 local retry = 0
 local overage = false
 local writes = {}
+local before = {} -- per limit with room: {remaining, reset} before this request
 
 for i = 1, n do
   local b = 5 + (i - 1) * 8
@@ -59,6 +60,7 @@ for i = 1, n do
     else
       remaining = math.floor((tolerance - diff) / interval)
       reset = diff
+      before[i] = {math.floor((tolerance - (tat - now)) / interval), tat - now}
       writes[#writes + 1] = {'r', KEYS[i], new_tat, math.ceil(diff / 1000) + 1}
     end
   else
@@ -84,6 +86,7 @@ for i = 1, n do
       end
     else
       remaining = limit - used - cost
+      before[i] = {limit - used, reset}
       local old = nil
       if prev then
         old = ARGV[b + 8] .. ':' .. string.format('%d', prev) .. ':' .. string.format('%d', start)
@@ -145,6 +148,11 @@ if allowed == 1 then
   end
 else
   charged = 0
+  -- refused: nothing was consumed, so report the limits as they are
+  for i, b in pairs(before) do
+    out[(i - 1) * 4 + 1] = b[1]
+    out[(i - 1) * 4 + 2] = b[2]
+  end
 end
 
 return {allowed, denied, now, balance, charged, retry, unpack(out)}

@@ -179,7 +179,7 @@ func TestSIGTERM(t *testing.T) {
 	sc := bufio.NewScanner(stdout)
 	serving := false
 	for sc.Scan() {
-		if strings.Contains(sc.Text(), "ext_authz (gRPC)") {
+		if strings.Contains(sc.Text(), "Authorization/Check") {
 			serving = true
 			break
 		}

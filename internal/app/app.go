@@ -13,6 +13,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -23,6 +24,7 @@ import (
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
+	"github.com/tollgate-dev/tollgate/internal/filewatch"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
@@ -33,7 +35,11 @@ type App struct {
 	log     *slog.Logger
 	engine  *policies.Engine
 	watcher *policies.Watcher // nil when policy.watch is off
-	limits  *ratelimit.Engine
+	// The rate limit service's config files and their watcher (nil: none).
+	rlsFiles  *ratelimit.RLSFiles
+	rlsWatch  *filewatch.Watcher
+	rlsReload func(context.Context)
+	limits    *ratelimit.Engine
 	// closeStore releases the limit store's connections.
 	closeStore func() error
 	grpc       *grpc.Server
@@ -88,19 +94,37 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		closeStore()
 		return nil, err
 	}
+	rls := ratelimit.NewRLS(limits, log.With("component", "rls"))
+	var rlsFiles *ratelimit.RLSFiles
+	if len(cfg.RateLimit.ConfigPaths) > 0 {
+		if rlsFiles, err = ratelimit.NewRLSFiles(rls, cfg.RateLimit.ConfigPaths, log.With("component", "rls"), reg); err != nil {
+			closeStore()
+			return nil, err
+		}
+	}
 
-	a := &App{cfg: cfg, log: log, engine: engine, version: version, limits: limits, closeStore: closeStore}
+	a := &App{cfg: cfg, log: log, engine: engine, version: version, limits: limits, closeStore: closeStore, rlsFiles: rlsFiles}
 	if cfg.Policy.WatchEnabled() {
 		if a.watcher, err = engine.Watch(); err != nil {
+			closeStore()
+			return nil, err
+		}
+	}
+	if rlsFiles != nil && cfg.RateLimit.WatchEnabled() {
+		if a.rlsWatch, a.rlsReload, err = rlsFiles.Watch(); err != nil {
+			a.closeWatcher()
+			closeStore()
 			return nil, err
 		}
 	}
 	a.grpc = grpc.NewServer()
 	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
+	rlsv3.RegisterRateLimitServiceServer(a.grpc, rls)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	a.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	a.health.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	if cfg.GRPC.ReflectionEnabled() {
 		reflection.Register(a.grpc)
 	}
@@ -118,7 +142,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		log.Info("admin API (accounts, credits) is off: set admin.token or admin.token_file to enable it")
 	}
 
-	if a.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPC.Address); err != nil {
+	if a.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPC.Address); err != nil { // ext_authz, RLS, health
 		a.closeWatcher()
 		closeStore()
 		return nil, fmt.Errorf("grpc.address: %w", err)
@@ -137,6 +161,9 @@ func (a *App) closeWatcher() {
 	if a.watcher != nil {
 		_ = a.watcher.Close()
 	}
+	if a.rlsWatch != nil {
+		_ = a.rlsWatch.Close()
+	}
 }
 
 // GRPCAddr is the bound gRPC address (useful with port 0).
@@ -149,13 +176,19 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 func (a *App) Engine() *policies.Engine { return a.engine }
 
 type statusDoc struct {
-	Version string          `json:"version"`
-	Ready   bool            `json:"ready"`
-	Policy  policies.Status `json:"policy"`
+	Version   string                    `json:"version"`
+	Ready     bool                      `json:"ready"`
+	Policy    policies.Status           `json:"policy"`
+	RateLimit *ratelimit.RLSFilesStatus `json:"ratelimit,omitempty"`
 }
 
 func (a *App) status() any {
-	return statusDoc{Version: a.version, Ready: a.ready.Load(), Policy: a.engine.Status()}
+	doc := statusDoc{Version: a.version, Ready: a.ready.Load(), Policy: a.engine.Status()}
+	if a.rlsFiles != nil {
+		st := a.rlsFiles.Status()
+		doc.RateLimit = &st
+	}
+	return doc
 }
 
 // Run serves until ctx is done, then drains: health and /readyz flip to
@@ -174,6 +207,13 @@ func (a *App) Run(ctx context.Context) error {
 			_ = a.watcher.Run(watchCtx)
 		}
 	}()
+	rlsWatchDone := make(chan struct{})
+	go func() {
+		defer close(rlsWatchDone)
+		if a.rlsWatch != nil {
+			_ = a.rlsWatch.Run(watchCtx, a.rlsReload)
+		}
+	}()
 	sweepDone := make(chan struct{})
 	go func() {
 		defer close(sweepDone)
@@ -184,6 +224,7 @@ func (a *App) Run(ctx context.Context) error {
 
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	a.health.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)
 
 	var err error
@@ -216,6 +257,7 @@ func (a *App) Run(ctx context.Context) error {
 		err = fmt.Errorf("admin shutdown: %w", serr)
 	}
 	<-watchDone
+	<-rlsWatchDone
 	<-sweepDone
 	if cerr := a.closeStore(); cerr != nil && err == nil {
 		err = fmt.Errorf("close store: %w", cerr)
@@ -231,7 +273,7 @@ func (a *App) Banner(w io.Writer) {
 		policy = "embedded demo (policies/demo)"
 	}
 	fmt.Fprintf(w, "Tollgate %s is serving\n", a.version)
-	fmt.Fprintf(w, "  ext_authz (gRPC)  %s   envoy.service.auth.v3.Authorization/Check\n", a.GRPCAddr())
+	fmt.Fprintf(w, "  gRPC              %s   envoy.service.auth.v3.Authorization/Check, envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit\n", a.GRPCAddr())
 	fmt.Fprintf(w, "  admin (HTTP)      http://%s   /metrics /healthz /readyz /status\n", a.AdminAddr())
 	fmt.Fprintf(w, "  policy            %s, decision %s, revision %s\n", policy, a.cfg.Policy.Decision, a.engine.Revision())
 	if len(a.cfg.Policy.Paths) != 0 {

@@ -27,6 +27,8 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	Authz  Authz  `yaml:"authz"`
 	Store  Store  `yaml:"store"`
+	// RateLimit is the rate limit service (RLS) for Envoy's ratelimit filter.
+	RateLimit RateLimit `yaml:"ratelimit"`
 	// ShutdownTimeout bounds how long in-flight calls may drain after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -51,6 +53,18 @@ type Admin struct {
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
 }
+
+// RateLimit configures the rate limit service, served on the gRPC
+// listener: envoyproxy/ratelimit configuration files, used unchanged.
+type RateLimit struct {
+	// ConfigPaths are .yaml/.yml files or directories of them.
+	ConfigPaths []string `yaml:"config_paths"`
+	// Watch reloads them when they change (default true).
+	Watch *bool `yaml:"watch"`
+}
+
+// WatchEnabled reports whether the files are watched (default true).
+func (r RateLimit) WatchEnabled() bool { return r.Watch == nil || *r.Watch }
 
 // Store is where counters and balances live.
 type Store struct {
@@ -246,6 +260,8 @@ func sectionName(typ string) string {
 		return "store.redis"
 	case "TLS":
 		return "store.redis.tls"
+	case "RateLimit":
+		return "ratelimit"
 	}
 	return strings.ToLower(typ)
 }
@@ -253,7 +269,9 @@ func sectionName(typ string) string {
 func allowedKeys(typ string) []string {
 	switch typ {
 	case "Config":
-		return []string{"grpc", "admin", "log", "policy", "authz", "store", "shutdown_timeout"}
+		return []string{"grpc", "admin", "log", "policy", "authz", "store", "ratelimit", "shutdown_timeout"}
+	case "RateLimit":
+		return []string{"config_paths", "watch"}
 	case "GRPC":
 		return []string{"address", "reflection"}
 	case "Admin":
@@ -310,6 +328,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("admin: set token or token_file, not both"))
 	}
 	errs = append(errs, c.Store.validate()...)
+	for i, p := range c.RateLimit.ConfigPaths {
+		if strings.TrimSpace(p) == "" {
+			errs = append(errs, fmt.Errorf("ratelimit.config_paths[%d]: empty path (want a .yaml file or a directory of them)", i))
+		}
+	}
 	return errors.Join(errs...)
 }
 

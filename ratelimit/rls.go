@@ -1,0 +1,227 @@
+package ratelimit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/tollgate-dev/tollgate/ratelimit/rlsconfig"
+)
+
+// RLS serves Envoy's rate limit service
+// (envoy.service.ratelimit.v3.RateLimitService) on the limit engine: a
+// drop-in for envoyproxy/ratelimit whose configuration files it reads
+// unchanged. All descriptors of a request are applied in one atomic Take
+// (one Redis round trip); refused hits are not counted; shadow-mode limits
+// are counted and reported but never refuse.
+type RLS struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+	engine *Engine
+	log    *slog.Logger
+	config atomic.Pointer[rlsconfig.Config]
+}
+
+var _ rlsv3.RateLimitServiceServer = (*RLS)(nil)
+
+// NewRLS returns a rate limit service over engine with an empty
+// configuration (every descriptor OK) until SetConfig.
+func NewRLS(engine *Engine, log *slog.Logger) *RLS {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &RLS{engine: engine, log: log}
+	s.config.Store(&rlsconfig.Config{})
+	return s
+}
+
+// SetConfig publishes a new, fully validated configuration atomically.
+func (s *RLS) SetConfig(c *rlsconfig.Config) { s.config.Store(c) }
+
+// ShouldRateLimit implements RateLimitService. Malformed requests are
+// InvalidArgument; a store failure under a fail-closed limit is
+// Unavailable, so Envoy's failure_mode_deny decides.
+func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if req.GetDomain() == "" {
+		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	}
+	if len(req.GetDescriptors()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+	cfg := s.config.Load()
+	hits := uint64(req.GetHitsAddend())
+	if hits == 0 {
+		hits = 1 // Envoy's contract: an unset hits_addend adds 1
+	}
+
+	n := len(req.Descriptors)
+	resp := &rlsv3.RateLimitResponse{
+		OverallCode: rlsv3.RateLimitResponse_OK,
+		Statuses:    make([]*rlsv3.RateLimitResponse_DescriptorStatus, n),
+	}
+	matched := make([]*rlsconfig.Rule, n)
+	for i, d := range req.Descriptors {
+		resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+		matched[i] = rlsconfig.MatchEntries(cfg, req.Domain, d.GetEntries())
+	}
+	rlsconfig.ApplyReplaces(matched)
+
+	limits := make([]Limit, 0, n)
+	owners := make([][]int, 0, n) // descriptors served by each limit
+	units := make([]rlsv3.RateLimitResponse_RateLimit_Unit, 0, n)
+	rpus := make([]uint32, 0, n)
+	index := map[string]int{}
+	for i, d := range req.Descriptors {
+		rule, override := matched[i], d.GetLimit()
+		if override == nil && (rule == nil || rule.Unlimited) {
+			continue
+		}
+		cost := hits
+		if h := d.GetHitsAddend(); h != nil {
+			cost = h.GetValue() // an explicit 0 checks without counting
+		}
+		l, unit, rpu, err := limitFor(req.Domain, d.GetEntries(), rule, override, cost)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "descriptor %d: %v", i, err)
+		}
+		if rpu == 0 { // a limit of zero refuses every hit (unless shadow)
+			if !l.Shadow {
+				resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+				resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OVER_LIMIT,
+					CurrentLimit: &rlsv3.RateLimitResponse_RateLimit{Name: l.Name, Unit: unit}}
+			}
+			continue
+		}
+		id := l.Name + "\x00" + l.Key
+		if j, ok := index[id]; ok { // the same counter twice: one limit, summed cost
+			limits[j].Cost += l.Cost
+			owners[j] = append(owners[j], i)
+			continue
+		}
+		index[id] = len(limits)
+		limits = append(limits, l)
+		owners = append(owners, []int{i})
+		units = append(units, unit)
+		rpus = append(rpus, rpu)
+	}
+	if len(limits) == 0 || resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
+		return resp, nil // nothing to count, or refused already: nothing is consumed
+	}
+
+	out, err := s.engine.Take(ctx, &Request{Tag: req.Domain, Limits: limits})
+	if err != nil {
+		if errors.Is(err, ErrStoreUnavailable) {
+			return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
+		}
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if out.Degraded {
+		return resp, nil // fail open: every descriptor OK, nothing counted
+	}
+	for j := range limits {
+		st := out.Limits[j]
+		code := rlsv3.RateLimitResponse_OK
+		if st.Exceeded && !limits[j].Shadow {
+			code = rlsv3.RateLimitResponse_OVER_LIMIT
+		}
+		for _, i := range owners[j] {
+			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{
+				Code:               code,
+				CurrentLimit:       &rlsv3.RateLimitResponse_RateLimit{Name: limits[j].Name, RequestsPerUnit: rpus[j], Unit: units[j]},
+				LimitRemaining:     uint32(min(max(st.Remaining, 0), int64(^uint32(0)))),
+				DurationUntilReset: durationpb.New(st.Reset),
+			}
+		}
+	}
+	resp.ResponseHeadersToAdd = []*corev3.HeaderValue{
+		{Key: "ratelimit-policy", Value: PolicyHeader(limits, out)},
+		{Key: "ratelimit", Value: StateHeader(limits, out)},
+	}
+	if !out.Allowed {
+		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+		resp.ResponseHeadersToAdd = append(resp.ResponseHeadersToAdd,
+			&corev3.HeaderValue{Key: "retry-after", Value: strconv.FormatInt(Seconds(out.RetryAfter), 10)},
+			&corev3.HeaderValue{Key: "content-type", Value: "application/problem+json"})
+		resp.RawBody = overLimitBody(&limits[out.Denied], out)
+	}
+	return resp, nil
+}
+
+// limitFor turns a matched rule (or a request's per-descriptor override)
+// into an engine limit. Seconds, minutes and hours are GCRA rates with the
+// whole quota as burst (what a fixed window allows); days, weeks, months and
+// years are calendar periods in UTC.
+func limitFor(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry, rule *rlsconfig.Rule, o *ratelimitv3.RateLimitDescriptor_RateLimitOverride, cost uint64) (Limit, rlsv3.RateLimitResponse_RateLimit_Unit, uint32, error) {
+	l := Limit{Cost: int64(min(cost, uint64(MaxCredits))), OnExceed: http.StatusTooManyRequests, FailOpen: true}
+	var unitName string
+	var rpu uint32
+	if rule != nil {
+		l.Name, l.Shadow, unitName, rpu = rule.Name, rule.ShadowMode, rule.Unit, rule.RequestsPerUnit
+		l.Key = string(rlsconfig.AppendCounterKey(nil, rule, entries))
+	} else {
+		var b []byte
+		b = append(b, domain...)
+		for _, e := range entries {
+			b = append(b, ':')
+			b = append(b, escape(e.GetKey())...)
+			b = append(b, '=')
+			b = append(b, escape(e.GetValue())...)
+		}
+		l.Key = string(b)
+	}
+	if o != nil {
+		// An override is its own counter, as in envoyproxy/ratelimit.
+		unitName, rpu = strings.ToLower(o.GetUnit().String()), o.GetRequestsPerUnit()
+		l.Key += ":override=" + strconv.FormatUint(uint64(rpu), 10) + "/" + unitName
+		if l.Name == "" {
+			l.Name = "override"
+		}
+	}
+	l.Limit = max(int64(rpu), 1)
+	switch w := rlsconfig.Window(unitName); {
+	case w > 0 && w <= time.Hour:
+		l.Window = w
+	case unitName == "day" || unitName == "week" || unitName == "month" || unitName == "year":
+		l.Period = Period(unitName)
+	default:
+		return l, 0, 0, errors.New("unit " + strconv.Quote(unitName) + " is not one of second, minute, hour, day, week, month, year")
+	}
+	unit := rlsv3.RateLimitResponse_RateLimit_Unit(rlsv3.RateLimitResponse_RateLimit_Unit_value[strings.ToUpper(unitName)])
+	return l, unit, rpu, nil
+}
+
+func overLimitBody(l *Limit, out *Outcome) []byte {
+	b, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+		Detail string `json:"detail"`
+		Reason string `json:"reason"`
+		Limit  string `json:"limit"`
+	}{
+		Type: "https://tollgate.dev/problems/rate_limited", Title: "Too Many Requests", Status: http.StatusTooManyRequests,
+		Detail: "Limit " + strconv.Quote(l.Name) + " allows " + strconv.FormatInt(l.Limit, 10) + " requests per " + unitText(l) +
+			". Retry in " + strconv.FormatInt(Seconds(out.RetryAfter), 10) + " s.",
+		Reason: "rate_limited", Limit: l.Name,
+	})
+	return b
+}
+
+func unitText(l *Limit) string {
+	if l.IsRate() {
+		return l.Window.String()
+	}
+	return string(l.Period)
+}
