@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -305,5 +307,37 @@ func TestLimitsAndCreditsEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"name":"monthly"`) || !strings.Contains(string(body), `"used":10`) {
 		t.Errorf("GET account: %d %s, want initech's monthly quota with 10 used", resp.StatusCode, body)
+	}
+}
+
+// TestRateLimitService: the RLS is served on the gRPC listener with the
+// configured envoyproxy/ratelimit files.
+func TestRateLimitService(t *testing.T) {
+	cfg := testConfig()
+	cfg.RateLimit.ConfigPaths = []string{"../../examples/ratelimit-migration/config.yaml"}
+	r := start(t, cfg)
+	ctx := context.Background()
+	hc := healthpb.NewHealthClient(r.conn)
+	if resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "envoy.service.ratelimit.v3.RateLimitService"}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("RLS health: %v %v", resp, err)
+	}
+	req := &rlsv3.RateLimitRequest{Domain: "tollgate", Descriptors: []*commonv3.RateLimitDescriptor{{
+		Entries: []*commonv3.RateLimitDescriptor_Entry{{Key: "remote_address", Value: "203.0.113.7"}},
+	}}}
+	client := rlsv3.NewRateLimitServiceClient(r.conn)
+	var last *rlsv3.RateLimitResponse
+	for range 100 {
+		resp, err := client.ShouldRateLimit(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = resp
+	}
+	if last.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || last.Statuses[0].GetCurrentLimit() == nil {
+		t.Errorf("after 100 hits from one address: %v, want OVER_LIMIT with the per-IP limit", last)
+	}
+	_, body := get(t, "http://"+r.app.AdminAddr()+"/status")
+	if !strings.Contains(body, `"domains": [`) || !strings.Contains(body, "tollgate") {
+		t.Errorf("/status lacks the rate limit config: %s", body)
 	}
 }
