@@ -371,6 +371,11 @@ func asStruct(t *ast.Term) (*structpb.Struct, error) {
 
 var limitKeys = "name, key, limit, window, period, timezone, burst, cost, on_exceed, overage, failure_mode"
 
+// ParseLimits reads a list of limits in the decision document's vocabulary
+// (name, key, limit, window or period, timezone, burst, cost, on_exceed,
+// overage, failure_mode). The rate limit service's Rego source uses it too.
+func ParseLimits(t *ast.Term) ([]ratelimit.Limit, error) { return asLimits(t) }
+
 func asLimits(t *ast.Term) ([]ratelimit.Limit, error) {
 	list, ok := elems(t)
 	if !ok {

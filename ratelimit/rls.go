@@ -32,7 +32,19 @@ type RLS struct {
 	engine *Engine
 	log    *slog.Logger
 	config atomic.Pointer[rlsconfig.Config]
+	source DescriptorSource
 }
+
+// DescriptorSource gives more limits per descriptor (Tollgate's Rego
+// policies): for each descriptor of a request, the limits that apply. Their
+// Key may be empty: the descriptor's entries are used. They are applied with
+// the configuration files' limits, in the same atomic step.
+type DescriptorSource interface {
+	Limits(ctx context.Context, domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ([][]Limit, error)
+}
+
+// SetSource adds a source of limits (call before serving).
+func (s *RLS) SetSource(src DescriptorSource) { s.source = src }
 
 var _ rlsv3.RateLimitServiceServer = (*RLS)(nil)
 
@@ -83,16 +95,46 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 	units := make([]rlsv3.RateLimitResponse_RateLimit_Unit, 0, n)
 	rpus := make([]uint32, 0, n)
 	index := map[string]int{}
+	add := func(i int, l Limit, unit rlsv3.RateLimitResponse_RateLimit_Unit, rpu uint32) {
+		id := l.Name + "\x00" + l.Key
+		if j, ok := index[id]; ok { // the same counter twice: one limit, summed cost
+			limits[j].Cost += l.Cost
+			owners[j] = append(owners[j], i)
+			return
+		}
+		index[id] = len(limits)
+		limits = append(limits, l)
+		owners = append(owners, []int{i})
+		units = append(units, unit)
+		rpus = append(rpus, rpu)
+	}
+	if s.source != nil {
+		extra, err := s.source.Limits(ctx, req.Domain, req.Descriptors)
+		if err != nil {
+			// A broken policy must not stop traffic the files would let
+			// through: log it and go on with the files' limits.
+			s.log.Error("rate limit policy failed; applying the configuration files' limits only", "error", err)
+		}
+		for i, ls := range extra {
+			if i >= n {
+				break
+			}
+			for _, l := range ls {
+				l.Cost = int64(min(descriptorHits(req.Descriptors[i], hits), uint64(MaxCredits)))
+				if l.Key == "" {
+					l.Key = entriesKey(req.Domain, req.Descriptors[i].GetEntries())
+				}
+				unit, rpu := policyUnit(&l)
+				add(i, l, unit, rpu)
+			}
+		}
+	}
 	for i, d := range req.Descriptors {
 		rule, override := matched[i], d.GetLimit()
 		if override == nil && (rule == nil || rule.Unlimited) {
 			continue
 		}
-		cost := hits
-		if h := d.GetHitsAddend(); h != nil {
-			cost = h.GetValue() // an explicit 0 checks without counting
-		}
-		l, unit, rpu, err := limitFor(req.Domain, d.GetEntries(), rule, override, cost)
+		l, unit, rpu, err := limitFor(req.Domain, d.GetEntries(), rule, override, descriptorHits(d, hits))
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "descriptor %d: %v", i, err)
 		}
@@ -104,17 +146,7 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 			}
 			continue
 		}
-		id := l.Name + "\x00" + l.Key
-		if j, ok := index[id]; ok { // the same counter twice: one limit, summed cost
-			limits[j].Cost += l.Cost
-			owners[j] = append(owners[j], i)
-			continue
-		}
-		index[id] = len(limits)
-		limits = append(limits, l)
-		owners = append(owners, []int{i})
-		units = append(units, unit)
-		rpus = append(rpus, rpu)
+		add(i, l, unit, rpu)
 	}
 	if len(limits) == 0 || resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
 		return resp, nil // nothing to count, or refused already: nothing is consumed
@@ -137,6 +169,12 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 			code = rlsv3.RateLimitResponse_OVER_LIMIT
 		}
 		for _, i := range owners[j] {
+			// A descriptor with several limits reports the one that
+			// refused, else the one with the least room.
+			if cur := resp.Statuses[i]; cur.CurrentLimit != nil &&
+				(cur.Code > code || cur.Code == code && int64(cur.LimitRemaining) <= st.Remaining) {
+				continue
+			}
 			resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{
 				Code:               code,
 				CurrentLimit:       &rlsv3.RateLimitResponse_RateLimit{Name: limits[j].Name, RequestsPerUnit: rpus[j], Unit: units[j]},
@@ -171,15 +209,7 @@ func limitFor(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry, r
 		l.Name, l.Shadow, unitName, rpu = rule.Name, rule.ShadowMode, rule.Unit, rule.RequestsPerUnit
 		l.Key = string(rlsconfig.AppendCounterKey(nil, rule, entries))
 	} else {
-		var b []byte
-		b = append(b, domain...)
-		for _, e := range entries {
-			b = append(b, ':')
-			b = append(b, escape(e.GetKey())...)
-			b = append(b, '=')
-			b = append(b, escape(e.GetValue())...)
-		}
-		l.Key = string(b)
+		l.Key = entriesKey(domain, entries)
 	}
 	if o != nil {
 		// An override is its own counter, as in envoyproxy/ratelimit.
@@ -200,6 +230,44 @@ func limitFor(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry, r
 	}
 	unit := rlsv3.RateLimitResponse_RateLimit_Unit(rlsv3.RateLimitResponse_RateLimit_Unit_value[strings.ToUpper(unitName)])
 	return l, unit, rpu, nil
+}
+
+// descriptorHits is what a descriptor adds: its own hits_addend when set
+// (an explicit 0 checks without counting), else the request's.
+func descriptorHits(d *ratelimitv3.RateLimitDescriptor, hits uint64) uint64 {
+	if h := d.GetHitsAddend(); h != nil {
+		return h.GetValue()
+	}
+	return hits
+}
+
+// entriesKey identifies a descriptor's counter by its domain and entries.
+func entriesKey(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry) string {
+	b := []byte(escape(domain))
+	for _, e := range entries {
+		b = append(b, ':')
+		b = append(b, escape(e.GetKey())...)
+		b = append(b, '=')
+		b = append(b, escape(e.GetValue())...)
+	}
+	return string(b)
+}
+
+// policyUnit reports a policy limit in the response's vocabulary: its
+// window or period as a unit when one fits, with its limit.
+func policyUnit(l *Limit) (rlsv3.RateLimitResponse_RateLimit_Unit, uint32) {
+	unit := rlsv3.RateLimitResponse_RateLimit_UNKNOWN
+	switch {
+	case l.Window == time.Second:
+		unit = rlsv3.RateLimitResponse_RateLimit_SECOND
+	case l.Window == time.Minute:
+		unit = rlsv3.RateLimitResponse_RateLimit_MINUTE
+	case l.Window == time.Hour:
+		unit = rlsv3.RateLimitResponse_RateLimit_HOUR
+	case l.Period != "":
+		unit = rlsv3.RateLimitResponse_RateLimit_Unit(rlsv3.RateLimitResponse_RateLimit_Unit_value[strings.ToUpper(string(l.Period))])
+	}
+	return unit, uint32(min(l.Limit, int64(^uint32(0))))
 }
 
 func overLimitBody(l *Limit, out *Outcome) []byte {

@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/filewatch"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/regolimits"
 )
 
 // App is a running Tollgate: listeners bound, policy loaded.
@@ -57,9 +58,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	queries := []string{cfg.Policy.Decision}
+	if cfg.RateLimit.Decision != "" {
+		queries = append(queries, cfg.RateLimit.Decision)
+	}
 	engine, err := policies.New(ctx, policies.Options{
 		Paths:      cfg.Policy.Paths,
-		Queries:    []string{cfg.Policy.Decision},
+		Queries:    queries,
 		Logger:     log.With("component", "policies"),
 		Registerer: reg,
 	})
@@ -95,6 +100,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	rls := ratelimit.NewRLS(limits, log.With("component", "rls"))
+	if cfg.RateLimit.Decision != "" {
+		q, err := engine.Query(cfg.RateLimit.Decision)
+		if err != nil {
+			closeStore()
+			return nil, err
+		}
+		rls.SetSource(regolimits.New(q, engine.Revision))
+	}
 	var rlsFiles *ratelimit.RLSFiles
 	if len(cfg.RateLimit.ConfigPaths) > 0 {
 		if rlsFiles, err = ratelimit.NewRLSFiles(rls, cfg.RateLimit.ConfigPaths, log.With("component", "rls"), reg); err != nil {

@@ -61,6 +61,9 @@ type RateLimit struct {
 	ConfigPaths []string `yaml:"config_paths"`
 	// Watch reloads them when they change (default true).
 	Watch *bool `yaml:"watch"`
+	// Decision, when set, is a Rego rule path (such as
+	// "tollgate/ratelimit") giving plan-aware limits per descriptor.
+	Decision string `yaml:"decision"`
 }
 
 // WatchEnabled reports whether the files are watched (default true).
@@ -271,7 +274,7 @@ func allowedKeys(typ string) []string {
 	case "Config":
 		return []string{"grpc", "admin", "log", "policy", "authz", "store", "ratelimit", "shutdown_timeout"}
 	case "RateLimit":
-		return []string{"config_paths", "watch"}
+		return []string{"config_paths", "watch", "decision"}
 	case "GRPC":
 		return []string{"address", "reflection"}
 	case "Admin":
@@ -328,6 +331,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("admin: set token or token_file, not both"))
 	}
 	errs = append(errs, c.Store.validate()...)
+	if c.RateLimit.Decision != "" {
+		if err := ValidDecisionPath(c.RateLimit.Decision); err != nil {
+			errs = append(errs, fmt.Errorf("ratelimit.decision: %w", err))
+		}
+	}
 	for i, p := range c.RateLimit.ConfigPaths {
 		if strings.TrimSpace(p) == "" {
 			errs = append(errs, fmt.Errorf("ratelimit.config_paths[%d]: empty path (want a .yaml file or a directory of them)", i))

@@ -126,3 +126,12 @@ test_enterprise_has_no_monthly_cap if {
 	[l | some l in d.limits; l.period] == []
 	d.limits[0].limit == 500
 }
+
+test_ratelimit_plan_limits if {
+	r := tollgate.ratelimit with input as {"domain": "tollgate", "descriptors": [
+		{"entries": [{"key": "consumer", "value": "acme"}, {"key": "plan", "value": "free"}], "entries_map": {"consumer": "acme", "plan": "free"}},
+		{"entries": [{"key": "remote_address", "value": "203.0.113.7"}], "entries_map": {"remote_address": "203.0.113.7"}},
+	]}
+	r[0][0] == {"name": "per_second", "limit": 5, "window": "1s", "burst": 10}
+	r[1] == null
+}
