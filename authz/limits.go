@@ -42,10 +42,10 @@ func enforce(ctx context.Context, lim Limiter, d *Decision) error {
 	if d.Charge != nil {
 		d.Headers = append(d.Headers, Header{Key: HeaderBalance, Value: strconv.FormatInt(out.Balance, 10)})
 	}
-	if len(d.Limits) > 0 {
+	if p, st := ratelimit.PolicyHeader(d.Limits, out), ratelimit.StateHeader(d.Limits, out); p != "" && st != "" {
 		d.ResponseHeaders = append(d.ResponseHeaders,
-			Header{Key: "ratelimit-policy", Value: ratelimit.PolicyHeader(d.Limits, out)},
-			Header{Key: "ratelimit", Value: ratelimit.StateHeader(d.Limits, out)})
+			Header{Key: "ratelimit-policy", Value: p},
+			Header{Key: "ratelimit", Value: st})
 	}
 	if out.Allowed {
 		return nil

@@ -30,7 +30,10 @@ func Seconds(d time.Duration) int64 {
 func PolicyHeader(limits []Limit, out *Outcome) string {
 	var b strings.Builder
 	for i := range limits {
-		if i > 0 {
+		if limits[i].Shadow {
+			continue // shadow limits never refuse: not announced
+		}
+		if b.Len() > 0 {
 			b.WriteString(", ")
 		}
 		fmt.Fprintf(&b, "%q;q=%d;w=%d", limits[i].Name, Capacity(&limits[i]), max(Seconds(out.Limits[i].Window), 1))
@@ -45,7 +48,7 @@ func StateHeader(limits []Limit, out *Outcome) string {
 	if pick < 0 {
 		best := math.Inf(1)
 		for i := range limits {
-			if out.Limits[i].Overage {
+			if out.Limits[i].Overage || limits[i].Shadow {
 				continue
 			}
 			if r := float64(out.Limits[i].Remaining) / float64(Capacity(&limits[i])); r < best {
@@ -54,7 +57,7 @@ func StateHeader(limits []Limit, out *Outcome) string {
 		}
 	}
 	if pick < 0 {
-		pick = 0
+		return ""
 	}
 	st := out.Limits[pick]
 	return fmt.Sprintf("%q;r=%d;t=%d", limits[pick].Name, st.Remaining, Seconds(st.Reset))

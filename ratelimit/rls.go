@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,10 +30,28 @@ import (
 // are counted and reported but never refuse.
 type RLS struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	engine *Engine
-	log    *slog.Logger
-	config atomic.Pointer[rlsconfig.Config]
-	source DescriptorSource
+	engine   *Engine
+	log      *slog.Logger
+	config   atomic.Pointer[rlsconfig.Config]
+	source   DescriptorSource
+	failOpen bool
+	lastLog  atomic.Int64
+}
+
+// SetFailureMode chooses what a store failure does to the files' limits:
+// open (OK, the default, as envoyproxy/ratelimit users expect with
+// failure_mode_deny off) or closed (gRPC UNAVAILABLE, so Envoy's
+// failure_mode_deny decides).
+func (s *RLS) SetFailureMode(open bool) { s.failOpen = open }
+
+// logOnce logs at most once per 10 s.
+func (s *RLS) logOnce(msg string, err error) {
+	now := time.Now().UnixNano()
+	last := s.lastLog.Load()
+	if now-last < int64(10*time.Second) || !s.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Error(msg+" (logged once per 10 s)", "error", err)
 }
 
 // DescriptorSource gives more limits per descriptor (Tollgate's Rego
@@ -54,7 +73,7 @@ func NewRLS(engine *Engine, log *slog.Logger) *RLS {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &RLS{engine: engine, log: log}
+	s := &RLS{engine: engine, log: log, failOpen: true}
 	s.config.Store(&rlsconfig.Config{})
 	return s
 }
@@ -83,6 +102,7 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 		OverallCode: rlsv3.RateLimitResponse_OK,
 		Statuses:    make([]*rlsv3.RateLimitResponse_DescriptorStatus, n),
 	}
+	knownDomain := slices.Contains(cfg.Domains(), req.Domain)
 	matched := make([]*rlsconfig.Rule, n)
 	for i, d := range req.Descriptors {
 		resp.Statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
@@ -113,7 +133,7 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 		if err != nil {
 			// A broken policy must not stop traffic the files would let
 			// through: log it and go on with the files' limits.
-			s.log.Error("rate limit policy failed; applying the configuration files' limits only", "error", err)
+			s.logOnce("rate limit policy failed; applying the configuration files' limits only", err)
 		}
 		for i, ls := range extra {
 			if i >= n {
@@ -131,13 +151,18 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 	}
 	for i, d := range req.Descriptors {
 		rule, override := matched[i], d.GetLimit()
+		if !knownDomain {
+			override = nil // as envoyproxy/ratelimit: no limits for an unknown domain
+		}
 		if override == nil && (rule == nil || rule.Unlimited) {
 			continue
 		}
 		l, unit, rpu, err := limitFor(req.Domain, d.GetEntries(), rule, override, descriptorHits(d, hits))
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "descriptor %d: %v", i, err)
+			s.logOnce("descriptor skipped", err)
+			continue // a bad override costs this descriptor, not the request
 		}
+		l.FailOpen = s.failOpen
 		if rpu == 0 { // a limit of zero refuses every hit (unless shadow)
 			if !l.Shadow {
 				resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
@@ -152,7 +177,9 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 		return resp, nil // nothing to count, or refused already: nothing is consumed
 	}
 
-	out, err := s.engine.Take(ctx, &Request{Tag: req.Domain, Limits: limits})
+	// Each counter is tagged by its own key: counters spread over Redis
+	// slots and memory shards instead of piling into one per domain.
+	out, err := s.engine.Take(ctx, &Request{Limits: limits})
 	if err != nil {
 		if errors.Is(err, ErrStoreUnavailable) {
 			return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
@@ -183,9 +210,8 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 			}
 		}
 	}
-	resp.ResponseHeadersToAdd = []*corev3.HeaderValue{
-		{Key: "ratelimit-policy", Value: PolicyHeader(limits, out)},
-		{Key: "ratelimit", Value: StateHeader(limits, out)},
+	if p, st := PolicyHeader(limits, out), StateHeader(limits, out); p != "" && st != "" {
+		resp.ResponseHeadersToAdd = []*corev3.HeaderValue{{Key: "ratelimit-policy", Value: p}, {Key: "ratelimit", Value: st}}
 	}
 	if !out.Allowed {
 		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
@@ -212,8 +238,10 @@ func limitFor(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry, r
 		l.Key = entriesKey(domain, entries)
 	}
 	if o != nil {
-		// An override is its own counter, as in envoyproxy/ratelimit.
+		// An override is its own counter and never in shadow mode, as in
+		// envoyproxy/ratelimit.
 		unitName, rpu = strings.ToLower(o.GetUnit().String()), o.GetRequestsPerUnit()
+		l.Shadow = false
 		l.Key += ":override=" + strconv.FormatUint(uint64(rpu), 10) + "/" + unitName
 		if l.Name == "" {
 			l.Name = "override"
@@ -235,6 +263,9 @@ func limitFor(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry, r
 // descriptorHits is what a descriptor adds: its own hits_addend when set
 // (an explicit 0 checks without counting), else the request's.
 func descriptorHits(d *ratelimitv3.RateLimitDescriptor, hits uint64) uint64 {
+	if d.GetIsNegativeHits() {
+		return 0 // a refund of earlier hits: checked, never counted (refunds are not applied)
+	}
 	if h := d.GetHitsAddend(); h != nil {
 		return h.GetValue()
 	}

@@ -12,6 +12,8 @@ import (
 
 	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
@@ -243,4 +245,22 @@ func BenchmarkShouldRateLimit1Redis(b *testing.B) {
 // Redis round trip).
 func BenchmarkShouldRateLimit4Redis(b *testing.B) {
 	benchRLS(b, redisRLS(b, redistest.Start(b), time.Second), fourDescriptors())
+}
+
+// TestRLSFailClosed: with ratelimit.failure_mode closed, a store failure is
+// UNAVAILABLE, so Envoy's failure_mode_deny decides.
+func TestRLSFailClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	eng, err := ratelimit.NewEngine(ratelimit.NewRedisStore(srv.Client(), 100*time.Millisecond), ratelimit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rls := ratelimit.NewRLS(eng, nil)
+	rls.SetConfig(loadRLSConfig(t, "testdata/rls/config.yaml"))
+	rls.SetFailureMode(false)
+	srv.Stop()
+	_, err = rls.ShouldRateLimit(context.Background(), rlsRequest("generic_key", "api"))
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("store down, fail closed: %v, want UNAVAILABLE", err)
+	}
 }

@@ -100,6 +100,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	rls := ratelimit.NewRLS(limits, log.With("component", "rls"))
+	rls.SetFailureMode(cfg.RateLimit.FailureMode == "open")
 	if cfg.RateLimit.Decision != "" {
 		q, err := engine.Query(cfg.RateLimit.Decision)
 		if err != nil {

@@ -64,6 +64,9 @@ type RateLimit struct {
 	// Decision, when set, is a Rego rule path (such as
 	// "tollgate/ratelimit") giving plan-aware limits per descriptor.
 	Decision string `yaml:"decision"`
+	// FailureMode of the files' limits when the store fails: open (OK,
+	// default) or closed (gRPC UNAVAILABLE: Envoy's failure_mode_deny).
+	FailureMode string `yaml:"failure_mode"`
 }
 
 // WatchEnabled reports whether the files are watched (default true).
@@ -193,6 +196,9 @@ func (c *Config) applyDefaults() {
 	if c.Store.Kind == "" {
 		c.Store.Kind = "memory"
 	}
+	if c.RateLimit.FailureMode == "" {
+		c.RateLimit.FailureMode = "open"
+	}
 	if c.Store.Memory.MaxKeys == 0 {
 		c.Store.Memory.MaxKeys = 1_000_000
 	}
@@ -274,7 +280,7 @@ func allowedKeys(typ string) []string {
 	case "Config":
 		return []string{"grpc", "admin", "log", "policy", "authz", "store", "ratelimit", "shutdown_timeout"}
 	case "RateLimit":
-		return []string{"config_paths", "watch", "decision"}
+		return []string{"config_paths", "watch", "decision", "failure_mode"}
 	case "GRPC":
 		return []string{"address", "reflection"}
 	case "Admin":
@@ -331,6 +337,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("admin: set token or token_file, not both"))
 	}
 	errs = append(errs, c.Store.validate()...)
+	switch c.RateLimit.FailureMode {
+	case "open", "closed":
+	default:
+		errs = append(errs, fmt.Errorf("ratelimit.failure_mode: %q is not a failure mode (allowed: open, closed)", c.RateLimit.FailureMode))
+	}
 	if c.RateLimit.Decision != "" {
 		if err := ValidDecisionPath(c.RateLimit.Decision); err != nil {
 			errs = append(errs, fmt.Errorf("ratelimit.decision: %w", err))

@@ -10,7 +10,7 @@ package regolimits
 import (
 	"context"
 	"fmt"
-	"strings"
+	"strconv"
 	"sync"
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -62,6 +62,9 @@ func (s *Source) Limits(ctx context.Context, domain string, descriptors []*ratel
 	limits, err := s.evaluate(ctx, domain, descriptors)
 	if err != nil {
 		return nil, err
+	}
+	if len(key) > maxKeyLen {
+		return limits, nil
 	}
 	s.mu.Lock()
 	if s.rev != rev || len(s.cache) >= MaxCached {
@@ -121,14 +124,26 @@ func Input(domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ast.Va
 	)
 }
 
+// cacheKey length-prefixes every part, so no two descriptor sets share a
+// key; sets larger than maxKeyLen are not cached.
 func cacheKey(domain string, descriptors []*ratelimitv3.RateLimitDescriptor) string {
-	var b strings.Builder
-	b.WriteString(domain)
+	b := make([]byte, 0, 128)
+	b = appendPart(b, domain)
 	for _, d := range descriptors {
-		b.WriteByte(0)
+		b = append(b, '|')
 		for _, e := range d.GetEntries() {
-			fmt.Fprintf(&b, "%d:%s%d:%s", len(e.GetKey()), e.GetKey(), len(e.GetValue()), e.GetValue())
+			b = appendPart(b, e.GetKey())
+			b = appendPart(b, e.GetValue())
 		}
 	}
-	return b.String()
+	return string(b)
 }
+
+func appendPart(b []byte, s string) []byte {
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, ':')
+	return append(b, s...)
+}
+
+// maxKeyLen bounds what one cached descriptor set may hold.
+const maxKeyLen = 4096
