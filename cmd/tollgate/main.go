@@ -5,6 +5,7 @@
 //	tollgate policy test [-v] PATH...
 //	tollgate policy eval --input FILE [--config FILE] [--policy PATH]... [--decision PATH]
 //	tollgate credits add|show ...
+//	tollgate routes validate|render FILE
 //	tollgate version
 package main
 
@@ -50,6 +51,8 @@ Usage:
                                              top up prepaid credits (admin API)
   tollgate credits show ACCOUNT [--admin URL] [--token TOKEN]
                                              show an account's balance and quota usage
+  tollgate routes validate FILE              check an xDS routes file without a server
+  tollgate routes render FILE                print the Envoy resources it becomes (JSON)
   tollgate version                           print version information
 `
 
@@ -76,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	case "credits":
 		return creditsCmd(ctx, args[1:], stdout, stderr)
+	case "routes":
+		return routesCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/regolimits"
+	"github.com/tollgate-dev/tollgate/xds"
 )
 
 // App is a running Tollgate: listeners bound, policy loaded.
@@ -40,6 +41,10 @@ type App struct {
 	rlsFiles  *ratelimit.RLSFiles
 	rlsWatch  *filewatch.Watcher
 	rlsReload func(context.Context)
+	// The xDS control plane and its routes files' watcher (nil: off).
+	xds       *xds.Server
+	xdsWatch  *filewatch.Watcher
+	xdsReload func(context.Context)
 	limits    *ratelimit.Engine
 	// closeStore releases the limit store's connections.
 	closeStore func() error
@@ -117,9 +122,24 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		}
 	}
 
-	a := &App{cfg: cfg, log: log, engine: engine, version: version, limits: limits, closeStore: closeStore, rlsFiles: rlsFiles}
+	var xdsSrv *xds.Server
+	if cfg.XDS.Enabled() {
+		if xdsSrv, err = xds.New(ctx, xds.Options{Files: cfg.XDS.Files(), Logger: log.With("component", "xds"), Registerer: reg}); err != nil {
+			closeStore()
+			return nil, err
+		}
+	}
+
+	a := &App{cfg: cfg, log: log, engine: engine, version: version, limits: limits, closeStore: closeStore, rlsFiles: rlsFiles, xds: xdsSrv}
 	if cfg.Policy.WatchEnabled() {
 		if a.watcher, err = engine.Watch(); err != nil {
+			closeStore()
+			return nil, err
+		}
+	}
+	if xdsSrv != nil && cfg.XDS.WatchEnabled() {
+		if a.xdsWatch, a.xdsReload, err = xdsSrv.Watch(); err != nil {
+			a.closeWatcher()
 			closeStore()
 			return nil, err
 		}
@@ -134,6 +154,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	a.grpc = grpc.NewServer()
 	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
 	rlsv3.RegisterRateLimitServiceServer(a.grpc, rls)
+	if xdsSrv != nil {
+		xdsSrv.Register(a.grpc)
+	}
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -178,6 +201,9 @@ func (a *App) closeWatcher() {
 	if a.rlsWatch != nil {
 		_ = a.rlsWatch.Close()
 	}
+	if a.xdsWatch != nil {
+		_ = a.xdsWatch.Close()
+	}
 }
 
 // GRPCAddr is the bound gRPC address (useful with port 0).
@@ -194,6 +220,7 @@ type statusDoc struct {
 	Ready     bool                      `json:"ready"`
 	Policy    policies.Status           `json:"policy"`
 	RateLimit *ratelimit.RLSFilesStatus `json:"ratelimit,omitempty"`
+	XDS       *xds.Status               `json:"xds,omitempty"`
 }
 
 func (a *App) status() any {
@@ -201,6 +228,10 @@ func (a *App) status() any {
 	if a.rlsFiles != nil {
 		st := a.rlsFiles.Status()
 		doc.RateLimit = &st
+	}
+	if a.xds != nil {
+		st := a.xds.Status()
+		doc.XDS = &st
 	}
 	return doc
 }
@@ -226,6 +257,13 @@ func (a *App) Run(ctx context.Context) error {
 		defer close(rlsWatchDone)
 		if a.rlsWatch != nil {
 			_ = a.rlsWatch.Run(watchCtx, a.rlsReload)
+		}
+	}()
+	xdsWatchDone := make(chan struct{})
+	go func() {
+		defer close(xdsWatchDone)
+		if a.xdsWatch != nil {
+			_ = a.xdsWatch.Run(watchCtx, a.xdsReload)
 		}
 	}()
 	sweepDone := make(chan struct{})
@@ -272,6 +310,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	<-watchDone
 	<-rlsWatchDone
+	<-xdsWatchDone
 	<-sweepDone
 	if cerr := a.closeStore(); cerr != nil && err == nil {
 		err = fmt.Errorf("close store: %w", cerr)

@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	sotw "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -339,5 +342,27 @@ func TestRateLimitService(t *testing.T) {
 	_, body := get(t, "http://"+r.app.AdminAddr()+"/status")
 	if !strings.Contains(body, `"domains": [`) || !strings.Contains(body, "tollgate") {
 		t.Errorf("/status lacks the rate limit config: %s", body)
+	}
+}
+
+// TestXDSServed: with xds.routes_file set, the gRPC listener serves ADS
+// and /status shows the snapshot version.
+func TestXDSServed(t *testing.T) {
+	cfg := testConfig()
+	cfg.XDS.RoutesFile = "../../examples/xds/routes.yaml"
+	r := start(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := sotw.NewADSClient(ctx, &corev3.Node{Id: "envoy-1", Cluster: "edge"}, resource.ListenerType)
+	if err := c.InitConnect(r.conn); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Fetch()
+	if err != nil || len(resp.Resources) == 0 {
+		t.Fatalf("LDS over ADS: %v %v", resp, err)
+	}
+	_, body := get(t, "http://"+r.app.AdminAddr()+"/status")
+	if !strings.Contains(body, `"xds"`) || !strings.Contains(body, `"version"`) {
+		t.Errorf("/status lacks the xDS snapshot: %s", body)
 	}
 }

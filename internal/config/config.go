@@ -29,6 +29,8 @@ type Config struct {
 	Store  Store  `yaml:"store"`
 	// RateLimit is the rate limit service (RLS) for Envoy's ratelimit filter.
 	RateLimit RateLimit `yaml:"ratelimit"`
+	// XDS is the control plane pushing routes files to Envoys.
+	XDS XDS `yaml:"xds"`
 	// ShutdownTimeout bounds how long in-flight calls may drain after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -71,6 +73,35 @@ type RateLimit struct {
 
 // WatchEnabled reports whether the files are watched (default true).
 func (r RateLimit) WatchEnabled() bool { return r.Watch == nil || *r.Watch }
+
+// XDS serves Envoy (and proxyless gRPC) configuration from routes files,
+// over ADS on the gRPC listener.
+type XDS struct {
+	// RoutesFile is served to every node whose cluster has no fleet file.
+	RoutesFile string `yaml:"routes_file"`
+	// Fleets maps an Envoy node's cluster to its own routes file.
+	Fleets map[string]string `yaml:"fleets"`
+	// Watch pushes changes to connected Envoys (default true).
+	Watch *bool `yaml:"watch"`
+}
+
+// Enabled reports whether any routes file is configured.
+func (x XDS) Enabled() bool { return x.RoutesFile != "" || len(x.Fleets) > 0 }
+
+// WatchEnabled reports whether the files are watched (default true).
+func (x XDS) WatchEnabled() bool { return x.Watch == nil || *x.Watch }
+
+// Files returns fleet → file, the default fleet under "".
+func (x XDS) Files() map[string]string {
+	m := make(map[string]string, len(x.Fleets)+1)
+	for k, v := range x.Fleets {
+		m[k] = v
+	}
+	if x.RoutesFile != "" {
+		m[""] = x.RoutesFile
+	}
+	return m
+}
 
 // Store is where counters and balances live.
 type Store struct {
@@ -271,6 +302,8 @@ func sectionName(typ string) string {
 		return "store.redis.tls"
 	case "RateLimit":
 		return "ratelimit"
+	case "XDS":
+		return "xds"
 	}
 	return strings.ToLower(typ)
 }
@@ -278,7 +311,9 @@ func sectionName(typ string) string {
 func allowedKeys(typ string) []string {
 	switch typ {
 	case "Config":
-		return []string{"grpc", "admin", "log", "policy", "authz", "store", "ratelimit", "shutdown_timeout"}
+		return []string{"grpc", "admin", "log", "policy", "authz", "store", "ratelimit", "xds", "shutdown_timeout"}
+	case "XDS":
+		return []string{"routes_file", "fleets", "watch"}
 	case "RateLimit":
 		return []string{"config_paths", "watch", "decision", "failure_mode"}
 	case "GRPC":
@@ -345,6 +380,11 @@ func (c *Config) Validate() error {
 	if c.RateLimit.Decision != "" {
 		if err := ValidDecisionPath(c.RateLimit.Decision); err != nil {
 			errs = append(errs, fmt.Errorf("ratelimit.decision: %w", err))
+		}
+	}
+	for fleet, f := range c.XDS.Fleets {
+		if fleet == "" || strings.TrimSpace(f) == "" {
+			errs = append(errs, fmt.Errorf("xds.fleets: %q: %q (want a node cluster name and a routes file)", fleet, f))
 		}
 	}
 	for i, p := range c.RateLimit.ConfigPaths {

@@ -1,0 +1,323 @@
+package xds_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	sotw "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcxds "google.golang.org/grpc/xds"
+
+	"github.com/tollgate-dev/tollgate/xds"
+)
+
+// routesFile is a two-service API whose orders cluster points at addr.
+func routesFile(addr string, withAccounts bool) string {
+	s := `listeners:
+  - name: public
+    address: 0.0.0.0:8080
+    virtual_hosts:
+      - name: api
+        domains: ["*"]
+        routes:
+          - name: orders
+            match: {prefix: /orders}
+            cluster: orders
+clusters:
+  - name: orders
+    endpoints: ["` + addr + `"]
+`
+	if withAccounts {
+		s += `  - name: accounts
+    endpoints: ["127.0.0.1:9999"]
+`
+	}
+	return s
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startXDS serves the routes file over ADS on a loopback listener, with
+// the file watched, and returns its address.
+func startXDS(t *testing.T, file string) (*xds.Server, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := xds.New(ctx, xds.Options{Files: map[string]string{xds.DefaultFleet: file}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, reload, err := srv.Watch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	srv.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx, reload) }()
+	t.Cleanup(func() { cancel(); g.Stop(); <-done })
+	return srv, ln.Addr().String()
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+var node = &corev3.Node{Id: "envoy-1", Cluster: "edge"}
+
+// TestADSStateOfTheWorld: go-control-plane's ADS client receives all four
+// resource types and ACKs; editing the file pushes a new version; a broken
+// edit pushes nothing.
+func TestADSStateOfTheWorld(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	writeFile(t, file, routesFile("10.0.0.1:8080", false))
+	_, addr := startXDS(t, file)
+	conn := dial(t, addr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	clients := map[string]sotw.ADSClient{}
+	first := map[string]string{}
+	for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
+		c := sotw.NewADSClient(ctx, node, typ)
+		if err := c.InitConnect(conn); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Fetch()
+		if err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		if len(resp.Resources) == 0 {
+			t.Errorf("%s: no resources", typ)
+		}
+		if err := c.Ack(); err != nil {
+			t.Fatal(err)
+		}
+		clients[typ], first[typ] = c, fmt.Sprint(resp.Resources)
+	}
+
+	// A change: the orders endpoint moves; the new version reaches the client.
+	writeFile(t, file, routesFile("10.0.0.2:8080", false))
+	resp, err := clients[resource.EndpointType].Fetch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(resp.Resources); got == first[resource.EndpointType] || !strings.Contains(got, "10.0.0.2") || strings.Contains(got, "10.0.0.1") {
+		t.Errorf("after the edit the endpoints are %s, want 10.0.0.2 only", got)
+	}
+	_ = clients[resource.EndpointType].Ack()
+
+	// A broken edit (a route to an unknown cluster) pushes nothing.
+	writeFile(t, file, strings.Replace(routesFile("10.0.0.3:8080", false), "cluster: orders\n", "cluster: nowhere\n", 1))
+	got := make(chan *sotw.Response, 1)
+	go func() {
+		if r, err := clients[resource.EndpointType].Fetch(); err == nil {
+			got <- r
+		}
+	}()
+	select {
+	case r := <-got:
+		t.Errorf("a broken file pushed %v", r.Resources)
+	case <-time.After(time.Second):
+	}
+}
+
+// TestADSDelta: a delta subscriber receives the clusters, then sees one
+// removed when it is removed from the file.
+func TestADSDelta(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	writeFile(t, file, routesFile("10.0.0.1:8080", true))
+	_, addr := startXDS(t, file)
+	conn := dial(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, r := range resp.GetResources() {
+		c := &clusterv3.Cluster{}
+		if err := r.GetResource().UnmarshalTo(c); err != nil {
+			t.Fatal(err)
+		}
+		names[c.GetName()] = true
+	}
+	if !names["orders"] || !names["accounts"] {
+		t.Fatalf("delta clusters %v, want orders and accounts", names)
+	}
+	if err := stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, file, routesFile("10.0.0.1:8080", false))
+	for {
+		resp, err = stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetRemovedResources()) > 0 {
+			break
+		}
+		_ = stream.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, ResponseNonce: resp.GetNonce()})
+	}
+	if fmt.Sprint(resp.GetRemovedResources()) != "[accounts]" {
+		t.Errorf("removed %v, want [accounts]", resp.GetRemovedResources())
+	}
+}
+
+// backend is a gRPC server whose health service reports the service "who"
+// as status: a way to tell two backends apart.
+func backend(t *testing.T, status healthpb.HealthCheckResponse_ServingStatus) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	h := health.NewServer()
+	h.SetServingStatus("who", status)
+	healthpb.RegisterHealthServer(g, h)
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	return ln.Addr().String()
+}
+
+// TestProxylessGRPC: a grpc-go client dials xds:///payments.example through
+// a bootstrap pointing at Tollgate, reaches the backend the routes file
+// names, and follows the endpoint when the file moves it.
+func TestProxylessGRPC(t *testing.T) {
+	a := backend(t, healthpb.HealthCheckResponse_SERVING)
+	b := backend(t, healthpb.HealthCheckResponse_NOT_SERVING)
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	grpcFile := func(addr string) string {
+		return `clusters:
+  - name: payments
+    endpoints: ["` + addr + `"]
+    protocol: http2
+grpc_services:
+  - name: payments.example
+    cluster: payments
+`
+	}
+	writeFile(t, file, grpcFile(a))
+	_, addr := startXDS(t, file)
+
+	bootstrap := fmt.Sprintf(`{
+		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+		"node": {"id": "grpc-client-1", "cluster": "payments-clients"}
+	}`, addr)
+	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("xds:///payments.example", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(resolver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	who := func() healthpb.HealthCheckResponse_ServingStatus {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "who"})
+		if err != nil {
+			t.Fatalf("Check through xds:///payments.example: %v", err)
+		}
+		return resp.GetStatus()
+	}
+	if got := who(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("reached %v, want backend A (SERVING)", got)
+	}
+	writeFile(t, file, grpcFile(b))
+	deadline := time.Now().Add(10 * time.Second)
+	for who() != healthpb.HealthCheckResponse_NOT_SERVING {
+		if time.Now().After(deadline) {
+			t.Fatal("traffic did not move to backend B after the routes file moved the endpoint")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestNACKCounted: a rejected update is logged and counted.
+func TestNACKCounted(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "routes.yaml")
+	writeFile(t, file, routesFile("10.0.0.1:8080", false))
+	reg := prometheus.NewPedanticRegistry()
+	srv, err := xds.New(context.Background(), xds.Options{Files: map[string]string{xds.DefaultFleet: file}, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	srv.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := sotw.NewADSClient(ctx, node, resource.ClusterType)
+	if err := c.InitConnect(dial(t, ln.Addr().String())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Fetch(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Nack("cluster orders: unknown field"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "tollgate_xds_nacks_total" && mf.GetMetric()[0].GetCounter().GetValue() == 1 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tollgate_xds_nacks_total did not count the NACK")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
