@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -71,7 +72,7 @@ func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClie
 func serve(t testing.TB, srv authv3.AuthorizationServer) authv3.AuthorizationClient {
 	t.Helper()
 	ln := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0)))) // as internal/app serves
 	authv3.RegisterAuthorizationServer(gs, srv)
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)

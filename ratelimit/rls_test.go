@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ var update = flag.Bool("update", false, "rewrite the expected responses in testd
 func serveRLS(t testing.TB, rls rlsv3.RateLimitServiceServer) rlsv3.RateLimitServiceClient {
 	t.Helper()
 	ln := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0)))) // as internal/app serves
 	rlsv3.RegisterRateLimitServiceServer(gs, rls)
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)

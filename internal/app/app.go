@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -151,7 +152,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 			return nil, err
 		}
 	}
-	a.grpc = grpc.NewServer()
+	// Stream workers: handler goroutines are reused, so the deep stacks that
+	// Rego evaluation grows are kept instead of being grown (copied) again
+	// for every call — a third of the CPU of a Check without them.
+	a.grpc = grpc.NewServer(grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0))))
 	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
 	rlsv3.RegisterRateLimitServiceServer(a.grpc, rls)
 	if xdsSrv != nil {
