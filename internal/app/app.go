@@ -186,12 +186,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if a.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPC.Address); err != nil { // ext_authz, RLS, health
 		a.closeWatcher()
 		closeStore()
+		a.grpc.Stop() // its stream workers
 		return nil, fmt.Errorf("grpc.address: %w", err)
 	}
 	if a.adminLn, err = lc.Listen(ctx, "tcp", cfg.Admin.Address); err != nil {
 		a.grpcLn.Close()
 		a.closeWatcher()
 		closeStore()
+		a.grpc.Stop()
 		return nil, fmt.Errorf("admin.address: %w", err)
 	}
 	return a, nil
