@@ -4,12 +4,14 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,10 +51,10 @@ type App struct {
 	limits    *ratelimit.Engine
 	// closeStore releases the limit store's connections.
 	closeStore func() error
-	grpc       *grpc.Server
+	grpc       *grpc.Server    // serves grpc.address
+	grpcs      []*grpcListener // one per distinct address, grpc.address first
 	health     *health.Server
 	admin      *admin.Server
-	grpcLn     net.Listener
 	adminLn    net.Listener
 	ready      atomic.Bool
 	version    string
@@ -152,22 +154,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 			return nil, err
 		}
 	}
-	// Stream workers: handler goroutines are reused, so the deep stacks that
-	// Rego evaluation grows are kept instead of being grown (copied) again
-	// for every call — a third of the CPU of a Check without them.
-	a.grpc = grpc.NewServer(grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0))))
-	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
-	rlsv3.RegisterRateLimitServiceServer(a.grpc, rls)
-	if xdsSrv != nil {
-		xdsSrv.Register(a.grpc)
-	}
+	// One gRPC server per distinct address: ext_authz and health on
+	// grpc.address; the RLS and xDS there too unless given their own.
 	a.health = health.NewServer()
-	healthpb.RegisterHealthServer(a.grpc, a.health)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	a.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	a.health.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	if cfg.GRPC.ReflectionEnabled() {
-		reflection.Register(a.grpc)
+	a.grpc = a.grpcServer(cfg.GRPC.Address, "grpc.address")
+	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
+	rlsv3.RegisterRateLimitServiceServer(a.grpcServer(cmp.Or(cfg.RateLimit.Address, cfg.GRPC.Address), "ratelimit.address"), rls)
+	if xdsSrv != nil {
+		xdsSrv.Register(a.grpcServer(cmp.Or(cfg.XDS.Address, cfg.GRPC.Address), "xds.address"))
 	}
 	a.admin = admin.New(admin.Options{
 		Gatherer: reg,
@@ -183,20 +180,53 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		log.Info("admin API (accounts, credits) is off: set admin.token or admin.token_file to enable it")
 	}
 
-	if a.grpcLn, err = lc.Listen(ctx, "tcp", cfg.GRPC.Address); err != nil { // ext_authz, RLS, health
+	fail := func(err error) (*App, error) {
+		for _, g := range a.grpcs {
+			if g.ln != nil {
+				g.ln.Close()
+			}
+			g.srv.Stop() // its stream workers
+		}
 		a.closeWatcher()
 		closeStore()
-		a.grpc.Stop() // its stream workers
-		return nil, fmt.Errorf("grpc.address: %w", err)
+		return nil, err
+	}
+	for _, g := range a.grpcs {
+		if g.ln, err = lc.Listen(ctx, "tcp", g.addr); err != nil {
+			return fail(fmt.Errorf("%s: %w", g.field, err))
+		}
 	}
 	if a.adminLn, err = lc.Listen(ctx, "tcp", cfg.Admin.Address); err != nil {
-		a.grpcLn.Close()
-		a.closeWatcher()
-		closeStore()
-		a.grpc.Stop()
-		return nil, fmt.Errorf("admin.address: %w", err)
+		return fail(fmt.Errorf("admin.address: %w", err))
 	}
 	return a, nil
+}
+
+// grpcListener is one gRPC server and the address it serves.
+type grpcListener struct {
+	addr, field string
+	srv         *grpc.Server
+	ln          net.Listener
+}
+
+// grpcServer returns the gRPC server for addr, creating it (with health
+// and, if enabled, reflection) on first use.
+func (a *App) grpcServer(addr, field string) *grpc.Server {
+	for _, g := range a.grpcs {
+		if g.addr == addr {
+			return g.srv
+		}
+	}
+	// Stream workers: handler goroutines are reused, so the deep stacks that
+	// Rego evaluation grows are kept instead of being grown (copied) again
+	// for every call — a third of the CPU of a Check without them.
+	srv := grpc.NewServer(grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0))))
+	healthpb.RegisterHealthServer(srv, a.health)
+	if a.cfg.GRPC.ReflectionEnabled() {
+		reflection.Register(srv)
+	}
+	a.grpcs = append(a.grpcs, &grpcListener{addr: addr, field: field, srv: srv})
+	return srv
 }
 
 // closeWatcher releases the watches of an App that will never Run.
@@ -213,7 +243,17 @@ func (a *App) closeWatcher() {
 }
 
 // GRPCAddr is the bound gRPC address (useful with port 0).
-func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
+func (a *App) GRPCAddr() string { return a.grpcs[0].ln.Addr().String() }
+
+// Listeners maps each gRPC listener's config field (grpc.address,
+// ratelimit.address, xds.address) to its bound address.
+func (a *App) Listeners() map[string]string {
+	m := make(map[string]string, len(a.grpcs))
+	for _, g := range a.grpcs {
+		m[g.field] = g.ln.Addr().String()
+	}
+	return m
+}
 
 // AdminAddr is the bound admin address.
 func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
@@ -246,8 +286,10 @@ func (a *App) status() any {
 // not serving first, in-flight calls finish (up to shutdown_timeout), and
 // Run returns nil. A listener failure ends Run with its error.
 func (a *App) Run(ctx context.Context) error {
-	errc := make(chan error, 2)
-	go func() { errc <- a.grpc.Serve(a.grpcLn) }()
+	errc := make(chan error, len(a.grpcs)+1)
+	for _, g := range a.grpcs {
+		go func() { errc <- g.srv.Serve(g.ln) }()
+	}
 	go func() { errc <- a.admin.Serve(a.adminLn) }()
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
@@ -299,14 +341,24 @@ func (a *App) Run(ctx context.Context) error {
 
 	timeout := time.Duration(a.cfg.ShutdownTimeout)
 	drained := make(chan struct{})
-	go func() { a.grpc.GracefulStop(); close(drained) }()
+	go func() {
+		var wg sync.WaitGroup
+		for _, g := range a.grpcs {
+			wg.Add(1)
+			go func() { defer wg.Done(); g.srv.GracefulStop() }()
+		}
+		wg.Wait()
+		close(drained)
+	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
 	case <-drained:
 	case <-timer.C:
 		a.log.Warn("drain timed out; closing remaining calls")
-		a.grpc.Stop()
+		for _, g := range a.grpcs {
+			g.srv.Stop()
+		}
 		<-drained
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -333,6 +385,9 @@ func (a *App) Banner(w io.Writer) {
 	}
 	fmt.Fprintf(w, "Tollgate %s is serving\n", a.version)
 	fmt.Fprintf(w, "  gRPC              %s   envoy.service.auth.v3.Authorization/Check, envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit\n", a.GRPCAddr())
+	for _, g := range a.grpcs[1:] {
+		fmt.Fprintf(w, "  gRPC (%s)  %s\n", g.field, g.ln.Addr())
+	}
 	fmt.Fprintf(w, "  admin (HTTP)      http://%s   /metrics /healthz /readyz /status\n", a.AdminAddr())
 	fmt.Fprintf(w, "  policy            %s, decision %s, revision %s\n", policy, a.cfg.Policy.Decision, a.engine.Revision())
 	if len(a.cfg.Policy.Paths) != 0 {

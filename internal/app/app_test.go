@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tollgate-dev/tollgate/internal/app"
@@ -328,16 +330,21 @@ func TestRateLimitService(t *testing.T) {
 		Entries: []*commonv3.RateLimitDescriptor_Entry{{Key: "remote_address", Value: "203.0.113.7"}},
 	}}}
 	client := rlsv3.NewRateLimitServiceClient(r.conn)
-	var last *rlsv3.RateLimitResponse
+	over := 0
 	for range 100 {
 		resp, err := client.ShouldRateLimit(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		last = resp
+		if resp.Statuses[0].GetCurrentLimit().GetName() != "per_ip" {
+			t.Fatalf("status %v, want the per_ip limit of the example config", resp.Statuses[0])
+		}
+		if resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
+			over++
+		}
 	}
-	if last.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || last.Statuses[0].GetCurrentLimit() == nil {
-		t.Errorf("after 100 hits from one address: %v, want OVER_LIMIT with the per-IP limit", last)
+	if over == 0 {
+		t.Error("100 hits from one address (limit 20/s) were all OK")
 	}
 	_, body := get(t, "http://"+r.app.AdminAddr()+"/status")
 	if !strings.Contains(body, `"domains": [`) || !strings.Contains(body, "tollgate") {
@@ -365,4 +372,49 @@ func TestXDSServed(t *testing.T) {
 	if !strings.Contains(body, `"xds"`) || !strings.Contains(body, `"version"`) {
 		t.Errorf("/status lacks the xDS snapshot: %s", body)
 	}
+}
+
+// TestSeparateListeners: the RLS and xDS may each get an address of their
+// own; ext_authz stays on grpc.address.
+func TestSeparateListeners(t *testing.T) {
+	cfg := testConfig()
+	cfg.RateLimit.Address = "localhost:0" // another string than grpc.address: another listener
+	cfg.XDS.Address = "[::1]:0"
+	cfg.XDS.RoutesFile = "../../examples/xds/routes.yaml"
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		cfg.XDS.Address = "127.0.0.2:0" // no IPv6 loopback here
+	} else {
+		ln.Close()
+	}
+	r := start(t, cfg)
+	ls := r.app.Listeners()
+	if len(ls) != 3 || ls["ratelimit.address"] == ls["grpc.address"] || ls["xds.address"] == ls["grpc.address"] {
+		t.Fatalf("listeners %v, want three distinct", ls)
+	}
+	ctx := context.Background()
+	rlsConn, xdsConn := dialAddr(t, ls["ratelimit.address"]), dialAddr(t, ls["xds.address"])
+	if _, err := rlsv3.NewRateLimitServiceClient(rlsConn).ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: "d",
+		Descriptors: []*commonv3.RateLimitDescriptor{{Entries: []*commonv3.RateLimitDescriptor_Entry{{Key: "k", Value: "v"}}}}}); err != nil {
+		t.Errorf("RLS on its own listener: %v", err)
+	}
+	if _, err := rlsv3.NewRateLimitServiceClient(r.conn).ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: "d"}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("RLS on grpc.address: %v, want Unimplemented", err)
+	}
+	c := sotw.NewADSClient(ctx, &corev3.Node{Id: "e"}, resource.ClusterType)
+	if err := c.InitConnect(xdsConn); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := c.Fetch(); err != nil || len(resp.Resources) == 0 {
+		t.Errorf("CDS on xds.address: %v %v", resp, err)
+	}
+}
+
+func dialAddr(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

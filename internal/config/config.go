@@ -59,6 +59,9 @@ type Admin struct {
 // RateLimit configures the rate limit service, served on the gRPC
 // listener: envoyproxy/ratelimit configuration files, used unchanged.
 type RateLimit struct {
+	// Address gives the rate limit service a listener of its own
+	// (default: grpc.address).
+	Address string `yaml:"address"`
 	// ConfigPaths are .yaml/.yml files or directories of them.
 	ConfigPaths []string `yaml:"config_paths"`
 	// Watch reloads them when they change (default true).
@@ -77,6 +80,9 @@ func (r RateLimit) WatchEnabled() bool { return r.Watch == nil || *r.Watch }
 // XDS serves Envoy (and proxyless gRPC) configuration from routes files,
 // over ADS on the gRPC listener.
 type XDS struct {
+	// Address gives the xDS server a listener of its own (default:
+	// grpc.address).
+	Address string `yaml:"address"`
 	// RoutesFile is served to every node whose cluster has no fleet file.
 	RoutesFile string `yaml:"routes_file"`
 	// Fleets maps an Envoy node's cluster to its own routes file.
@@ -313,9 +319,9 @@ func allowedKeys(typ string) []string {
 	case "Config":
 		return []string{"grpc", "admin", "log", "policy", "authz", "store", "ratelimit", "xds", "shutdown_timeout"}
 	case "XDS":
-		return []string{"routes_file", "fleets", "watch"}
+		return []string{"address", "routes_file", "fleets", "watch"}
 	case "RateLimit":
-		return []string{"config_paths", "watch", "decision", "failure_mode"}
+		return []string{"address", "config_paths", "watch", "decision", "failure_mode"}
 	case "GRPC":
 		return []string{"address", "reflection"}
 	case "Admin":
@@ -372,6 +378,13 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("admin: set token or token_file, not both"))
 	}
 	errs = append(errs, c.Store.validate()...)
+	for field, addr := range map[string]string{"ratelimit.address": c.RateLimit.Address, "xds.address": c.XDS.Address} {
+		if addr != "" {
+			if err := validAddress(addr); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", field, err))
+			}
+		}
+	}
 	switch c.RateLimit.FailureMode {
 	case "open", "closed":
 	default:
