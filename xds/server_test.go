@@ -321,3 +321,29 @@ func TestNACKCounted(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestREADMEExample: the routes file shown in the README is valid and the
+// examples/xds file builds, so the documentation cannot rot.
+func TestREADMEExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	i := strings.Index(s, "A full routes file")
+	if i < 0 {
+		t.Fatal("README has no routes file example")
+	}
+	start := strings.Index(s[i:], "```yaml\n") + i + len("```yaml\n")
+	end := strings.Index(s[start:], "```") + start
+	f, err := xds.Parse("README.md", []byte(s[start:end]))
+	if err != nil {
+		t.Fatalf("README example: %v", err)
+	}
+	if _, err := xds.Build(f, ""); err != nil {
+		t.Fatalf("README example: %v", err)
+	}
+	if _, err := xds.BuildFile("../examples/xds/routes.yaml"); err != nil {
+		t.Fatalf("examples/xds/routes.yaml: %v", err)
+	}
+}

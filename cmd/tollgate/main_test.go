@@ -207,3 +207,26 @@ func TestSIGTERM(t *testing.T) {
 		t.Errorf("stderr does not log the shutdown:\n%s", stderr.String())
 	}
 }
+
+func TestRoutesCommands(t *testing.T) {
+	out, _, err := runCmd(t, "routes", "validate", "../../examples/xds/routes.yaml")
+	if err != nil || !strings.Contains(out, "valid (1 listeners") {
+		t.Errorf("validate: %q %v", out, err)
+	}
+	out, _, err = runCmd(t, "routes", "render", "../../examples/xds/routes.yaml")
+	var doc struct {
+		Version   string           `json:"version"`
+		Resources []map[string]any `json:"resources"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &doc) != nil || doc.Version == "" || len(doc.Resources) < 5 {
+		t.Errorf("render: %v, %d resources, version %q", err, len(doc.Resources), doc.Version)
+	}
+	bad := filepath.Join(t.TempDir(), "routes.yaml")
+	_ = os.WriteFile(bad, []byte("listeners:\n  - name: l\n    adress: 0.0.0.0:80\n"), 0o644)
+	if _, _, err := runCmd(t, "routes", "validate", bad); err == nil || !strings.Contains(err.Error(), "routes.yaml:3") {
+		t.Errorf("broken file: %v, want an error naming routes.yaml:3", err)
+	}
+	if _, _, err := runCmd(t, "routes", "frobnicate", bad); !errors.Is(err, errUsage) {
+		t.Errorf("unknown subcommand: %v", err)
+	}
+}
