@@ -16,6 +16,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/tollgate-dev/tollgate/internal/yamlnode"
 	"io"
 	"math"
 	"net/netip"
@@ -408,16 +409,16 @@ func (p *parser) parse(data []byte) *File {
 	} else if !errors.Is(err, io.EOF) {
 		p.yamlError(err, data)
 	}
-	root := deref(&doc)
+	root := yamlnode.Deref(&doc)
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
 			p.errorf(1, "the file is empty (allowed: a mapping with %s)", allowedKeys(rootKeys))
 			return nil
 		}
-		root = deref(root.Content[0])
+		root = yamlnode.Deref(root.Content[0])
 	}
 	if root.Kind != yaml.MappingNode {
-		p.errorf(root.Line, "the file is %s (allowed: a mapping with %s)", kindName(root), allowedKeys(rootKeys))
+		p.errorf(root.Line, "the file is %s (allowed: a mapping with %s)", yamlnode.KindName(root), allowedKeys(rootKeys))
 		return nil
 	}
 
@@ -978,7 +979,7 @@ func (p *parser) routeTollgate(fl field, who string) RouteTollgate {
 func (p *parser) descriptor(n *yaml.Node, who string) []RateLimitAction {
 	const allowed = "a list of actions, each a mapping with one of request_headers: {header, key}, remote_address: {}, generic_key: {value}"
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n.Line, "%s: a rate_limits entry is %s (allowed: %s)", who, kindName(n), allowed)
+		p.errorf(n.Line, "%s: a rate_limits entry is %s (allowed: %s)", who, yamlnode.KindName(n), allowed)
 		return nil
 	}
 	items := p.items(n)
@@ -989,7 +990,7 @@ func (p *parser) descriptor(n *yaml.Node, who string) []RateLimitAction {
 	var out []RateLimitAction
 	for _, a := range items {
 		if a.Kind != yaml.MappingNode {
-			p.errorf(a.Line, "%s: a rate limit action is %s (allowed: a mapping with one of %s)", who, kindName(a), strings.Join(actionKeys, ", "))
+			p.errorf(a.Line, "%s: a rate limit action is %s (allowed: a mapping with one of %s)", who, yamlnode.KindName(a), strings.Join(actionKeys, ", "))
 			continue
 		}
 		fs := p.fields(a, actionKeys, 0)
@@ -1300,55 +1301,16 @@ func (p *parser) yamlError(err error, data []byte) {
 	case strings.HasPrefix(msg, "unknown anchor '"):
 		anchor := strings.TrimSuffix(strings.TrimPrefix(msg, "unknown anchor '"), "' referenced")
 		if i := bytes.Index(data, []byte("*"+anchor)); i >= 0 {
-			line = lineAt(data, i)
+			line = yamlnode.LineAt(data, i)
 		}
 	case strings.Contains(msg, "UTF-8"), strings.Contains(msg, "control characters"):
-		line = lineAt(data, badByte(data))
+		line = yamlnode.LineAt(data, yamlnode.BadByte(data))
 	}
 	p.errorf(line, "invalid YAML: %s", msg)
 }
 
-func lineAt(data []byte, offset int) int {
-	return bytes.Count(data[:offset], []byte("\n")) + 1
-}
-
-// badByte returns the offset of the first byte that is not printable UTF-8
-// text (or len(data)).
-func badByte(data []byte) int {
-	for i := 0; i < len(data); {
-		r, size := utf8.DecodeRune(data[i:])
-		if r == utf8.RuneError && size <= 1 || r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
-			return i
-		}
-		i += size
-	}
-	return len(data)
-}
-
-func deref(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
 func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if isNull(n) {
-			return "empty"
-		}
-		return fmt.Sprintf("the scalar %q", n.Value)
-	}
-	return "not a value"
 }
 
 type field struct {
@@ -1389,9 +1351,9 @@ func (p *parser) fields(m *yaml.Node, allowed []string, mergeDepth int) []field 
 	var out []field
 	var merges []*yaml.Node
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		k, v := deref(m.Content[i]), m.Content[i+1]
+		k, v := yamlnode.Deref(m.Content[i]), m.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			p.errorf(k.Line, "a key is %s (allowed: %s)", kindName(k), allowedKeys(allowed))
+			p.errorf(k.Line, "a key is %s (allowed: %s)", yamlnode.KindName(k), allowedKeys(allowed))
 			continue
 		}
 		if k.ShortTag() == "!!merge" {
@@ -1416,15 +1378,15 @@ func (p *parser) fields(m *yaml.Node, allowed []string, mergeDepth int) []field 
 			p.errorf(mv.Line, "merge keys (<<) nest more than %d deep", maxMergeDepth)
 			break
 		}
-		mv = deref(mv)
+		mv = yamlnode.Deref(mv)
 		srcs := []*yaml.Node{mv}
 		if mv.Kind == yaml.SequenceNode {
 			srcs = mv.Content
 		}
 		for _, src := range srcs {
-			src = deref(src)
+			src = yamlnode.Deref(src)
 			if src.Kind != yaml.MappingNode {
-				p.errorf(src.Line, "a merge key (<<) takes %s (allowed: a mapping or a list of mappings)", kindName(src))
+				p.errorf(src.Line, "a merge key (<<) takes %s (allowed: a mapping or a list of mappings)", yamlnode.KindName(src))
 				continue
 			}
 			for _, f := range p.fields(src, allowed, mergeDepth+1) {
@@ -1458,7 +1420,7 @@ func hint(key string, allowed []string, isKey bool) string {
 		if a == extensionKeys {
 			continue
 		}
-		if d := editDistance(key, a); d < bestDist {
+		if d := yamlnode.EditDistance(key, a); d < bestDist {
 			best, bestDist = a, d
 		}
 	}
@@ -1468,38 +1430,15 @@ func hint(key string, allowed []string, isKey bool) string {
 	return ""
 }
 
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
 // mapping reads a field whose value must be a mapping; null reads as an
 // empty mapping.
 func (p *parser) mapping(f field, allowed string, keys []string) []field {
-	v := deref(f.val)
+	v := yamlnode.Deref(f.val)
 	if isNull(v) {
 		return nil
 	}
 	if v.Kind != yaml.MappingNode {
-		p.errorf(v.Line, "%s is %s (allowed: %s)", f.name, kindName(v), allowed)
+		p.errorf(v.Line, "%s is %s (allowed: %s)", f.name, yamlnode.KindName(v), allowed)
 		return nil
 	}
 	return p.fields(v, keys, 0)
@@ -1508,7 +1447,7 @@ func (p *parser) mapping(f field, allowed string, keys []string) []field {
 // item reads a list item that must be a mapping.
 func (p *parser) item(n *yaml.Node, what string, keys []string) ([]field, bool) {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n.Line, "%s is %s (allowed: a mapping with %s)", what, kindName(n), strings.Join(keys, ", "))
+		p.errorf(n.Line, "%s is %s (allowed: a mapping with %s)", what, yamlnode.KindName(n), strings.Join(keys, ", "))
 		return nil, false
 	}
 	return p.fields(n, keys, 0), true
@@ -1517,12 +1456,12 @@ func (p *parser) item(n *yaml.Node, what string, keys []string) ([]field, bool) 
 // seq reads a field whose value must be a list; null reads as empty. The
 // items come back dereferenced.
 func (p *parser) seq(f field, allowed string) []*yaml.Node {
-	v := deref(f.val)
+	v := yamlnode.Deref(f.val)
 	if isNull(v) {
 		return nil
 	}
 	if v.Kind != yaml.SequenceNode {
-		p.errorf(v.Line, "%s is %s (allowed: %s)", f.name, kindName(v), allowed)
+		p.errorf(v.Line, "%s is %s (allowed: %s)", f.name, yamlnode.KindName(v), allowed)
 		return nil
 	}
 	return p.items(v)
@@ -1534,7 +1473,7 @@ func (p *parser) items(v *yaml.Node) []*yaml.Node {
 	}
 	out := make([]*yaml.Node, len(v.Content))
 	for i, n := range v.Content {
-		out[i] = deref(n)
+		out[i] = yamlnode.Deref(n)
 	}
 	return out
 }
@@ -1561,12 +1500,12 @@ type keyVal struct {
 
 // strMap reads a mapping of strings to strings, in file order.
 func (p *parser) strMap(f field, allowed string) []keyVal {
-	v := deref(f.val)
+	v := yamlnode.Deref(f.val)
 	if isNull(v) {
 		return nil
 	}
 	if v.Kind != yaml.MappingNode {
-		p.errorf(v.Line, "%s is %s (allowed: %s)", f.name, kindName(v), allowed)
+		p.errorf(v.Line, "%s is %s (allowed: %s)", f.name, yamlnode.KindName(v), allowed)
 		return nil
 	}
 	if !p.step(len(v.Content)/2, v.Line) {
@@ -1575,7 +1514,7 @@ func (p *parser) strMap(f field, allowed string) []keyVal {
 	var out []keyVal
 	seen := map[string]int{}
 	for i := 0; i+1 < len(v.Content); i += 2 {
-		kn, vn := deref(v.Content[i]), deref(v.Content[i+1])
+		kn, vn := yamlnode.Deref(v.Content[i]), yamlnode.Deref(v.Content[i+1])
 		k, ok := p.scalar(kn, "a key of "+f.name, allowed)
 		if !ok {
 			continue
@@ -1605,9 +1544,9 @@ func (p *parser) strMap(f field, allowed string) []keyVal {
 // scalar reads a scalar as text (numbers and booleans as written; null as
 // ""), refusing control characters.
 func (p *parser) scalar(n *yaml.Node, what, allowed string) (string, bool) {
-	n = deref(n)
+	n = yamlnode.Deref(n)
 	if n.Kind != yaml.ScalarNode {
-		p.errorf(n.Line, "%s is %s (allowed: %s)", what, kindName(n), allowed)
+		p.errorf(n.Line, "%s is %s (allowed: %s)", what, yamlnode.KindName(n), allowed)
 		return "", false
 	}
 	if isNull(n) {
@@ -1659,20 +1598,20 @@ func (p *parser) enum(f field, def string, allowed []string, who string) string 
 }
 
 func (p *parser) boolean(f field, def bool) bool {
-	v := deref(f.val)
+	v := yamlnode.Deref(f.val)
 	var b bool
 	if v.Kind != yaml.ScalarNode || isNull(v) || v.ShortTag() != "!!bool" || v.Decode(&b) != nil {
-		p.errorf(v.Line, "%s is %s (allowed: true, false)", f.name, kindName(v))
+		p.errorf(v.Line, "%s is %s (allowed: true, false)", f.name, yamlnode.KindName(v))
 		return def
 	}
 	return b
 }
 
 func (p *parser) uint32(f field, def uint32, lo, hi uint64) uint32 {
-	v := deref(f.val)
+	v := yamlnode.Deref(f.val)
 	var u uint64
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&u) != nil || u < lo || u > hi {
-		p.errorf(v.Line, "%s is %s (allowed: a whole number from %d to %d)", f.name, kindName(v), lo, hi)
+		p.errorf(v.Line, "%s is %s (allowed: a whole number from %d to %d)", f.name, yamlnode.KindName(v), lo, hi)
 		return def
 	}
 	return uint32(u)
@@ -1685,9 +1624,9 @@ func (p *parser) duration(f field, def time.Duration, zeroOK bool) time.Duration
 	if zeroOK {
 		allowed = "a duration such as 200ms, 15s or 1m, or 0s for none"
 	}
-	v := deref(f.val)
+	v := yamlnode.Deref(f.val)
 	if v.Kind != yaml.ScalarNode || isNull(v) {
-		p.errorf(v.Line, "%s is %s (allowed: %s)", f.name, kindName(v), allowed)
+		p.errorf(v.Line, "%s is %s (allowed: %s)", f.name, yamlnode.KindName(v), allowed)
 		return def
 	}
 	d, err := time.ParseDuration(v.Value)

@@ -5,13 +5,13 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/tollgate-dev/tollgate/internal/yamlnode"
 	"io"
 	"math"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -136,16 +136,16 @@ func (p *parser) parse(data []byte) *parsedFile {
 		p.yamlError(err, data)
 	}
 
-	root := deref(&doc)
+	root := yamlnode.Deref(&doc)
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
 			p.errorf(1, "domain is missing (allowed: a mapping with domain and descriptors); the file is empty")
 			return nil
 		}
-		root = deref(root.Content[0])
+		root = yamlnode.Deref(root.Content[0])
 	}
 	if root.Kind != yaml.MappingNode {
-		p.errorf(root.Line, "the file is %s (allowed: a mapping with domain and descriptors)", kindName(root))
+		p.errorf(root.Line, "the file is %s (allowed: a mapping with domain and descriptors)", yamlnode.KindName(root))
 		return nil
 	}
 
@@ -170,7 +170,7 @@ func (p *parser) parse(data []byte) *parsedFile {
 	}
 	p.domain = f.domain
 	if descs != nil {
-		p.descriptors(f.root, deref(descs), f.domain, nil, 1)
+		p.descriptors(f.root, yamlnode.Deref(descs), f.domain, nil, 1)
 	}
 	p.checkReplaces()
 	return f
@@ -193,51 +193,12 @@ func (p *parser) yamlError(err error, data []byte) {
 	case strings.HasPrefix(msg, "unknown anchor '"):
 		anchor := strings.TrimSuffix(strings.TrimPrefix(msg, "unknown anchor '"), "' referenced")
 		if i := bytes.Index(data, []byte("*"+anchor)); i >= 0 {
-			line = lineAt(data, i)
+			line = yamlnode.LineAt(data, i)
 		}
 	case strings.Contains(msg, "UTF-8"), strings.Contains(msg, "control characters"):
-		line = lineAt(data, badByte(data))
+		line = yamlnode.LineAt(data, yamlnode.BadByte(data))
 	}
 	p.errorf(line, "invalid YAML: %s", msg)
-}
-
-func lineAt(data []byte, offset int) int {
-	return bytes.Count(data[:offset], []byte("\n")) + 1
-}
-
-// badByte returns the offset of the first byte that is not printable UTF-8
-// text (or len(data)).
-func badByte(data []byte) int {
-	for i := 0; i < len(data); {
-		r, size := utf8.DecodeRune(data[i:])
-		if r == utf8.RuneError && size <= 1 || r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
-			return i
-		}
-		i += size
-	}
-	return len(data)
-}
-
-func deref(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.ShortTag() == "!!null" {
-			return "empty"
-		}
-		return fmt.Sprintf("the scalar %q", n.Value)
-	}
-	return "not a value"
 }
 
 type field struct {
@@ -258,9 +219,9 @@ func (p *parser) fields(m *yaml.Node, allowed []string, mergeDepth int) []field 
 		return nil
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		k, v := deref(m.Content[i]), m.Content[i+1]
+		k, v := yamlnode.Deref(m.Content[i]), m.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			p.errorf(k.Line, "a key is %s (allowed: %s)", kindName(k), strings.Join(allowed, ", "))
+			p.errorf(k.Line, "a key is %s (allowed: %s)", yamlnode.KindName(k), strings.Join(allowed, ", "))
 			continue
 		}
 		if k.ShortTag() == "!!merge" {
@@ -282,15 +243,15 @@ func (p *parser) fields(m *yaml.Node, allowed []string, mergeDepth int) []field 
 			p.errorf(mv.Line, "merge keys (<<) nest more than %d deep", maxMergeDepth)
 			break
 		}
-		mv = deref(mv)
+		mv = yamlnode.Deref(mv)
 		srcs := []*yaml.Node{mv}
 		if mv.Kind == yaml.SequenceNode {
 			srcs = mv.Content
 		}
 		for _, src := range srcs {
-			src = deref(src)
+			src = yamlnode.Deref(src)
 			if src.Kind != yaml.MappingNode {
-				p.errorf(src.Line, "a merge key (<<) takes %s (allowed: a mapping or a list of mappings)", kindName(src))
+				p.errorf(src.Line, "a merge key (<<) takes %s (allowed: a mapping or a list of mappings)", yamlnode.KindName(src))
 				continue
 			}
 			for _, f := range p.fields(src, allowed, mergeDepth+1) {
@@ -311,7 +272,7 @@ func hint(key string, allowed []string) string {
 	}
 	best, bestDist := "", 3
 	for _, a := range allowed {
-		if d := editDistance(key, a); d < bestDist {
+		if d := yamlnode.EditDistance(key, a); d < bestDist {
 			best, bestDist = a, d
 		}
 	}
@@ -321,35 +282,12 @@ func hint(key string, allowed []string) string {
 	return ""
 }
 
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
 // str reads a string field; null reads as "". Numbers and booleans read as
 // their text, as envoyproxy's YAML decoder reads them into strings.
 func (p *parser) str(f field, what string) (string, bool) {
-	v := deref(f.val)
+	v := yamlnode.Deref(f.val)
 	if v.Kind != yaml.ScalarNode {
-		p.errorf(v.Line, "%s is %s (allowed: a string)", what, kindName(v))
+		p.errorf(v.Line, "%s is %s (allowed: a string)", what, yamlnode.KindName(v))
 		return "", false
 	}
 	if v.ShortTag() == "!!null" {
@@ -359,13 +297,13 @@ func (p *parser) str(f field, what string) (string, bool) {
 }
 
 func (p *parser) boolean(f field) bool {
-	v := deref(f.val)
+	v := yamlnode.Deref(f.val)
 	var b bool
 	if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
 		return false
 	}
 	if v.Kind != yaml.ScalarNode || v.Decode(&b) != nil {
-		p.errorf(v.Line, "%s is %s (allowed: true, false)", f.name, kindName(v))
+		p.errorf(v.Line, "%s is %s (allowed: true, false)", f.name, yamlnode.KindName(v))
 		return false
 	}
 	return b
@@ -396,7 +334,7 @@ func (p *parser) descriptors(n *node, seq *yaml.Node, path string, shares []stri
 		return
 	}
 	if seq.Kind != yaml.SequenceNode {
-		p.errorf(seq.Line, "descriptors is %s (allowed: a list of descriptors, each a mapping with key and optional value, rate_limit, descriptors)", kindName(seq))
+		p.errorf(seq.Line, "descriptors is %s (allowed: a list of descriptors, each a mapping with key and optional value, rate_limit, descriptors)", yamlnode.KindName(seq))
 		return
 	}
 	if depth > maxDepth {
@@ -414,9 +352,9 @@ func (p *parser) descriptors(n *node, seq *yaml.Node, path string, shares []stri
 			p.full = true
 			return
 		}
-		item = deref(item)
+		item = yamlnode.Deref(item)
 		if item.Kind != yaml.MappingNode {
-			p.errorf(item.Line, "a descriptor is %s (allowed: a mapping with key and optional value, rate_limit, descriptors)", kindName(item))
+			p.errorf(item.Line, "a descriptor is %s (allowed: a mapping with key and optional value, rate_limit, descriptors)", yamlnode.KindName(item))
 			continue
 		}
 		d := p.readDescriptor(item)
@@ -454,7 +392,7 @@ func (p *parser) descriptors(n *node, seq *yaml.Node, path string, shares []stri
 
 		next := &node{rule: p.rule(d, fullKey, childShares)}
 		if d.children != nil {
-			p.descriptors(next, deref(d.children), fullKey, childShares, depth+1)
+			p.descriptors(next, yamlnode.Deref(d.children), fullKey, childShares, depth+1)
 		}
 		if n.keys == nil {
 			n.keys = map[string]*keyNodes{}
@@ -489,7 +427,7 @@ func (p *parser) readDescriptor(m *yaml.Node) descriptor {
 		case "value":
 			d.value, _ = p.str(f, "value")
 		case "rate_limit":
-			v := deref(f.val)
+			v := yamlnode.Deref(f.val)
 			d.rateLimitLine = f.key.Line
 			switch {
 			case v.Kind == yaml.MappingNode:
@@ -497,7 +435,7 @@ func (p *parser) readDescriptor(m *yaml.Node) descriptor {
 			case v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null":
 				p.warnf(f.key.Line, "rate_limit is empty, so the descriptor has no limit (as in envoyproxy); give unit and requests_per_unit, or unlimited: true")
 			default:
-				p.errorf(v.Line, "rate_limit is %s (allowed: a mapping with unit and requests_per_unit, or unlimited: true)", kindName(v))
+				p.errorf(v.Line, "rate_limit is %s (allowed: a mapping with unit and requests_per_unit, or unlimited: true)", yamlnode.KindName(v))
 			}
 		case "descriptors":
 			d.children = f.val
@@ -629,7 +567,7 @@ func (p *parser) rateLimit(r *Rule, m *yaml.Node) []nameAt {
 		if slices.Contains(units, lu) {
 			r.Unit = lu
 		} else {
-			p.errorf(deref(unit.val).Line, "unit %q is not one of %s", u, unitList)
+			p.errorf(yamlnode.Deref(unit.val).Line, "unit %q is not one of %s", u, unitList)
 		}
 	}
 
@@ -637,11 +575,11 @@ func (p *parser) rateLimit(r *Rule, m *yaml.Node) []nameAt {
 		p.errorf(m.Line, "rate_limit has no requests_per_unit (allowed: an integer from 0 to %d; 0 refuses every request)", uint32(math.MaxUint32))
 		return names
 	}
-	v := deref(rpu.val)
+	v := yamlnode.Deref(rpu.val)
 	var n int64
 	switch {
 	case v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" || v.Decode(&n) != nil:
-		p.errorf(v.Line, "requests_per_unit is %s (allowed: an integer from 0 to %d)", kindName(v), uint32(math.MaxUint32))
+		p.errorf(v.Line, "requests_per_unit is %s (allowed: an integer from 0 to %d)", yamlnode.KindName(v), uint32(math.MaxUint32))
 	case n < 0:
 		p.errorf(v.Line, "requests_per_unit %d is negative (allowed: an integer from 0 to %d)", n, uint32(math.MaxUint32))
 	case n > math.MaxUint32:
@@ -654,19 +592,19 @@ func (p *parser) rateLimit(r *Rule, m *yaml.Node) []nameAt {
 
 // replaces reads a replaces list.
 func (p *parser) replaces(list *yaml.Node) []nameAt {
-	list = deref(list)
+	list = yamlnode.Deref(list)
 	if list.Kind == yaml.ScalarNode && list.ShortTag() == "!!null" {
 		return nil
 	}
 	if list.Kind != yaml.SequenceNode {
-		p.errorf(list.Line, "replaces is %s (allowed: a list of mappings such as - name: other_limit)", kindName(list))
+		p.errorf(list.Line, "replaces is %s (allowed: a list of mappings such as - name: other_limit)", yamlnode.KindName(list))
 		return nil
 	}
 	var names []nameAt
 	for _, item := range list.Content {
-		item = deref(item)
+		item = yamlnode.Deref(item)
 		if item.Kind != yaml.MappingNode {
-			p.errorf(item.Line, "a replaces entry is %s (allowed: a mapping such as name: other_limit)", kindName(item))
+			p.errorf(item.Line, "a replaces entry is %s (allowed: a mapping such as name: other_limit)", yamlnode.KindName(item))
 			continue
 		}
 		name := nameAt{line: item.Line}
