@@ -347,3 +347,43 @@ func TestREADMEExample(t *testing.T) {
 		t.Fatalf("examples/xds/routes.yaml: %v", err)
 	}
 }
+
+// TestFleets: a node whose cluster has a routes file of its own gets it;
+// any other node gets the default file.
+func TestFleets(t *testing.T) {
+	dir := t.TempDir()
+	def, canary := filepath.Join(dir, "default.yaml"), filepath.Join(dir, "canary.yaml")
+	writeFile(t, def, routesFile("10.0.0.1:8080", false))
+	writeFile(t, canary, routesFile("10.0.0.9:8080", false))
+	srv, err := xds.New(context.Background(), xds.Options{Files: map[string]string{xds.DefaultFleet: def, "canary": canary}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	srv.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	conn := dial(t, ln.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for cluster, want := range map[string]string{"canary": "10.0.0.9", "edge": "10.0.0.1", "": "10.0.0.1"} {
+		c := sotw.NewADSClient(ctx, &corev3.Node{Id: "n-" + cluster, Cluster: cluster}, resource.EndpointType)
+		if err := c.InitConnect(conn); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Fetch()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(resp.Resources); !strings.Contains(got, want) {
+			t.Errorf("node cluster %q got endpoints %s, want %s", cluster, got, want)
+		}
+	}
+	if st := srv.Status(); len(st.Fleets) != 2 || st.Fleets["canary"].Version == st.Fleets[""].Version {
+		t.Errorf("status %+v, want two fleets with different versions", st)
+	}
+}
