@@ -243,18 +243,7 @@ const (
 )
 
 // Error is one problem of a routes file, at a line (0 when unknown).
-type Error struct {
-	File string
-	Line int
-	Msg  string
-}
-
-func (e *Error) Error() string {
-	if e.Line <= 0 {
-		return e.File + ": " + e.Msg
-	}
-	return e.File + ":" + strconv.Itoa(e.Line) + ": " + e.Msg
-}
+type Error = yamlnode.Error
 
 // Load reads and parses the routes file at path.
 func Load(path string) (*File, error) {
@@ -384,11 +373,11 @@ func (p *parser) errorf(line int, format string, args ...any) {
 		return
 	}
 	if len(p.errs) == maxErrors {
-		p.errs = append(p.errs, &Error{p.file, line, fmt.Sprintf("more than %d errors; stopping", maxErrors)})
+		p.errs = append(p.errs, &Error{File: p.file, Line: line, Msg: fmt.Sprintf("more than %d errors; stopping", maxErrors)})
 		p.full = true
 		return
 	}
-	p.errs = append(p.errs, &Error{p.file, line, fmt.Sprintf(format, args...)})
+	p.errs = append(p.errs, &Error{File: p.file, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (p *parser) parse(data []byte) *File {
@@ -1285,27 +1274,9 @@ func (p *parser) grpcRoute(n *yaml.Node, who, defaultCluster string, refs *clust
 
 // ---- YAML helpers ----
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// yamlError turns a YAML syntax error into an *Error with a line.
+// yamlError records a YAML syntax error with its line.
 func (p *parser) yamlError(err error, data []byte) {
-	msg := err.Error()
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		p.errorf(line, "invalid YAML: %s", m[2])
-		return
-	}
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	line := 0
-	switch {
-	case strings.HasPrefix(msg, "unknown anchor '"):
-		anchor := strings.TrimSuffix(strings.TrimPrefix(msg, "unknown anchor '"), "' referenced")
-		if i := bytes.Index(data, []byte("*"+anchor)); i >= 0 {
-			line = yamlnode.LineAt(data, i)
-		}
-	case strings.Contains(msg, "UTF-8"), strings.Contains(msg, "control characters"):
-		line = yamlnode.LineAt(data, yamlnode.BadByte(data))
-	}
+	line, msg := yamlnode.SyntaxLine(err, data)
 	p.errorf(line, "invalid YAML: %s", msg)
 }
 

@@ -6,6 +6,9 @@ package yamlnode
 import (
 	"bytes"
 	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -75,4 +78,43 @@ func EditDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// Error is a problem in a file, at a line (0 when the YAML parser could not
+// tell where).
+type Error struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Line <= 0 {
+		return e.File + ": " + e.Msg
+	}
+	return e.File + ":" + strconv.Itoa(e.Line) + ": " + e.Msg
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// SyntaxLine returns the line a YAML syntax error is about (0 when unknown)
+// and its message: the line the parser names, or one found in data for the
+// messages it gives without a line.
+func SyntaxLine(err error, data []byte) (int, string) {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return line, m[2]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	switch {
+	case strings.HasPrefix(msg, "unknown anchor '"):
+		anchor := strings.TrimSuffix(strings.TrimPrefix(msg, "unknown anchor '"), "' referenced")
+		if i := bytes.Index(data, []byte("*"+anchor)); i >= 0 {
+			return LineAt(data, i), msg
+		}
+	case strings.Contains(msg, "UTF-8"), strings.Contains(msg, "control characters"):
+		return LineAt(data, BadByte(data)), msg
+	}
+	return 0, msg
 }

@@ -8,9 +8,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/yamlnode"
 	"io"
 	"math"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -95,16 +93,16 @@ func (p *parser) errorf(line int, format string, args ...any) {
 		return
 	}
 	if len(p.errs) == maxErrors {
-		p.errs = append(p.errs, &Error{p.file, line, fmt.Sprintf("more than %d errors; stopping", maxErrors)})
+		p.errs = append(p.errs, &Error{File: p.file, Line: line, Msg: fmt.Sprintf("more than %d errors; stopping", maxErrors)})
 		p.full = true
 		return
 	}
-	p.errs = append(p.errs, &Error{p.file, line, fmt.Sprintf(format, args...)})
+	p.errs = append(p.errs, &Error{File: p.file, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (p *parser) warnf(line int, format string, args ...any) {
 	if len(p.warns) < maxErrors {
-		p.warns = append(p.warns, &Error{p.file, line, fmt.Sprintf(format, args...)})
+		p.warns = append(p.warns, &Error{File: p.file, Line: line, Msg: fmt.Sprintf(format, args...)})
 	}
 }
 
@@ -176,28 +174,9 @@ func (p *parser) parse(data []byte) *parsedFile {
 	return f
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// yamlError turns a YAML syntax error into an *Error, with the line the
-// parser names, or one found for the messages it gives without a line.
+// yamlError records a YAML syntax error with its line.
 func (p *parser) yamlError(err error, data []byte) {
-	msg := err.Error()
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		p.errorf(line, "invalid YAML: %s", m[2])
-		return
-	}
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	line := 0
-	switch {
-	case strings.HasPrefix(msg, "unknown anchor '"):
-		anchor := strings.TrimSuffix(strings.TrimPrefix(msg, "unknown anchor '"), "' referenced")
-		if i := bytes.Index(data, []byte("*"+anchor)); i >= 0 {
-			line = yamlnode.LineAt(data, i)
-		}
-	case strings.Contains(msg, "UTF-8"), strings.Contains(msg, "control characters"):
-		line = yamlnode.LineAt(data, yamlnode.BadByte(data))
-	}
+	line, msg := yamlnode.SyntaxLine(err, data)
 	p.errorf(line, "invalid YAML: %s", msg)
 }
 

@@ -25,6 +25,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/tollgate-dev/tollgate/internal/yamlnode"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,18 +110,7 @@ type wildcard struct {
 
 // Error is a problem in a configuration file, at a line (0 when the YAML
 // parser could not tell where).
-type Error struct {
-	File string
-	Line int
-	Msg  string
-}
-
-func (e *Error) Error() string {
-	if e.Line <= 0 {
-		return e.File + ": " + e.Msg
-	}
-	return e.File + ":" + strconv.Itoa(e.Line) + ": " + e.Msg
-}
+type Error = yamlnode.Error
 
 // Load reads configuration files, keyed by the name used in errors. Each file
 // defines one domain; two files may not define the same domain (envoyproxy's
@@ -148,7 +138,7 @@ func Load(files map[string][]byte) (*Config, error) {
 			continue
 		}
 		if first, dup := seen[f.domain]; dup {
-			errs = append(errs, &Error{name, f.domainLine, fmt.Sprintf(
+			errs = append(errs, &Error{File: name, Line: f.domainLine, Msg: fmt.Sprintf(
 				"domain %q is already defined in %s:%d; each domain must be in one file only",
 				f.domain, first.file, first.line)})
 			continue
