@@ -100,7 +100,7 @@ func balance(t *testing.T, s ratelimit.Store, account string) int64 {
 
 func TestRateLimitGCRA(t *testing.T) {
 	eachStore(t, func(t *testing.T, e *env) {
-		l := rate("per_second", "acme", 10, time.Second, 5) // one per 100ms, burst 5
+		l := rate("per_second", "acme", 4, time.Second, 5) // one per 250ms, burst 5
 		req := &ratelimit.Request{Limits: []ratelimit.Limit{l}}
 		for i := range 5 {
 			out := take(t, e.store, req)
@@ -112,8 +112,8 @@ func TestRateLimitGCRA(t *testing.T) {
 		if out.Allowed || out.Denied != 0 || !out.Limits[0].Exceeded {
 			t.Fatalf("6th request in the burst: %+v, want denied by per_second", out)
 		}
-		if out.RetryAfter <= 0 || out.RetryAfter > 100*time.Millisecond {
-			t.Errorf("RetryAfter = %v, want (0, 100ms]: one emission interval", out.RetryAfter)
+		if out.RetryAfter <= 0 || out.RetryAfter > 250*time.Millisecond {
+			t.Errorf("RetryAfter = %v, want (0, 250ms]: one emission interval", out.RetryAfter)
 		}
 		e.advance(out.RetryAfter + 20*time.Millisecond)
 		if out := take(t, e.store, req); !out.Allowed {
@@ -662,7 +662,7 @@ func TestLostReplyIsRefunded(t *testing.T) {
 	proxy := newDropProxy(t, srv.Addr)
 	client := redis.NewClient(&redis.Options{Addr: proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { client.Close() })
-	eng, err := ratelimit.NewEngine(ratelimit.NewRedisStore(client, 100*time.Millisecond), ratelimit.Options{})
+	eng, err := ratelimit.NewEngine(ratelimit.NewRedisStore(client, 500*time.Millisecond), ratelimit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
