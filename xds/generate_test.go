@@ -12,10 +12,9 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/tollgate-dev/tollgate/internal/envoyschema"
 )
 
 func buildFile(t testing.TB, file string) *Resources {
@@ -43,10 +42,10 @@ func TestResourcesValid(t *testing.T) {
 				if err := x.msg.(validator).ValidateAll(); err != nil {
 					t.Errorf("%s: ValidateAll: %v", what, err)
 				}
-				if err := checkAnys(x.msg.ProtoReflect(), what); err != nil {
+				if err := envoyschema.CheckAnys(x.msg.ProtoReflect(), what); err != nil {
 					t.Error(err)
 				}
-				if err := checkDeprecated(x.msg.ProtoReflect(), what); err != nil {
+				if err := envoyschema.CheckDeprecated(x.msg.ProtoReflect(), what); err != nil {
 					t.Error(err)
 				}
 			}
@@ -288,87 +287,6 @@ func TestSnapshotInconsistent(t *testing.T) {
 	if _, err := r.Snapshot(); err == nil || !strings.Contains(err.Error(), "inconsistent") {
 		t.Fatalf("Snapshot() error = %v, want an inconsistent snapshot", err)
 	}
-}
-
-// checkAnys walks m and, for every google.protobuf.Any in it (at any depth),
-// checks that its content unmarshals into a registered type and passes that
-// type's ValidateAll (which does not descend into Any by itself).
-func checkAnys(m protoreflect.Message, path string) error {
-	if m.Descriptor().FullName() == "google.protobuf.Any" {
-		a := m.Interface().(*anypb.Any)
-		inner, err := anypb.UnmarshalNew(a, proto.UnmarshalOptions{})
-		if err != nil {
-			return fmt.Errorf("%s (%s): %w", path, a.GetTypeUrl(), err)
-		}
-		if v, ok := inner.(validator); ok {
-			if err := v.ValidateAll(); err != nil {
-				return fmt.Errorf("%s (%s): %w", path, a.GetTypeUrl(), err)
-			}
-		}
-		return checkAnys(inner.ProtoReflect(), path+"<"+string(inner.ProtoReflect().Descriptor().FullName())+">")
-	}
-	return walk(m, path, checkAnys)
-}
-
-// checkDeprecated fails on any set field or enum value that Envoy's protos
-// mark deprecated, inside Anys too.
-func checkDeprecated(m protoreflect.Message, path string) error {
-	if m.Descriptor().FullName() == "google.protobuf.Any" {
-		inner, err := anypb.UnmarshalNew(m.Interface().(*anypb.Any), proto.UnmarshalOptions{})
-		if err != nil {
-			return err
-		}
-		return checkDeprecated(inner.ProtoReflect(), path+"<"+string(inner.ProtoReflect().Descriptor().FullName())+">")
-	}
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		p := path + "." + string(fd.Name())
-		if opts, ok := fd.Options().(*descriptorpb.FieldOptions); ok && opts.GetDeprecated() {
-			err = fmt.Errorf("%s: field is deprecated", p)
-			return false
-		}
-		if fd.Kind() == protoreflect.EnumKind && !fd.IsList() && !fd.IsMap() {
-			if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
-				if opts, ok := ev.Options().(*descriptorpb.EnumValueOptions); ok && opts.GetDeprecated() {
-					err = fmt.Errorf("%s: enum value %s is deprecated", p, ev.Name())
-				}
-			}
-		}
-		return err == nil
-	})
-	if err != nil {
-		return err
-	}
-	return walk(m, path, checkDeprecated)
-}
-
-// walk calls fn on every message directly inside m.
-func walk(m protoreflect.Message, path string, fn func(protoreflect.Message, string) error) error {
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		p := path + "." + string(fd.Name())
-		switch {
-		case fd.IsMap():
-			if fd.MapValue().Message() == nil {
-				return true
-			}
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				err = fn(mv.Message(), fmt.Sprintf("%s[%q]", p, k.String()))
-				return err == nil
-			})
-		case fd.IsList():
-			if fd.Message() == nil {
-				return true
-			}
-			for i := 0; i < v.List().Len() && err == nil; i++ {
-				err = fn(v.List().Get(i).Message(), fmt.Sprintf("%s[%d]", p, i))
-			}
-		case fd.Message() != nil:
-			err = fn(v.Message(), p)
-		}
-		return err == nil
-	})
-	return err
 }
 
 // TestProxylessGRPCRequirements checks what grpc-go's xDS client demands of
