@@ -463,11 +463,9 @@ func (p *parser) parse(data []byte) *File {
 		if !ok {
 			continue
 		}
-		if first, dup := seenL[l.Name]; dup {
-			p.errorf(l.Line, "listener %q is defined twice (first at line %d); listener names must be unique", l.Name, first)
+		if !p.firstUse(seenL, l.Name, l.Line, "listener", "listener names must be unique") {
 			continue
 		}
-		seenL[l.Name] = l.Line
 		if first, dup := seenAddr[l.Address]; dup {
 			p.errorf(l.Line, "listener %q: address %q is already used by the listener at line %d", l.Name, l.Address, first)
 		}
@@ -480,15 +478,13 @@ func (p *parser) parse(data []byte) *File {
 		if !ok {
 			continue
 		}
-		if first, dup := seenG[g.Name]; dup {
-			p.errorf(g.Line, "grpc_services entry %q is defined twice (first at line %d); names must be unique", g.Name, first)
+		if !p.firstUse(seenG, g.Name, g.Line, "grpc_services entry", "names must be unique") {
 			continue
 		}
 		if first, dup := seenL[g.Name]; dup {
 			p.errorf(g.Line, "grpc_services entry %q has the name of the listener at line %d; both are listeners in xDS, so names must differ", g.Name, first)
 			continue
 		}
-		seenG[g.Name] = g.Line
 		f.GRPCServices = append(f.GRPCServices, g)
 	}
 	if len(f.Listeners) == 0 && len(f.GRPCServices) == 0 && len(p.errs) == 0 {
@@ -617,11 +613,9 @@ func (p *parser) listener(n *yaml.Node, refs *clusterRefs) (Listener, bool) {
 		if !ok {
 			continue
 		}
-		if first, dup := seen[vh.Name]; dup {
-			p.errorf(vh.Line, "%s: virtual host %q is defined twice (first at line %d); names must be unique in a listener", who, vh.Name, first)
+		if !p.firstUse(seen, vh.Name, vh.Line, who+": virtual host", "names must be unique in a listener") {
 			continue
 		}
-		seen[vh.Name] = vh.Line
 		for _, d := range vh.Domains {
 			k := strings.ToLower(d)
 			if first, dup := domains[k]; dup {
@@ -697,16 +691,24 @@ func (p *parser) virtualHost(n *yaml.Node, who string, refs *clusterRefs) (Virtu
 		if !ok {
 			continue
 		}
-		if r.Name != "" {
-			if first, dup := seen[r.Name]; dup {
-				p.errorf(r.Line, "%s: route %q is defined twice (first at line %d); route names must be unique in a virtual host", who, r.Name, first)
-				continue
-			}
-			seen[r.Name] = r.Line
+		if r.Name != "" && !p.firstUse(seen, r.Name, r.Line, who+": route", "route names must be unique in a virtual host") {
+			continue
 		}
 		vh.Routes = append(vh.Routes, r)
 	}
 	return vh, true
+}
+
+// firstUse records name (defined at line) in seen and reports false, with
+// an error, when it was defined before: "<what> %q is defined twice (first
+// at line N); <rule>".
+func (p *parser) firstUse(seen map[string]int, name string, line int, what, rule string) bool {
+	if first, dup := seen[name]; dup {
+		p.errorf(line, "%s %q is defined twice (first at line %d); %s", what, name, first, rule)
+		return false
+	}
+	seen[name] = line
+	return true
 }
 
 func validDomain(d string) bool {
@@ -1207,12 +1209,8 @@ func (p *parser) grpcService(n *yaml.Node, refs *clusterRefs) (GRPCService, bool
 		if !ok {
 			continue
 		}
-		if r.Name != "" {
-			if first, dup := seen[r.Name]; dup {
-				p.errorf(r.Line, "%s: route %q is defined twice (first at line %d); route names must be unique", who, r.Name, first)
-				continue
-			}
-			seen[r.Name] = r.Line
+		if r.Name != "" && !p.firstUse(seen, r.Name, r.Line, who+": route", "route names must be unique") {
+			continue
 		}
 		g.Routes = append(g.Routes, r)
 	}
