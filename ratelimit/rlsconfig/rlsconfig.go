@@ -169,6 +169,12 @@ func (c *Config) Domains() []string {
 	return ds
 }
 
+// HasDomain reports whether the configuration defines domain.
+func (c *Config) HasDomain(domain string) bool {
+	_, ok := c.domains[domain]
+	return ok
+}
+
 // Match returns the rule of a request descriptor, or nil when none applies.
 //
 // As in envoyproxy/ratelimit, the entries walk the domain's tree one level
