@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/tollgate-dev/tollgate/internal/wire"
+	"github.com/tollgate-dev/tollgate/policies/decision"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
@@ -14,16 +16,10 @@ type Limiter interface {
 	Take(ctx context.Context, req *ratelimit.Request) (*ratelimit.Outcome, error)
 }
 
-// Upstream headers set from the limit engine's outcome.
-const (
-	HeaderBalance  = HeaderPrefix + "balance"
-	HeaderDegraded = HeaderPrefix + "degraded"
-)
-
 // enforce applies the decision's limits and charge and turns an exceeded
 // limit or a short balance into a denial. It returns an error only when the
 // store failed and the request's limits fail closed.
-func enforce(ctx context.Context, lim Limiter, d *Decision) error {
+func enforce(ctx context.Context, lim Limiter, d *decision.Decision) error {
 	if !d.Allow || (len(d.Limits) == 0 && d.Charge == nil) {
 		return nil
 	}
@@ -35,17 +31,17 @@ func enforce(ctx context.Context, lim Limiter, d *Decision) error {
 		return err
 	}
 	if out.Degraded {
-		d.Headers = append(d.Headers, Header{Key: HeaderDegraded, Value: "limits_not_enforced"})
+		d.Headers = append(d.Headers, decision.Header{Key: wire.HeaderDegraded, Value: "limits_not_enforced"})
 		return nil
 	}
 	d.Outcome = out
 	if d.Charge != nil {
-		d.Headers = append(d.Headers, Header{Key: HeaderBalance, Value: strconv.FormatInt(out.Balance, 10)})
+		d.Headers = append(d.Headers, decision.Header{Key: wire.HeaderBalance, Value: strconv.FormatInt(out.Balance, 10)})
 	}
 	if p, st := ratelimit.PolicyHeader(d.Limits, out), ratelimit.StateHeader(d.Limits, out); p != "" && st != "" {
 		d.ResponseHeaders = append(d.ResponseHeaders,
-			Header{Key: "ratelimit-policy", Value: p},
-			Header{Key: "ratelimit", Value: st})
+			decision.Header{Key: "ratelimit-policy", Value: p},
+			decision.Header{Key: "ratelimit", Value: st})
 	}
 	if out.Allowed {
 		return nil
@@ -78,7 +74,7 @@ func enforce(ctx context.Context, lim Limiter, d *Decision) error {
 		}
 	}
 	if out.RetryAfter > 0 {
-		d.ResponseHeaders = append(d.ResponseHeaders, Header{Key: "retry-after", Value: strconv.FormatInt(ratelimit.Seconds(out.RetryAfter), 10)})
+		d.ResponseHeaders = append(d.ResponseHeaders, decision.Header{Key: "retry-after", Value: strconv.FormatInt(ratelimit.Seconds(out.RetryAfter), 10)})
 	}
 	return nil
 }

@@ -8,7 +8,6 @@ package authz
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -25,6 +24,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tollgate-dev/tollgate/internal/wire"
+	"github.com/tollgate-dev/tollgate/policies/decision"
 )
 
 // Evaluator evaluates the decision for one input; (nil, nil) means the
@@ -58,10 +60,6 @@ type Server struct {
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
-
-// HeaderPrefix marks the headers Tollgate sets for the upstream. A client's
-// own headers with this prefix are always removed.
-const HeaderPrefix = "x-tollgate-"
 
 // New returns a Server that asks eval for each decision.
 func New(eval Evaluator, opts Options) (*Server, error) {
@@ -122,7 +120,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 
 // Decide evaluates the policy for req. Failures become denials with the
 // configured status and a reason saying what went wrong.
-func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Decision {
+func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *decision.Decision {
 	t, err := s.eval.Eval(ctx, Input(req))
 	switch {
 	case err != nil:
@@ -134,7 +132,7 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Decision
 		s.log.Warn("decision undefined; denying", "request_id", requestID(req))
 		return s.failure("decision_undefined", "The authorization policy gave no decision for this request.")
 	}
-	d, err := ParseDecision(t, s.opts.DenyStatus)
+	d, err := decision.Parse(t, s.opts.DenyStatus)
 	if err != nil {
 		s.log.Error("invalid decision document; denying", "error", err, "request_id", requestID(req))
 		return s.failure("invalid_decision", "The authorization policy gave an invalid decision.")
@@ -142,12 +140,12 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *Decision
 	return d
 }
 
-func (s *Server) failure(reason, detail string) *Decision {
+func (s *Server) failure(reason, detail string) *decision.Decision {
 	s.failures.WithLabelValues(reason).Inc()
-	return &Decision{Status: s.opts.DenyStatus, Reason: reason, Detail: detail}
+	return &decision.Decision{Status: s.opts.DenyStatus, Reason: reason, Detail: detail}
 }
 
-func (s *Server) observe(d *Decision, start time.Time) {
+func (s *Server) observe(d *decision.Decision, start time.Time) {
 	s.duration.Observe(time.Since(start).Seconds())
 	code := http.StatusOK
 	if !d.Allow {
@@ -179,34 +177,34 @@ func requestID(req *authv3.CheckRequest) string {
 }
 
 // Respond turns a decision into Envoy's CheckResponse.
-func Respond(req *authv3.CheckRequest, d *Decision) *authv3.CheckResponse {
+func Respond(req *authv3.CheckRequest, d *decision.Decision) *authv3.CheckResponse {
 	if d.Allow {
 		return allowResponse(req, d)
 	}
 	return denyResponse(d)
 }
 
-func allowResponse(req *authv3.CheckRequest, d *Decision) *authv3.CheckResponse {
+func allowResponse(req *authv3.CheckRequest, d *decision.Decision) *authv3.CheckResponse {
 	headers := make([]*corev3.HeaderValueOption, 0, len(d.Headers)+2)
 	set := make(map[string]bool, len(d.Headers)+2)
 	for _, h := range d.Headers {
 		headers = append(headers, header(h))
 		set[h.Key] = true
 	}
-	if d.Consumer != "" && !set[HeaderPrefix+"consumer"] {
-		headers = append(headers, header(Header{Key: HeaderPrefix + "consumer", Value: d.Consumer}))
-		set[HeaderPrefix+"consumer"] = true
+	if d.Consumer != "" && !set[wire.HeaderConsumer] {
+		headers = append(headers, header(decision.Header{Key: wire.HeaderConsumer, Value: d.Consumer}))
+		set[wire.HeaderConsumer] = true
 	}
-	if d.Plan != "" && !set[HeaderPrefix+"plan"] {
-		headers = append(headers, header(Header{Key: HeaderPrefix + "plan", Value: d.Plan}))
-		set[HeaderPrefix+"plan"] = true
+	if d.Plan != "" && !set[wire.HeaderPlan] {
+		headers = append(headers, header(decision.Header{Key: wire.HeaderPlan, Value: d.Plan}))
+		set[wire.HeaderPlan] = true
 	}
 	ok := &authv3.OkHttpResponse{Headers: headers}
 	// Headers set above overwrite a client's forged value; any other
 	// x-tollgate-* header the client sent is removed.
 	for k := range req.GetAttributes().GetRequest().GetHttp().GetHeaders() {
 		// Envoy sends lower-case names; other clients might not.
-		if len(k) >= len(HeaderPrefix) && strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
+		if wire.HasPrefix(k) {
 			if k = strings.ToLower(k); !set[k] {
 				ok.HeadersToRemove = append(ok.HeadersToRemove, k)
 			}
@@ -224,7 +222,7 @@ func allowResponse(req *authv3.CheckRequest, d *Decision) *authv3.CheckResponse 
 	}
 }
 
-func denyResponse(d *Decision) *authv3.CheckResponse {
+func denyResponse(d *decision.Decision) *authv3.CheckResponse {
 	headers := make([]*corev3.HeaderValueOption, 0, len(d.ResponseHeaders)+1)
 	hasType := false
 	for _, h := range d.ResponseHeaders {
@@ -237,7 +235,7 @@ func denyResponse(d *Decision) *authv3.CheckResponse {
 	} else {
 		body = problem(d)
 		if !hasType {
-			headers = append(headers, header(Header{Key: "content-type", Value: "application/problem+json"}))
+			headers = append(headers, header(decision.Header{Key: "content-type", Value: wire.ContentTypeProblem}))
 		}
 	}
 	return &authv3.CheckResponse{
@@ -268,56 +266,19 @@ func grpcCode(status int) codes.Code {
 // header builds a HeaderValueOption. The deprecated "append" flag is used
 // rather than append_action because every Envoy version honours it in
 // ext_authz responses; false means overwrite-or-add.
-func header(h Header) *corev3.HeaderValueOption {
+func header(h decision.Header) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
 		Header: &corev3.HeaderValue{Key: h.Key, Value: h.Value},
 		Append: wrapperspb.Bool(h.Append),
 	}
 }
 
-// problemDoc is an RFC 9457 problem details document with Tollgate's
-// extension members.
-type problemDoc struct {
-	Type     string            `json:"type"`
-	Title    string            `json:"title"`
-	Status   int               `json:"status"`
-	Detail   string            `json:"detail,omitempty"`
-	Reason   string            `json:"reason,omitempty"`
-	Consumer string            `json:"consumer,omitempty"`
-	Plan     string            `json:"plan,omitempty"`
-	Limit    string            `json:"limit,omitempty"`
-	Balance  *int64            `json:"balance,omitempty"`
-	Payment  map[string]string `json:"payment,omitempty"`
-}
-
-// ProblemTypeBase prefixes the reason to form the problem "type" URI.
-const ProblemTypeBase = "https://tollgate.dev/problems/"
-
-func problem(d *Decision) string {
-	p := problemDoc{
-		Type:     "about:blank",
-		Title:    http.StatusText(d.Status),
-		Status:   d.Status,
-		Detail:   d.Detail,
-		Reason:   d.Reason,
-		Consumer: d.Consumer,
-		Plan:     d.Plan,
-		Limit:    d.Limit,
-		Balance:  d.Balance,
-		Payment:  d.Payment,
+// problem is the problem+json body of a denial.
+func problem(d *decision.Decision) string {
+	p := wire.NewProblem(d.Status, d.Reason, d.Detail)
+	p.Consumer, p.Plan, p.Limit, p.Balance = d.Consumer, d.Plan, d.Limit, d.Balance
+	if d.Status == http.StatusPaymentRequired {
+		p.Payment = d.Payment // payment links belong to 402s only
 	}
-	if d.Reason != "" {
-		p.Type = ProblemTypeBase + d.Reason
-	}
-	if d.Status != http.StatusPaymentRequired {
-		p.Payment = nil // payment links belong to 402s only
-	}
-	if p.Title == "" {
-		p.Title = "Request denied"
-	}
-	b, err := json.Marshal(p)
-	if err != nil { // unreachable: only strings, ints and a string map
-		return `{"type":"about:blank","status":` + strconv.Itoa(d.Status) + `}`
-	}
-	return string(b)
+	return string(p.JSON())
 }

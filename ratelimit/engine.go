@@ -324,9 +324,10 @@ func validateCredit(account string, amount int64, key string) error {
 	return nil
 }
 
-// escape keeps ":" the separator of key parts ("a:b"+"c" ≠ "a"+"b:c")
-// and keeps "{" and "}" out of Redis hash tags.
-func escape(s string) string {
+// EscapeKey keeps ":" the separator of key parts ("a:b"+"c" ≠ "a"+"b:c")
+// and keeps "{" and "}" out of Redis hash tags. The RLS builds its
+// counter keys from escaped descriptor entries.
+func EscapeKey(s string) string {
 	if !strings.ContainsAny(s, ":%{}") {
 		return s
 	}
@@ -349,16 +350,16 @@ func unescape(s string) string {
 // Cluster hash tag: a counter's tag is its key (or the request's Tag), a
 // balance's its account.
 func rateKey(tag string, l *Limit) string {
-	return "tollgate:{" + escape(tag) + "}:r:" + escape(l.Name) + ":" + escape(l.Key)
+	return "tollgate:{" + EscapeKey(tag) + "}:r:" + EscapeKey(l.Name) + ":" + EscapeKey(l.Key)
 }
-func quotaKey(tag string) string       { return "tollgate:{" + escape(tag) + "}:q" }
-func quotaField(l *Limit) string       { return escape(l.Name) + ":" + escape(l.Key) }
-func balanceKey(account string) string { return "tollgate:{" + escape(account) + "}:credits" }
+func quotaKey(tag string) string       { return "tollgate:{" + EscapeKey(tag) + "}:q" }
+func quotaField(l *Limit) string       { return EscapeKey(l.Name) + ":" + EscapeKey(l.Key) }
+func balanceKey(account string) string { return "tollgate:{" + EscapeKey(account) + "}:credits" }
 func topupKey(account, key string) string {
-	return "tollgate:{" + escape(account) + "}:topup:" + escape(key)
+	return "tollgate:{" + EscapeKey(account) + "}:topup:" + EscapeKey(key)
 }
 func requestKey(account, id string) string {
-	return "tollgate:{" + escape(account) + "}:req:" + id
+	return "tollgate:{" + EscapeKey(account) + "}:req:" + id
 }
 
 // IdempotencyTTL is how long a top-up's idempotency key is remembered.

@@ -32,6 +32,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tollgate-dev/tollgate/internal/wire"
 )
 
 // Names of the Envoy extensions that Build configures.
@@ -433,8 +435,9 @@ func (b *builder) route(r *Route) (*routev3.Route, error) {
 	switch t := &r.Tollgate; {
 	case t.ExtAuthzDisabled:
 		out.TypedPerFilterConfig = map[string]*anypb.Any{FilterExtAuthz: b.extAuthzOff}
-		// Nothing else removes a client's own x-tollgate-* headers here.
-		out.RequestHeadersToRemove = tollgateHeaders
+		// On a route without ext_authz, nothing removes a client's own
+		// copies of the headers Tollgate sets: remove them here.
+		out.RequestHeadersToRemove = wire.Headers()
 	case len(t.ContextExtensions) > 0:
 		a, err := pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 			CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: t.ContextExtensions},

@@ -16,6 +16,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/internal/yamlnode"
 	"io"
 	"math"
@@ -343,14 +344,6 @@ var (
 		"retriable-headers", "http3-post-connect-failure",
 		"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
 )
-
-// The request headers that Tollgate's ext_authz answer sets for the
-// upstream. On a route without ext_authz, nothing removes a client's own
-// copies, so Build removes these before the upstream sees them.
-var tollgateHeaders = []string{"x-tollgate-consumer", "x-tollgate-plan", "x-tollgate-balance", "x-tollgate-degraded"}
-
-// tollgateHeaderPrefix marks the headers that only Tollgate may set.
-const tollgateHeaderPrefix = "x-tollgate-"
 
 var (
 	nameRe       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$`)
@@ -958,7 +951,7 @@ func (p *parser) routeTollgate(fl field, who string) RouteTollgate {
 		}
 		for _, d := range t.RateLimits {
 			for _, a := range d {
-				if a.RequestHeader != nil && strings.HasPrefix(strings.ToLower(a.RequestHeader.Header), tollgateHeaderPrefix) {
+				if a.RequestHeader != nil && wire.HasPrefix(a.RequestHeader.Header) {
 					p.errorf(extLine, "%s: ext_authz is false, so header %q comes from the client and a rate limit on it could be forged (allowed: ext_authz: true, or rate limits on other headers)", who, a.RequestHeader.Header)
 				}
 			}

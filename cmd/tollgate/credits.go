@@ -17,6 +17,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/internal/wire"
 )
 
 const creditsUsage = `Usage:
@@ -198,7 +200,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, body []byte, 
 		req.Header[k] = v
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "application/json, application/problem+json")
+	req.Header.Set("Accept", "application/json, "+wire.ContentTypeProblem)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -220,16 +222,10 @@ func (c *adminClient) do(ctx context.Context, method, path string, body []byte, 
 // problemDetail is the detail of an RFC 9457 problem, or the start of any
 // other body.
 func problemDetail(contentType string, body []byte) string {
-	if mt, _, _ := mime.ParseMediaType(contentType); mt == "application/problem+json" {
-		var p struct {
-			Title  string `json:"title"`
-			Detail string `json:"detail"`
-		}
-		if json.Unmarshal(body, &p) == nil && (p.Detail != "" || p.Title != "") {
-			if p.Detail == "" {
-				return p.Title
-			}
-			return p.Detail
+	if mt, _, _ := mime.ParseMediaType(contentType); mt == wire.ContentTypeProblem {
+		var p wire.Problem
+		if json.Unmarshal(body, &p) == nil && p.Message() != "" {
+			return p.Message()
 		}
 	}
 	s := strings.TrimSpace(string(body))

@@ -16,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
@@ -40,12 +41,13 @@ const (
 	MaxCreditBodyLen = 4 << 10
 )
 
-// Problem types (RFC 9457) of the errors a client may branch on; the
-// others are "about:blank", whose meaning is the status code.
+// Problem reasons (RFC 9457 types under wire.ProblemTypeBase) of the errors
+// a client may branch on; the others are "about:blank", whose meaning is
+// the status code.
 const (
-	problemInvalidRequest      = "urn:tollgate:problem:invalid-request"
-	problemIdempotencyConflict = "urn:tollgate:problem:idempotency-conflict"
-	problemBalanceOverflow     = "urn:tollgate:problem:balance-overflow"
+	problemInvalidRequest      = "invalid_request"
+	problemIdempotencyConflict = "idempotency_conflict"
+	problemBalanceOverflow     = "balance_overflow"
 )
 
 // AccountsHandler serves the prepaid-credit API of the admin listener:
@@ -368,28 +370,20 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 	}
 }
 
-// problem is an RFC 9457 problem details document.
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-}
-
 var problemTitles = map[string]string{
 	problemInvalidRequest:      "Invalid request",
 	problemIdempotencyConflict: "Idempotency key reused with a different amount",
 	problemBalanceOverflow:     "Balance would exceed the maximum",
 }
 
-// writeProblem answers with a problem+json document; typ "" means
+// writeProblem answers with a problem+json document; reason "" means
 // about:blank, titled with the status text.
-func writeProblem(w http.ResponseWriter, status int, typ, detail string) {
-	p := problem{Type: typ, Title: problemTitles[typ], Status: status, Detail: detail}
-	if typ == "" {
-		p.Type, p.Title = "about:blank", http.StatusText(status)
+func writeProblem(w http.ResponseWriter, status int, reason, detail string) {
+	p := wire.NewProblem(status, reason, detail)
+	if t := problemTitles[reason]; t != "" {
+		p.Title = t
 	}
-	writeBody(w, status, "application/problem+json", p)
+	writeBody(w, status, wire.ContentTypeProblem, &p)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

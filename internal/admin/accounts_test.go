@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
@@ -107,12 +108,7 @@ func topUp(account, key string, amount any) call {
 	return call{method: "POST", path: "/v1/accounts/" + account + "/credits", key: key, body: fmt.Sprintf(`{"amount": %v}`, amount)}
 }
 
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-}
+type problem = wire.Problem
 
 // wantProblem checks that r is a problem+json document with status.
 func wantProblem(t testing.TB, r reply, status int) problem {
@@ -127,8 +123,12 @@ func wantProblem(t testing.TB, r reply, status int) problem {
 	if err := json.Unmarshal(r.body, &p); err != nil {
 		t.Fatalf("body is not JSON: %v\n%s", err, r.body)
 	}
-	if p.Type == "" || p.Title == "" || p.Status != status || p.Detail == "" {
+	if p.Title == "" || p.Status != status || p.Detail == "" {
 		t.Errorf("problem = %+v, want type, title, status %d and detail", p, status)
+	}
+	// One type-URI scheme for every problem Tollgate answers.
+	if p.Type != "about:blank" && p.Type != wire.ProblemTypeBase+p.Reason {
+		t.Errorf("problem type %q, want about:blank or %s<reason> (reason %q)", p.Type, wire.ProblemTypeBase, p.Reason)
 	}
 	return p
 }

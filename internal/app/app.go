@@ -30,7 +30,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/filewatch"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
-	"github.com/tollgate-dev/tollgate/ratelimit/regolimits"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls"
 	"github.com/tollgate-dev/tollgate/xds"
 )
 
@@ -41,7 +41,7 @@ type App struct {
 	engine  *policies.Engine
 	watcher *policies.Watcher // nil when policy.watch is off
 	// The rate limit service's config files and their watcher (nil: none).
-	rlsFiles  *ratelimit.RLSFiles
+	rlsFiles  *rls.Files
 	rlsWatch  *filewatch.Watcher
 	rlsReload func(context.Context)
 	// The xDS control plane and its routes files' watcher (nil: off).
@@ -107,19 +107,19 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		closeStore()
 		return nil, err
 	}
-	rls := ratelimit.NewRLS(limits, log.With("component", "rls"))
-	rls.SetFailureMode(cfg.RateLimit.FailureMode == "open")
+	rlsOpts := rls.Options{FailClosed: cfg.RateLimit.FailureMode == "closed", Logger: log.With("component", "rls")}
 	if cfg.RateLimit.Decision != "" {
 		q, err := engine.Query(cfg.RateLimit.Decision)
 		if err != nil {
 			closeStore()
 			return nil, err
 		}
-		rls.SetSource(regolimits.New(q, engine.Revision))
+		rlsOpts.Source = rls.NewRegoSource(q, engine.Revision)
 	}
-	var rlsFiles *ratelimit.RLSFiles
+	rlsSrv := rls.New(limits, rlsOpts)
+	var rlsFiles *rls.Files
 	if len(cfg.RateLimit.ConfigPaths) > 0 {
-		if rlsFiles, err = ratelimit.NewRLSFiles(rls, cfg.RateLimit.ConfigPaths, log.With("component", "rls"), reg); err != nil {
+		if rlsFiles, err = rls.NewFiles(rlsSrv, cfg.RateLimit.ConfigPaths, log.With("component", "rls"), reg); err != nil {
 			closeStore()
 			return nil, err
 		}
@@ -162,7 +162,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	a.health.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	a.grpc = a.grpcServer(cfg.GRPC.Address, "grpc.address")
 	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
-	rlsv3.RegisterRateLimitServiceServer(a.grpcServer(cmp.Or(cfg.RateLimit.Address, cfg.GRPC.Address), "ratelimit.address"), rls)
+	rlsv3.RegisterRateLimitServiceServer(a.grpcServer(cmp.Or(cfg.RateLimit.Address, cfg.GRPC.Address), "ratelimit.address"), rlsSrv)
 	if xdsSrv != nil {
 		xdsSrv.Register(a.grpcServer(cmp.Or(cfg.XDS.Address, cfg.GRPC.Address), "xds.address"))
 	}
@@ -262,11 +262,11 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 func (a *App) Engine() *policies.Engine { return a.engine }
 
 type statusDoc struct {
-	Version   string                    `json:"version"`
-	Ready     bool                      `json:"ready"`
-	Policy    policies.Status           `json:"policy"`
-	RateLimit *ratelimit.RLSFilesStatus `json:"ratelimit,omitempty"`
-	XDS       *xds.Status               `json:"xds,omitempty"`
+	Version   string           `json:"version"`
+	Ready     bool             `json:"ready"`
+	Policy    policies.Status  `json:"policy"`
+	RateLimit *rls.FilesStatus `json:"ratelimit,omitempty"`
+	XDS       *xds.Status      `json:"xds,omitempty"`
 }
 
 func (a *App) status() any {

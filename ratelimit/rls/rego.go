@@ -1,11 +1,4 @@
-// Package regolimits gives the rate limit service plan-aware limits from
-// Rego: a decision (such as data.tollgate.ratelimit) is evaluated with
-// input.domain and input.descriptors and returns, for each descriptor, a
-// list of limits in the ext_authz decision document's vocabulary.
-//
-// Results are cached per distinct domain and descriptor set until the
-// policy changes, so a hot descriptor costs no Rego evaluation.
-package regolimits
+package rls
 
 import (
 	"context"
@@ -16,7 +9,7 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/policies/decision"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
@@ -25,11 +18,18 @@ type Evaluator interface {
 	Eval(ctx context.Context, input ast.Value) (*ast.Term, error)
 }
 
-// MaxCached bounds the cache; when full it starts over.
-const MaxCached = 100_000
+// maxCached bounds the cache; when full it starts over.
+const maxCached = 100_000
 
-// Source implements ratelimit.DescriptorSource.
-type Source struct {
+// RegoSource gives the rate limit service plan-aware limits from Rego: a
+// decision (such as data.tollgate.ratelimit) is evaluated with
+// input.domain and input.descriptors and returns, for each descriptor, a
+// list of limits in the ext_authz decision document's vocabulary
+// (policies/decision).
+//
+// Results are cached per distinct domain and descriptor set until the
+// policy changes, so a hot descriptor costs no Rego evaluation.
+type RegoSource struct {
 	eval     Evaluator
 	revision func() string // the policy's revision; a change empties the cache
 
@@ -38,18 +38,18 @@ type Source struct {
 	cache map[string][][]ratelimit.Limit
 }
 
-var _ ratelimit.DescriptorSource = (*Source)(nil)
+var _ DescriptorSource = (*RegoSource)(nil)
 
-// New returns a source evaluating eval; revision identifies the policy in
-// force (policies.Engine.Revision).
-func New(eval Evaluator, revision func() string) *Source {
-	return &Source{eval: eval, revision: revision, cache: map[string][][]ratelimit.Limit{}}
+// NewRegoSource returns a source evaluating eval; revision identifies the
+// policy in force (policies.Engine.Revision).
+func NewRegoSource(eval Evaluator, revision func() string) *RegoSource {
+	return &RegoSource{eval: eval, revision: revision, cache: map[string][][]ratelimit.Limit{}}
 }
 
-// Limits implements ratelimit.DescriptorSource. The decision must be an
+// Limits implements DescriptorSource. The decision must be an
 // array with one element per descriptor, each a list of limits (or null);
 // an undefined decision means no limits.
-func (s *Source) Limits(ctx context.Context, domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ([][]ratelimit.Limit, error) {
+func (s *RegoSource) Limits(ctx context.Context, domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ([][]ratelimit.Limit, error) {
 	key := cacheKey(domain, descriptors)
 	rev := s.revision()
 	s.mu.RLock()
@@ -67,7 +67,7 @@ func (s *Source) Limits(ctx context.Context, domain string, descriptors []*ratel
 		return limits, nil
 	}
 	s.mu.Lock()
-	if s.rev != rev || len(s.cache) >= MaxCached {
+	if s.rev != rev || len(s.cache) >= maxCached {
 		s.cache = map[string][][]ratelimit.Limit{}
 		s.rev = rev
 	}
@@ -76,8 +76,8 @@ func (s *Source) Limits(ctx context.Context, domain string, descriptors []*ratel
 	return limits, nil
 }
 
-func (s *Source) evaluate(ctx context.Context, domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ([][]ratelimit.Limit, error) {
-	t, err := s.eval.Eval(ctx, Input(domain, descriptors))
+func (s *RegoSource) evaluate(ctx context.Context, domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ([][]ratelimit.Limit, error) {
+	t, err := s.eval.Eval(ctx, RegoInput(domain, descriptors))
 	if err != nil || t == nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (s *Source) evaluate(ctx context.Context, domain string, descriptors []*rat
 		if e.Value.Compare(ast.NullValue) == 0 {
 			continue
 		}
-		ls, err := authz.ParseLimits(e)
+		ls, err := decision.ParseLimits(e)
 		if err != nil {
 			return nil, fmt.Errorf("rate limit decision: descriptor %d: %w", i, err)
 		}
@@ -100,10 +100,10 @@ func (s *Source) evaluate(ctx context.Context, domain string, descriptors []*rat
 	return out, nil
 }
 
-// Input is the policy input: {"domain": ..., "descriptors": [{"entries":
+// RegoInput is the policy input: {"domain": ..., "descriptors": [{"entries":
 // [{"key": ..., "value": ...}], "entries_map": {key: value}}]}. entries_map
 // lets a policy write input.descriptors[i].entries_map.plan.
-func Input(domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ast.Value {
+func RegoInput(domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ast.Value {
 	ds := make([]*ast.Term, len(descriptors))
 	for i, d := range descriptors {
 		entries := make([]*ast.Term, len(d.GetEntries()))

@@ -1,4 +1,4 @@
-package ratelimit
+package rls
 
 import (
 	"context"
@@ -15,25 +15,25 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-dev/tollgate/internal/filewatch"
-	"github.com/tollgate-dev/tollgate/ratelimit/rlsconfig"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls/rlsconfig"
 )
 
-// RLSFiles loads envoyproxy/ratelimit configuration files (.yaml, .yml)
+// Files loads envoyproxy/ratelimit configuration files (.yaml, .yml)
 // from files and directories into an RLS, and reloads them when they
 // change. A broken change keeps the last good configuration, is logged
 // with file:line, counted and shown in Status.
-type RLSFiles struct {
-	rls     *RLS
+type Files struct {
+	rls     *Server
 	paths   []string
 	log     *slog.Logger
 	reloads *prometheus.CounterVec
 
 	mu     sync.Mutex
-	status RLSFilesStatus
+	status FilesStatus
 }
 
-// RLSFilesStatus is shown on the admin /status endpoint.
-type RLSFilesStatus struct {
+// FilesStatus is shown on the admin /status endpoint.
+type FilesStatus struct {
 	Paths     []string  `json:"paths"`
 	Files     []string  `json:"files,omitempty"`
 	Domains   []string  `json:"domains,omitempty"`
@@ -43,12 +43,12 @@ type RLSFilesStatus struct {
 	LastError string    `json:"last_error,omitempty"`
 }
 
-// NewRLSFiles loads paths into rls; the first load must succeed.
-func NewRLSFiles(rls *RLS, paths []string, log *slog.Logger, reg prometheus.Registerer) (*RLSFiles, error) {
+// NewFiles loads paths into rls; the first load must succeed.
+func NewFiles(rls *Server, paths []string, log *slog.Logger, reg prometheus.Registerer) (*Files, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	f := &RLSFiles{rls: rls, paths: slices.Clone(paths), log: log,
+	f := &Files{rls: rls, paths: slices.Clone(paths), log: log,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_ratelimit_config_reloads_total",
 			Help: "Rate limit configuration loads by result (success or failure). A failure keeps the last good configuration.",
@@ -68,7 +68,7 @@ func NewRLSFiles(rls *RLS, paths []string, log *slog.Logger, reg prometheus.Regi
 
 // Reload reads every file again and publishes the result only if all of
 // it is valid.
-func (f *RLSFiles) Reload() error {
+func (f *Files) Reload() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	files, err := readConfigFiles(f.paths)
@@ -99,7 +99,7 @@ func (f *RLSFiles) Reload() error {
 }
 
 // Status returns a copy of the current status.
-func (f *RLSFiles) Status() RLSFilesStatus {
+func (f *Files) Status() FilesStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.status
@@ -110,7 +110,7 @@ func (f *RLSFiles) Status() RLSFilesStatus {
 
 // Watch sets up watches on the paths (before it returns); the returned
 // watcher reloads on every change while it runs.
-func (f *RLSFiles) Watch() (*filewatch.Watcher, func(context.Context), error) {
+func (f *Files) Watch() (*filewatch.Watcher, func(context.Context), error) {
 	w, err := filewatch.New(f.paths, f.log)
 	if err != nil {
 		return nil, nil, err

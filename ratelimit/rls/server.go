@@ -1,8 +1,7 @@
-package ratelimit
+package rls
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -18,18 +17,20 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/tollgate-dev/tollgate/ratelimit/rlsconfig"
+	"github.com/tollgate-dev/tollgate/internal/wire"
+	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls/rlsconfig"
 )
 
-// RLS serves Envoy's rate limit service
+// Server serves Envoy's rate limit service
 // (envoy.service.ratelimit.v3.RateLimitService) on the limit engine: a
 // drop-in for envoyproxy/ratelimit whose configuration files it reads
 // unchanged. All descriptors of a request are applied in one atomic Take
 // (one Redis round trip); refused hits are not counted; shadow-mode limits
 // are counted and reported but never refuse.
-type RLS struct {
+type Server struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	engine   *Engine
+	engine   *ratelimit.Engine
 	log      *slog.Logger
 	config   atomic.Pointer[rlsconfig.Config]
 	source   DescriptorSource
@@ -37,14 +38,22 @@ type RLS struct {
 	lastLog  atomic.Int64
 }
 
-// SetFailureMode chooses what a store failure does to the files' limits:
-// open (OK, the default, as envoyproxy/ratelimit users expect with
-// failure_mode_deny off) or closed (gRPC UNAVAILABLE, so Envoy's
-// failure_mode_deny decides).
-func (s *RLS) SetFailureMode(open bool) { s.failOpen = open }
+// Options configure a Server.
+type Options struct {
+	// FailClosed chooses what a store failure does to the files' limits:
+	// by default they fail open (OK, as envoyproxy/ratelimit users expect
+	// with failure_mode_deny off); closed answers gRPC UNAVAILABLE, so
+	// Envoy's failure_mode_deny decides.
+	FailClosed bool
+	// Source adds limits per descriptor (Tollgate's Rego policies); nil:
+	// the configuration files' limits only.
+	Source DescriptorSource
+	// Logger receives store and policy failures; slog.Default() when nil.
+	Logger *slog.Logger
+}
 
 // logOnce logs at most once per 10 s.
-func (s *RLS) logOnce(msg string, err error) {
+func (s *Server) logOnce(msg string, err error) {
 	now := time.Now().UnixNano()
 	last := s.lastLog.Load()
 	if now-last < int64(10*time.Second) || !s.lastLog.CompareAndSwap(last, now) {
@@ -58,32 +67,30 @@ func (s *RLS) logOnce(msg string, err error) {
 // Key may be empty: the descriptor's entries are used. They are applied with
 // the configuration files' limits, in the same atomic step.
 type DescriptorSource interface {
-	Limits(ctx context.Context, domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ([][]Limit, error)
+	Limits(ctx context.Context, domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ([][]ratelimit.Limit, error)
 }
 
-// SetSource adds a source of limits (call before serving).
-func (s *RLS) SetSource(src DescriptorSource) { s.source = src }
+var _ rlsv3.RateLimitServiceServer = (*Server)(nil)
 
-var _ rlsv3.RateLimitServiceServer = (*RLS)(nil)
-
-// NewRLS returns a rate limit service over engine with an empty
+// New returns a rate limit service over engine with an empty
 // configuration (every descriptor OK) until SetConfig.
-func NewRLS(engine *Engine, log *slog.Logger) *RLS {
+func New(engine *ratelimit.Engine, opts Options) *Server {
+	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &RLS{engine: engine, log: log, failOpen: true}
+	s := &Server{engine: engine, log: log, failOpen: !opts.FailClosed, source: opts.Source}
 	s.config.Store(&rlsconfig.Config{})
 	return s
 }
 
 // SetConfig publishes a new, fully validated configuration atomically.
-func (s *RLS) SetConfig(c *rlsconfig.Config) { s.config.Store(c) }
+func (s *Server) SetConfig(c *rlsconfig.Config) { s.config.Store(c) }
 
 // ShouldRateLimit implements RateLimitService. Malformed requests are
 // InvalidArgument; a store failure under a fail-closed limit is
 // Unavailable, so Envoy's failure_mode_deny decides.
-func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	if req.GetDomain() == "" {
 		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
 	}
@@ -109,12 +116,12 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 	}
 	rlsconfig.ApplyReplaces(matched)
 
-	limits := make([]Limit, 0, n)
+	limits := make([]ratelimit.Limit, 0, n)
 	owners := make([][]int, 0, n) // descriptors served by each limit
 	units := make([]rlsv3.RateLimitResponse_RateLimit_Unit, 0, n)
 	rpus := make([]uint32, 0, n)
 	index := map[string]int{}
-	add := func(i int, l Limit, unit rlsv3.RateLimitResponse_RateLimit_Unit, rpu uint32) {
+	add := func(i int, l ratelimit.Limit, unit rlsv3.RateLimitResponse_RateLimit_Unit, rpu uint32) {
 		id := l.Name + "\x00" + l.Key
 		if j, ok := index[id]; ok { // the same counter twice: one limit, summed cost
 			limits[j].Cost += l.Cost
@@ -139,7 +146,7 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 				break
 			}
 			for _, l := range ls {
-				l.Cost = int64(min(descriptorHits(req.Descriptors[i], hits), uint64(MaxCredits)))
+				l.Cost = int64(min(descriptorHits(req.Descriptors[i], hits), uint64(ratelimit.MaxCredits)))
 				if l.Key == "" {
 					l.Key = entriesKey(req.Domain, req.Descriptors[i].GetEntries())
 				}
@@ -178,9 +185,9 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 
 	// Each counter is tagged by its own key: counters spread over Redis
 	// slots and memory shards instead of piling into one per domain.
-	out, err := s.engine.Take(ctx, &Request{Limits: limits})
+	out, err := s.engine.Take(ctx, &ratelimit.Request{Limits: limits})
 	if err != nil {
-		if errors.Is(err, ErrStoreUnavailable) {
+		if errors.Is(err, ratelimit.ErrStoreUnavailable) {
 			return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
 		}
 		return nil, status.Error(codes.Internal, err.Error())
@@ -209,14 +216,14 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 			}
 		}
 	}
-	if p, st := PolicyHeader(limits, out), StateHeader(limits, out); p != "" && st != "" {
+	if p, st := ratelimit.PolicyHeader(limits, out), ratelimit.StateHeader(limits, out); p != "" && st != "" {
 		resp.ResponseHeadersToAdd = []*corev3.HeaderValue{{Key: "ratelimit-policy", Value: p}, {Key: "ratelimit", Value: st}}
 	}
 	if !out.Allowed {
 		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 		resp.ResponseHeadersToAdd = append(resp.ResponseHeadersToAdd,
-			&corev3.HeaderValue{Key: "retry-after", Value: strconv.FormatInt(Seconds(out.RetryAfter), 10)},
-			&corev3.HeaderValue{Key: "content-type", Value: "application/problem+json"})
+			&corev3.HeaderValue{Key: "retry-after", Value: strconv.FormatInt(ratelimit.Seconds(out.RetryAfter), 10)},
+			&corev3.HeaderValue{Key: "content-type", Value: wire.ContentTypeProblem})
 		resp.RawBody = overLimitBody(&limits[out.Denied], out)
 	}
 	return resp, nil
@@ -226,8 +233,8 @@ func (s *RLS) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) 
 // into an engine limit. Seconds, minutes and hours are GCRA rates with the
 // whole quota as burst (what a fixed window allows); days, weeks, months and
 // years are calendar periods in UTC.
-func limitFor(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry, rule *rlsconfig.Rule, o *ratelimitv3.RateLimitDescriptor_RateLimitOverride, cost uint64) (Limit, rlsv3.RateLimitResponse_RateLimit_Unit, uint32, error) {
-	l := Limit{Cost: int64(min(cost, uint64(MaxCredits))), OnExceed: http.StatusTooManyRequests, FailOpen: true}
+func limitFor(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry, rule *rlsconfig.Rule, o *ratelimitv3.RateLimitDescriptor_RateLimitOverride, cost uint64) (ratelimit.Limit, rlsv3.RateLimitResponse_RateLimit_Unit, uint32, error) {
+	l := ratelimit.Limit{Cost: int64(min(cost, uint64(ratelimit.MaxCredits))), OnExceed: http.StatusTooManyRequests, FailOpen: true}
 	var unitName string
 	var rpu uint32
 	if rule != nil {
@@ -251,7 +258,7 @@ func limitFor(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry, r
 	case w > 0 && w <= time.Hour:
 		l.Window = w
 	case unitName == "day" || unitName == "week" || unitName == "month" || unitName == "year":
-		l.Period = Period(unitName)
+		l.Period = ratelimit.Period(unitName)
 	default:
 		return l, 0, 0, errors.New("unit " + strconv.Quote(unitName) + " is not one of second, minute, hour, day, week, month, year")
 	}
@@ -273,19 +280,19 @@ func descriptorHits(d *ratelimitv3.RateLimitDescriptor, hits uint64) uint64 {
 
 // entriesKey identifies a descriptor's counter by its domain and entries.
 func entriesKey(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry) string {
-	b := []byte(escape(domain))
+	b := []byte(ratelimit.EscapeKey(domain))
 	for _, e := range entries {
 		b = append(b, ':')
-		b = append(b, escape(e.GetKey())...)
+		b = append(b, ratelimit.EscapeKey(e.GetKey())...)
 		b = append(b, '=')
-		b = append(b, escape(e.GetValue())...)
+		b = append(b, ratelimit.EscapeKey(e.GetValue())...)
 	}
 	return string(b)
 }
 
 // policyUnit reports a policy limit in the response's vocabulary: its
 // window or period as a unit when one fits, with its limit.
-func policyUnit(l *Limit) (rlsv3.RateLimitResponse_RateLimit_Unit, uint32) {
+func policyUnit(l *ratelimit.Limit) (rlsv3.RateLimitResponse_RateLimit_Unit, uint32) {
 	unit := rlsv3.RateLimitResponse_RateLimit_UNKNOWN
 	switch {
 	case l.Window == time.Second:
@@ -300,24 +307,14 @@ func policyUnit(l *Limit) (rlsv3.RateLimitResponse_RateLimit_Unit, uint32) {
 	return unit, uint32(min(l.Limit, int64(^uint32(0))))
 }
 
-func overLimitBody(l *Limit, out *Outcome) []byte {
-	b, _ := json.Marshal(struct {
-		Type   string `json:"type"`
-		Title  string `json:"title"`
-		Status int    `json:"status"`
-		Detail string `json:"detail"`
-		Reason string `json:"reason"`
-		Limit  string `json:"limit"`
-	}{
-		Type: "https://tollgate.dev/problems/rate_limited", Title: "Too Many Requests", Status: http.StatusTooManyRequests,
-		Detail: "Limit " + strconv.Quote(l.Name) + " allows " + strconv.FormatInt(l.Limit, 10) + " requests per " + unitText(l) +
-			". Retry in " + strconv.FormatInt(Seconds(out.RetryAfter), 10) + " s.",
-		Reason: "rate_limited", Limit: l.Name,
-	})
-	return b
+func overLimitBody(l *ratelimit.Limit, out *ratelimit.Outcome) []byte {
+	p := wire.NewProblem(http.StatusTooManyRequests, "rate_limited", "Limit "+strconv.Quote(l.Name)+" allows "+
+		strconv.FormatInt(l.Limit, 10)+" requests per "+unitText(l)+". Retry in "+strconv.FormatInt(ratelimit.Seconds(out.RetryAfter), 10)+" s.")
+	p.Limit = l.Name
+	return p.JSON()
 }
 
-func unitText(l *Limit) string {
+func unitText(l *ratelimit.Limit) string {
 	if l.IsRate() {
 		return l.Window.String()
 	}

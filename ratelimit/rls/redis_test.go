@@ -1,4 +1,4 @@
-package ratelimit_test
+package rls_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls"
 )
 
 func rlsRequest(pairs ...string) *rlsv3.RateLimitRequest {
@@ -34,9 +35,9 @@ func redisRLS(t testing.TB, srv *redistest.Server, timeout time.Duration) rlsv3.
 	if err != nil {
 		t.Fatal(err)
 	}
-	rls := ratelimit.NewRLS(eng, nil)
-	rls.SetConfig(loadRLSConfig(t, "testdata/rls/config.yaml"))
-	return serveRLS(t, rls)
+	svc := rls.New(eng, rls.Options{})
+	svc.SetConfig(loadRLSConfig(t, "testdata/rls/config.yaml"))
+	return serveRLS(t, svc)
 }
 
 // TestRLSRedisExact: two Tollgate instances sharing one Redis, 8 callers
@@ -129,8 +130,8 @@ func TestRLSFilesReload(t *testing.T) {
 	must(t, os.Symlink(filepath.Join("..data", "config.yaml"), filepath.Join(root, "config.yaml")))
 
 	eng, _ := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{}), ratelimit.Options{})
-	rls := ratelimit.NewRLS(eng, nil)
-	files, err := ratelimit.NewRLSFiles(rls, []string{root}, nil, nil)
+	srv := rls.New(eng, rls.Options{})
+	files, err := rls.NewFiles(srv, []string{root}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func TestRLSFilesReload(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 
 	limitOf := func() uint32 {
-		resp, err := rls.ShouldRateLimit(context.Background(), rlsRequest("k", "v"))
+		resp, err := srv.ShouldRateLimit(context.Background(), rlsRequest("k", "v"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,11 +256,10 @@ func TestRLSFailClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rls := ratelimit.NewRLS(eng, nil)
-	rls.SetConfig(loadRLSConfig(t, "testdata/rls/config.yaml"))
-	rls.SetFailureMode(false)
+	svc := rls.New(eng, rls.Options{FailClosed: true})
+	svc.SetConfig(loadRLSConfig(t, "testdata/rls/config.yaml"))
 	srv.Stop()
-	_, err = rls.ShouldRateLimit(context.Background(), rlsRequest("generic_key", "api"))
+	_, err = svc.ShouldRateLimit(context.Background(), rlsRequest("generic_key", "api"))
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("store down, fail closed: %v, want UNAVAILABLE", err)
 	}

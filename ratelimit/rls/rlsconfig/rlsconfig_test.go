@@ -13,7 +13,7 @@ import (
 
 	rlpb "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 
-	"github.com/tollgate-dev/tollgate/ratelimit/rlsconfig"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls/rlsconfig"
 )
 
 // readDir returns the YAML files of a testdata directory by base name.

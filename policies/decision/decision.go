@@ -1,6 +1,7 @@
-package authz
+package decision
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
@@ -59,9 +61,9 @@ var tollgateKeys = []string{"allow", "status", "reason", "detail", "consumer", "
 var envoyKeys = []string{"allowed", "headers", "response_headers_to_add", "request_headers_to_remove",
 	"http_status", "body", "dynamic_metadata"}
 
-// ParseDecision validates a decision term. A denial without a status gets
+// Parse validates a decision term. A denial without a status gets
 // defaultStatus. Errors say which key is wrong and what is allowed.
-func ParseDecision(t *ast.Term, defaultStatus int) (*Decision, error) {
+func Parse(t *ast.Term, defaultStatus int) (*Decision, error) {
 	switch v := t.Value.(type) {
 	case ast.Boolean:
 		d := &Decision{Allow: bool(v)}
@@ -110,7 +112,7 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 		case "plan":
 			d.Plan, err = asString(v)
 		case "headers":
-			d.Headers, err = asHeaders(v)
+			d.Headers, err = asUpstreamHeaders(v)
 		case "response_headers":
 			d.ResponseHeaders, err = asHeaders(v)
 		case "request_headers_to_remove":
@@ -175,7 +177,7 @@ func parseEnvoy(obj ast.Object, defaultStatus int) (*Decision, error) {
 		case "http_status":
 			d.Status, err = asStatus(v)
 		case "headers":
-			d.Headers, err = asHeaders(v)
+			d.Headers, err = asUpstreamHeaders(v)
 		case "response_headers_to_add":
 			d.ResponseHeaders, err = asHeaders(v)
 		case "request_headers_to_remove":
@@ -250,14 +252,18 @@ func asStatus(t *ast.Term) (int, error) {
 }
 
 // asHeaders reads {"name": "value"} or opa-envoy-plugin's
-// {"name": ["v1", "v2"]}, sorted by name for stable responses.
+// {"name": ["v1", "v2"]}, sorted by lower-cased name for stable responses.
 func asHeaders(t *ast.Term) ([]Header, error) {
 	obj, ok := t.Value.(ast.Object)
 	if !ok {
 		return nil, fmt.Errorf("want an object of header names to values, got %s", truncate(t.String()))
 	}
 	keys := obj.Keys()
-	slices.SortFunc(keys, func(a, b *ast.Term) int { return a.Value.Compare(b.Value) })
+	slices.SortFunc(keys, func(a, b *ast.Term) int {
+		as, _ := a.Value.(ast.String)
+		bs, _ := b.Value.(ast.String)
+		return cmp.Or(strings.Compare(strings.ToLower(string(as)), strings.ToLower(string(bs))), a.Value.Compare(b.Value))
+	})
 	out := make([]Header, 0, len(keys))
 	for _, k := range keys {
 		name, err := headerName(k)
@@ -286,6 +292,19 @@ func asHeaders(t *ast.Term) ([]Header, error) {
 		}
 	}
 	return out, nil
+}
+
+// asUpstreamHeaders reads the headers for the upstream. Of the x-tollgate-*
+// names, only wire.Headers may be set: Envoy removes a client's forged
+// copies by exact name, so any other could be forged.
+func asUpstreamHeaders(t *ast.Term) ([]Header, error) {
+	hs, err := asHeaders(t)
+	for _, h := range hs {
+		if wire.HasPrefix(h.Key) && !wire.IsHeader(h.Key) {
+			return nil, fmt.Errorf("header %q: the x-tollgate- prefix is Tollgate's (allowed: %s)", h.Key, strings.Join(wire.Headers(), ", "))
+		}
+	}
+	return hs, err
 }
 
 func asHeaderNames(t *ast.Term) ([]string, error) {

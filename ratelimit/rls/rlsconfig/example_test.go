@@ -3,7 +3,7 @@ package rlsconfig_test
 import (
 	"fmt"
 
-	"github.com/tollgate-dev/tollgate/ratelimit/rlsconfig"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls/rlsconfig"
 )
 
 func ExampleConfig_Match() {

@@ -1,4 +1,4 @@
-package regolimits_test
+package rls_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
-	"github.com/tollgate-dev/tollgate/ratelimit/regolimits"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls"
 )
 
 // counting wraps the demo policy's ratelimit query and counts evaluations.
@@ -54,7 +54,7 @@ func descriptors(pairs ...[]string) []*ratelimitv3.RateLimitDescriptor {
 func TestPlanLimitsAndCache(t *testing.T) {
 	c := demo(t)
 	revision := "r1"
-	src := regolimits.New(c, func() string { return revision })
+	src := rls.NewRegoSource(c, func() string { return revision })
 	ds := descriptors([]string{"consumer", "acme", "plan", "free"}, []string{"remote_address", "203.0.113.7"})
 	for range 3 {
 		ls, err := src.Limits(context.Background(), "tollgate", ds)
@@ -85,12 +85,11 @@ func TestRLSWithPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rls := ratelimit.NewRLS(eng, nil)
-	rls.SetSource(regolimits.New(demo(t), func() string { return "r" }))
+	srv := rls.New(eng, rls.Options{Source: rls.NewRegoSource(demo(t), func() string { return "r" })})
 	req := &rlsv3.RateLimitRequest{Domain: "tollgate", Descriptors: descriptors([]string{"consumer", "initech", "plan", "free"})}
 	var last *rlsv3.RateLimitResponse
 	for i := range 11 {
-		if last, err = rls.ShouldRateLimit(context.Background(), req); err != nil {
+		if last, err = srv.ShouldRateLimit(context.Background(), req); err != nil {
 			t.Fatal(err)
 		}
 		if i < 10 && last.OverallCode != rlsv3.RateLimitResponse_OK {
@@ -105,7 +104,7 @@ func TestRLSWithPolicy(t *testing.T) {
 }
 
 func TestBadDecision(t *testing.T) {
-	src := regolimits.New(evalFunc(func(context.Context, ast.Value) (*ast.Term, error) {
+	src := rls.NewRegoSource(evalFunc(func(context.Context, ast.Value) (*ast.Term, error) {
 		return ast.MustParseTerm(`[[{"name": "x", "limit": -1, "window": "1s"}]]`), nil
 	}), func() string { return "" })
 	if _, err := src.Limits(context.Background(), "d", descriptors([]string{"k", "v"})); err == nil {

@@ -1,4 +1,4 @@
-package ratelimit_test
+package rls_test
 
 import (
 	"context"
@@ -21,16 +21,17 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tollgate-dev/tollgate/ratelimit"
-	"github.com/tollgate-dev/tollgate/ratelimit/rlsconfig"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls/rlsconfig"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected responses in testdata/rls")
 
-func serveRLS(t testing.TB, rls rlsv3.RateLimitServiceServer) rlsv3.RateLimitServiceClient {
+func serveRLS(t testing.TB, srv rlsv3.RateLimitServiceServer) rlsv3.RateLimitServiceClient {
 	t.Helper()
 	ln := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer(grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0)))) // as internal/app serves
-	rlsv3.RegisterRateLimitServiceServer(gs, rls)
+	rlsv3.RegisterRateLimitServiceServer(gs, srv)
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
@@ -88,9 +89,9 @@ func TestRLSGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rls := ratelimit.NewRLS(eng, nil)
-			rls.SetConfig(cfg)
-			client := serveRLS(t, rls)
+			srv := rls.New(eng, rls.Options{})
+			srv.SetConfig(cfg)
+			client := serveRLS(t, srv)
 			req := &rlsv3.RateLimitRequest{}
 			if err := protojson.Unmarshal(c.Request, req); err != nil {
 				t.Fatal(err)
@@ -134,12 +135,12 @@ func prettyProto(t testing.TB, m proto.Message) string {
 }
 
 func TestRLSInvalidRequests(t *testing.T) {
-	rls := ratelimit.NewRLS(nil, nil)
+	srv := rls.New(nil, rls.Options{})
 	for _, req := range []*rlsv3.RateLimitRequest{
 		{Descriptors: []*commonv3.RateLimitDescriptor{{}}},
 		{Domain: "x"},
 	} {
-		if _, err := rls.ShouldRateLimit(context.Background(), req); err == nil {
+		if _, err := srv.ShouldRateLimit(context.Background(), req); err == nil {
 			t.Errorf("%v: accepted", req)
 		}
 	}
@@ -148,7 +149,7 @@ func TestRLSInvalidRequests(t *testing.T) {
 // TestMigrationExample: the example envoyproxy/ratelimit file loads as it
 // is and limits what its README says.
 func TestMigrationExample(t *testing.T) {
-	cfg := loadRLSConfig(t, "../examples/ratelimit-migration/config.yaml")
+	cfg := loadRLSConfig(t, "../../examples/ratelimit-migration/config.yaml")
 	if d := cfg.Domains(); len(d) != 1 || d[0] != "tollgate" {
 		t.Fatalf("domains %v, want [tollgate]", d)
 	}
