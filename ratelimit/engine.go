@@ -190,10 +190,18 @@ func NewEngine(store Store, opts Options) (*Engine, error) {
 // Store returns the engine's store.
 func (e *Engine) Store() Store { return e.store }
 
+// ErrInvalidRequest is returned by Take for a request whose limits or
+// charge break the engine's invariants (see Limit.Validate); nothing is
+// consumed.
+var ErrInvalidRequest = errors.New("ratelimit: invalid request")
+
 // Take applies req. When the store fails, the request is allowed without
 // counting if every limit and the charge fail open (Outcome.Degraded), and
 // refused with ErrStoreUnavailable otherwise.
 func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
+	if err := req.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
 	if req.Charge != nil && req.ID == "" {
 		req.ID = newID()
 	}

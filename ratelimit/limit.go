@@ -6,6 +6,7 @@
 package ratelimit
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -92,6 +93,75 @@ type Charge struct {
 	// FailOpen allows the request uncharged when the store cannot be
 	// reached; by default a charge fails closed.
 	FailOpen bool
+}
+
+// MaxWindow bounds a rate's window; longer spans are calendar quotas.
+const MaxWindow = 366 * 24 * time.Hour
+
+// Validate reports the first way l breaks the engine's invariants, in the
+// decision document's vocabulary. Engine.Take refuses a request with an
+// invalid limit rather than dividing by zero or panicking on it.
+func (l *Limit) Validate() error {
+	switch {
+	case l.Name == "":
+		return errors.New(`"name" is required`)
+	case l.Limit <= 0 || l.Limit > MaxCredits:
+		return fmt.Errorf("limit %q: \"limit\" must be a positive integer no larger than %d, not %d", l.Name, int64(MaxCredits), l.Limit)
+	case l.Burst > MaxCredits || l.Cost > MaxCredits:
+		return fmt.Errorf("limit %q: \"burst\" and \"cost\" must not exceed %d", l.Name, int64(MaxCredits))
+	case l.Window < 0:
+		return fmt.Errorf("limit %q: window %s must be positive", l.Name, l.Window)
+	case l.Window > MaxWindow:
+		return fmt.Errorf("limit %q: window %s is longer than a year; use \"period\" for quotas", l.Name, l.Window)
+	case (l.Window == 0) == (l.Period == ""):
+		return fmt.Errorf("limit %q: set exactly one of \"window\" (a rate, such as \"1s\") or \"period\" (a quota: hour, day, week, month, year)", l.Name)
+	case l.Burst < 0:
+		return fmt.Errorf("limit %q: \"burst\" must not be negative", l.Name)
+	case l.Burst > 0 && l.Period != "":
+		return fmt.Errorf("limit %q: \"burst\" applies to rate limits (window), not to period quotas", l.Name)
+	case l.Cost < 0:
+		return fmt.Errorf("limit %q: \"cost\" must not be negative", l.Name)
+	case l.Location != nil && l.Period == "":
+		return fmt.Errorf("limit %q: \"timezone\" applies to period quotas only", l.Name)
+	case l.Overage && l.Period == "":
+		return fmt.Errorf("limit %q: \"overage\" applies to period quotas only", l.Name)
+	}
+	if l.Period != "" {
+		if _, err := ParsePeriod(string(l.Period)); err != nil {
+			return fmt.Errorf("limit %q: period: %w", l.Name, err)
+		}
+	}
+	return nil
+}
+
+// Validate reports the first way c breaks the engine's invariants.
+func (c *Charge) Validate() error {
+	switch {
+	case c.Account == "":
+		return errors.New(`"account" is required`)
+	case c.Credits < 1:
+		return fmt.Errorf("credits: %d must be at least 1 (omit the charge, or set it to null, to charge nothing)", c.Credits)
+	case c.Overdraft < 0:
+		return fmt.Errorf("overdraft: %d must not be negative", c.Overdraft)
+	case c.Credits > MaxCredits || c.Overdraft > MaxCredits:
+		return fmt.Errorf("credits and overdraft must not exceed %d", int64(MaxCredits))
+	}
+	return nil
+}
+
+// Validate checks every limit and the charge of r.
+func (r *Request) Validate() error {
+	for i := range r.Limits {
+		if err := r.Limits[i].Validate(); err != nil {
+			return fmt.Errorf("limits[%d]: %w", i, err)
+		}
+	}
+	if r.Charge != nil {
+		if err := r.Charge.Validate(); err != nil {
+			return fmt.Errorf("charge: %w", err)
+		}
+	}
+	return nil
 }
 
 // MaxCredits bounds balances, charges and top-ups: 2^53-1, the largest

@@ -149,11 +149,16 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 			d.Limits[i].Key = d.Consumer
 		}
 	}
-	if d.Charge != nil && d.Charge.Account == "" {
-		if d.Consumer == "" {
-			return nil, errors.New(`charge: "account" is required when the decision names no consumer`)
+	if d.Charge != nil {
+		if d.Charge.Account == "" {
+			if d.Consumer == "" {
+				return nil, errors.New(`charge: "account" is required when the decision names no consumer`)
+			}
+			d.Charge.Account = d.Consumer
 		}
-		d.Charge.Account = d.Consumer
+		if err := d.Charge.Validate(); err != nil {
+			return nil, fmt.Errorf("charge: %w", err)
+		}
 	}
 	if !d.Allow && d.Status == 0 {
 		d.Status = defaultStatus
@@ -470,38 +475,22 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 	if err := errors.Join(errs...); err != nil {
 		return l, err
 	}
-	switch {
-	case l.Name == "":
-		return l, errors.New(`"name" is required`)
-	case l.Limit <= 0 || l.Limit > ratelimit.MaxCredits:
-		return l, fmt.Errorf("limit %q: \"limit\" must be a positive integer no larger than %d", l.Name, int64(ratelimit.MaxCredits))
-	case l.Burst > ratelimit.MaxCredits || l.Cost > ratelimit.MaxCredits:
-		return l, fmt.Errorf("limit %q: \"burst\" and \"cost\" must not exceed %d", l.Name, int64(ratelimit.MaxCredits))
-	case l.Window > 366*24*time.Hour:
-		return l, fmt.Errorf("limit %q: window %s is longer than a year; use \"period\" for quotas", l.Name, l.Window)
-	case (l.Window == 0) == (l.Period == ""):
-		return l, fmt.Errorf("limit %q: set exactly one of \"window\" (a rate, such as \"1s\") or \"period\" (a quota: hour, day, week, month, year)", l.Name)
-	case l.Burst < 0:
-		return l, fmt.Errorf("limit %q: \"burst\" must not be negative", l.Name)
-	case l.Burst > 0 && l.Period != "":
-		return l, fmt.Errorf("limit %q: \"burst\" applies to rate limits (window), not to period quotas", l.Name)
-	case l.Cost < 0:
-		return l, fmt.Errorf("limit %q: \"cost\" must not be negative", l.Name)
-	case tz != "" && l.Period == "":
-		return l, fmt.Errorf("limit %q: \"timezone\" applies to period quotas only", l.Name)
-	case l.Overage && l.Period == "":
-		return l, fmt.Errorf("limit %q: \"overage\" applies to period quotas only", l.Name)
-	}
-	l.FailOpen = failureMode == "open"
-	if l.Cost == 0 {
-		l.Cost = 1
-	}
 	if tz != "" {
+		if l.Period == "" {
+			return l, fmt.Errorf("limit %q: \"timezone\" applies to period quotas only", l.Name)
+		}
 		loc, err := location(tz)
 		if err != nil {
 			return l, fmt.Errorf("limit %q: timezone %q is not an IANA time zone such as \"Europe/Berlin\"", l.Name, tz)
 		}
 		l.Location = loc
+	}
+	if err := l.Validate(); err != nil {
+		return l, err
+	}
+	l.FailOpen = failureMode == "open"
+	if l.Cost == 0 {
+		l.Cost = 1
 	}
 	if l.OnExceed == 0 {
 		l.OnExceed = 429
@@ -558,14 +547,6 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
-	}
-	switch {
-	case c.Credits < 1:
-		return nil, fmt.Errorf("credits: %d must be at least 1 (omit the charge, or set it to null, to charge nothing)", c.Credits)
-	case c.Overdraft < 0:
-		return nil, fmt.Errorf("overdraft: %d must not be negative", c.Overdraft)
-	case c.Credits > ratelimit.MaxCredits || c.Overdraft > ratelimit.MaxCredits:
-		return nil, fmt.Errorf("credits and overdraft must not exceed %d", int64(ratelimit.MaxCredits))
 	}
 	c.FailOpen = failureMode == "open"
 	return c, nil
