@@ -6,6 +6,7 @@ package app
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,15 +20,16 @@ import (
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
-	"github.com/tollgate-dev/tollgate/internal/filewatch"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/rls"
@@ -36,33 +38,64 @@ import (
 
 // App is a running Tollgate: listeners bound, policy loaded.
 type App struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	engine  *policies.Engine
-	watcher *policies.Watcher // nil when policy.watch is off
-	// The rate limit service's config files and their watcher (nil: none).
-	rlsFiles  *rls.Files
-	rlsWatch  *filewatch.Watcher
-	rlsReload func(context.Context)
-	// The xDS control plane and its routes files' watcher (nil: off).
-	xds       *xds.Server
-	xdsWatch  *filewatch.Watcher
-	xdsReload func(context.Context)
-	limits    *ratelimit.Engine
-	// closeStore releases the limit store's connections.
-	closeStore func() error
-	grpc       *grpc.Server    // serves grpc.address
-	grpcs      []*grpcListener // one per distinct address, grpc.address first
-	health     *health.Server
-	admin      *admin.Server
-	adminLn    net.Listener
-	ready      atomic.Bool
-	version    string
+	cfg      *config.Config
+	log      *slog.Logger
+	engine   *policies.Engine
+	rlsFiles *rls.Files      // the rate limit service's config files (nil: none)
+	xds      *xds.Server     // the xDS control plane (nil: off)
+	grpcs    []*grpcListener // one per distinct address, grpc.address first
+	health   *health.Server
+	admin    *admin.Server
+	adminLn  net.Listener
+	ready    atomic.Bool
+	version  string
+	// runners are the background work Run starts and stops with the
+	// listeners: file watchers and the store's sweeper.
+	runners []runner
+	// undo releases what New provisioned, in reverse order: by New when
+	// it fails, by Run when it returns.
+	undo cleanup
 }
 
-// New loads the policies, builds every component and binds both listeners.
-// Nothing is served until Run. On error nothing is left open.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (*App, error) {
+// runner is background work that runs until its context is done; an error
+// ends Run.
+type runner struct {
+	name string
+	run  func(context.Context) error
+}
+
+// cleanup is a stack of undo steps.
+type cleanup []func() error
+
+// push adds an undo step whose error matters (closing the store).
+func (c *cleanup) push(f func() error) { *c = append(*c, f) }
+
+// pushQuiet adds an undo step whose error does not (closing a listener
+// that serving may already have closed).
+func (c *cleanup) pushQuiet(f func() error) { c.push(func() error { _ = f(); return nil }) }
+
+// run undoes every step, last first, once.
+func (c *cleanup) run() error {
+	var errs []error
+	for i := len(*c) - 1; i >= 0; i-- {
+		if err := (*c)[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	*c = nil
+	return errors.Join(errs...)
+}
+
+// New loads the policies, builds every component and binds every listener.
+// Nothing is served until Run. On error, whatever New provisioned is
+// released before it returns.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log, version: version}
+	defer func() {
+		if err != nil {
+			_ = a.undo.run()
+		}
+	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -70,7 +103,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if cfg.RateLimit.Decision != "" {
 		queries = append(queries, cfg.RateLimit.Decision)
 	}
-	engine, err := policies.New(ctx, policies.Options{
+	a.engine, err = policies.New(ctx, policies.Options{
 		Paths:      cfg.Policy.Paths,
 		Queries:    queries,
 		Logger:     log.With("component", "policies"),
@@ -79,17 +112,20 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	query, err := engine.Query(cfg.Policy.Decision)
+	query, err := a.engine.Query(cfg.Policy.Decision)
 	if err != nil {
 		return nil, err
 	}
-	store, closeStore, err := newStore(ctx, cfg.Store, log.With("component", "store"))
+	st, err := newStore(ctx, cfg.Store, log.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}
-	limits, err := ratelimit.NewEngine(store, ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg})
+	a.undo.push(st.close)
+	if st.run != nil {
+		a.runners = append(a.runners, runner{"store sweeper", st.run})
+	}
+	limits, err := ratelimit.NewEngine(st.Store, ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg})
 	if err != nil {
-		closeStore()
 		return nil, err
 	}
 	authzSrv, err := authz.New(query, authz.Options{
@@ -99,72 +135,43 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		Limiter:    limits,
 	})
 	if err != nil {
-		closeStore()
 		return nil, err
 	}
 	token, err := adminToken(cfg.Admin)
 	if err != nil {
-		closeStore()
 		return nil, err
 	}
 	rlsOpts := rls.Options{FailClosed: cfg.RateLimit.FailureMode == "closed", Logger: log.With("component", "rls")}
 	if cfg.RateLimit.Decision != "" {
-		q, err := engine.Query(cfg.RateLimit.Decision)
+		q, err := a.engine.Query(cfg.RateLimit.Decision)
 		if err != nil {
-			closeStore()
 			return nil, err
 		}
-		rlsOpts.Source = rls.NewRegoSource(q, engine.Revision)
+		rlsOpts.Source = rls.NewRegoSource(q, a.engine.Revision)
 	}
 	rlsSrv := rls.New(limits, rlsOpts)
-	var rlsFiles *rls.Files
 	if len(cfg.RateLimit.ConfigPaths) > 0 {
-		if rlsFiles, err = rls.NewFiles(rlsSrv, cfg.RateLimit.ConfigPaths, log.With("component", "rls"), reg); err != nil {
-			closeStore()
+		if a.rlsFiles, err = rls.NewFiles(rlsSrv, cfg.RateLimit.ConfigPaths, log.With("component", "rls"), reg); err != nil {
 			return nil, err
 		}
 	}
-
-	var xdsSrv *xds.Server
 	if cfg.XDS.Enabled() {
-		if xdsSrv, err = xds.New(ctx, xds.Options{Files: cfg.XDS.Files(), Logger: log.With("component", "xds"), Registerer: reg}); err != nil {
-			closeStore()
+		if a.xds, err = xds.New(ctx, xds.Options{Files: cfg.XDS.Files(), Logger: log.With("component", "xds"), Registerer: reg}); err != nil {
 			return nil, err
 		}
+	}
+	if err := a.watch(); err != nil {
+		return nil, err
 	}
 
-	a := &App{cfg: cfg, log: log, engine: engine, version: version, limits: limits, closeStore: closeStore, rlsFiles: rlsFiles, xds: xdsSrv}
-	if cfg.Policy.WatchEnabled() {
-		if a.watcher, err = engine.Watch(); err != nil {
-			closeStore()
-			return nil, err
-		}
-	}
-	if xdsSrv != nil && cfg.XDS.WatchEnabled() {
-		if a.xdsWatch, a.xdsReload, err = xdsSrv.Watch(); err != nil {
-			a.closeWatcher()
-			closeStore()
-			return nil, err
-		}
-	}
-	if rlsFiles != nil && cfg.RateLimit.WatchEnabled() {
-		if a.rlsWatch, a.rlsReload, err = rlsFiles.Watch(); err != nil {
-			a.closeWatcher()
-			closeStore()
-			return nil, err
-		}
-	}
 	// One gRPC server per distinct address: ext_authz and health on
 	// grpc.address; the RLS and xDS there too unless given their own.
 	a.health = health.NewServer()
-	a.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	a.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	a.health.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	a.grpc = a.grpcServer(cfg.GRPC.Address, "grpc.address")
-	authv3.RegisterAuthorizationServer(a.grpc, authzSrv)
+	a.setServing(false)
+	authv3.RegisterAuthorizationServer(a.grpcServer(cfg.GRPC.Address, "grpc.address"), authzSrv)
 	rlsv3.RegisterRateLimitServiceServer(a.grpcServer(cmp.Or(cfg.RateLimit.Address, cfg.GRPC.Address), "ratelimit.address"), rlsSrv)
-	if xdsSrv != nil {
-		xdsSrv.Register(a.grpcServer(cmp.Or(cfg.XDS.Address, cfg.GRPC.Address), "xds.address"))
+	if a.xds != nil {
+		a.xds.Register(a.grpcServer(cmp.Or(cfg.XDS.Address, cfg.GRPC.Address), "xds.address"))
 	}
 	a.admin = admin.New(admin.Options{
 		Gatherer: reg,
@@ -172,34 +179,55 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		Status:   a.status,
 		Logger:   log.With("component", "admin"),
 	})
-
-	var lc net.ListenConfig
 	if token != "" {
 		a.admin.Handle("/v1/", admin.AccountsHandler(limits, token, log.With("component", "admin")))
 	} else {
 		log.Info("admin API (accounts, credits) is off: set admin.token or admin.token_file to enable it")
 	}
 
-	fail := func(err error) (*App, error) {
-		for _, g := range a.grpcs {
-			if g.ln != nil {
-				g.ln.Close()
-			}
-			g.srv.Stop() // its stream workers
-		}
-		a.closeWatcher()
-		closeStore()
-		return nil, err
-	}
+	var lc net.ListenConfig
 	for _, g := range a.grpcs {
 		if g.ln, err = lc.Listen(ctx, "tcp", g.addr); err != nil {
-			return fail(fmt.Errorf("%s: %w", g.field, err))
+			return nil, fmt.Errorf("%s: %w", g.field, err)
 		}
+		a.undo.pushQuiet(g.ln.Close)
 	}
 	if a.adminLn, err = lc.Listen(ctx, "tcp", cfg.Admin.Address); err != nil {
-		return fail(fmt.Errorf("admin.address: %w", err))
+		return nil, fmt.Errorf("admin.address: %w", err)
 	}
+	a.undo.pushQuiet(a.adminLn.Close)
 	return a, nil
+}
+
+// watch sets up the file watchers that are switched on; each becomes a
+// runner. The watches exist when watch returns, so no change made after
+// New returns is missed.
+func (a *App) watch() error {
+	if a.cfg.Policy.WatchEnabled() {
+		w, err := a.engine.Watch()
+		if err != nil {
+			return err
+		}
+		a.undo.pushQuiet(w.Close)
+		a.runners = append(a.runners, runner{"policy watcher", w.Run})
+	}
+	if a.rlsFiles != nil && a.cfg.RateLimit.WatchEnabled() {
+		w, reload, err := a.rlsFiles.Watch()
+		if err != nil {
+			return err
+		}
+		a.undo.pushQuiet(w.Close)
+		a.runners = append(a.runners, runner{"ratelimit watcher", func(ctx context.Context) error { return w.Run(ctx, reload) }})
+	}
+	if a.xds != nil && a.cfg.XDS.WatchEnabled() {
+		w, reload, err := a.xds.Watch()
+		if err != nil {
+			return err
+		}
+		a.undo.pushQuiet(w.Close)
+		a.runners = append(a.runners, runner{"xds watcher", func(ctx context.Context) error { return w.Run(ctx, reload) }})
+	}
+	return nil
 }
 
 // grpcListener is one gRPC server and the address it serves.
@@ -209,6 +237,17 @@ type grpcListener struct {
 	ln          net.Listener
 }
 
+// Keepalive for long-lived streams (xDS): ping an idle client every
+// keepaliveTime and drop it when no answer comes within keepaliveTimeout;
+// refuse clients that ping more often than keepaliveMinTime (as
+// go-control-plane's example server does), so a misbehaving client cannot
+// keep the server busy answering pings.
+const (
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+	keepaliveMinTime = 10 * time.Second
+)
+
 // grpcServer returns the gRPC server for addr, creating it (with health
 // and, if enabled, reflection) on first use.
 func (a *App) grpcServer(addr, field string) *grpc.Server {
@@ -217,10 +256,16 @@ func (a *App) grpcServer(addr, field string) *grpc.Server {
 			return g.srv
 		}
 	}
-	// Stream workers: handler goroutines are reused, so the deep stacks that
-	// Rego evaluation grows are kept instead of being grown (copied) again
-	// for every call — a third of the CPU of a Check without them.
-	srv := grpc.NewServer(grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0))))
+	srv := grpc.NewServer(
+		// Stream workers: handler goroutines are reused, so the deep stacks
+		// that Rego evaluation grows are kept instead of being grown
+		// (copied) again for every call — a third of the CPU of a Check
+		// without them.
+		grpc.NumStreamWorkers(uint32(16*runtime.GOMAXPROCS(0))),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+	)
+	a.undo.push(func() error { srv.Stop(); return nil }) // its stream workers
 	healthpb.RegisterHealthServer(srv, a.health)
 	if a.cfg.GRPC.ReflectionEnabled() {
 		reflection.Register(srv)
@@ -229,17 +274,22 @@ func (a *App) grpcServer(addr, field string) *grpc.Server {
 	return srv
 }
 
-// closeWatcher releases the watches of an App that will never Run.
-func (a *App) closeWatcher() {
-	if a.watcher != nil {
-		_ = a.watcher.Close()
+// setServing flips /readyz and every gRPC health status together. Once
+// not serving after Run, it stays so.
+func (a *App) setServing(on bool) {
+	if !on && a.ready.Load() {
+		a.ready.Store(false)
+		a.health.Shutdown() // every service NOT_SERVING, for good
+		return
 	}
-	if a.rlsWatch != nil {
-		_ = a.rlsWatch.Close()
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if on {
+		st = healthpb.HealthCheckResponse_SERVING
 	}
-	if a.xdsWatch != nil {
-		_ = a.xdsWatch.Close()
+	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName, rlsv3.RateLimitService_ServiceDesc.ServiceName} {
+		a.health.SetServingStatus(svc, st)
 	}
+	a.ready.Store(on)
 }
 
 // GRPCAddr is the bound gRPC address (useful with port 0).
@@ -283,97 +333,80 @@ func (a *App) status() any {
 }
 
 // Run serves until ctx is done, then drains: health and /readyz flip to
-// not serving first, in-flight calls finish (up to shutdown_timeout), and
-// Run returns nil. A listener failure ends Run with its error.
+// not serving first, the runners stop, and the gRPC and admin listeners
+// finish their in-flight calls within one shutdown_timeout, after which the
+// rest are closed. A listener or runner failure ends Run the same way, with
+// its error.
 func (a *App) Run(ctx context.Context) error {
-	errc := make(chan error, len(a.grpcs)+1)
-	for _, g := range a.grpcs {
-		go func() { errc <- g.srv.Serve(g.ln) }()
+	g, gctx := errgroup.WithContext(ctx)
+	for _, l := range a.grpcs {
+		g.Go(func() error {
+			if err := l.srv.Serve(l.ln); err != nil {
+				return fmt.Errorf("%s: %w", l.field, err)
+			}
+			return nil
+		})
 	}
-	go func() { errc <- a.admin.Serve(a.adminLn) }()
-
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		if a.watcher != nil {
-			_ = a.watcher.Run(watchCtx)
+	g.Go(func() error {
+		if err := a.admin.Serve(a.adminLn); err != nil {
+			return fmt.Errorf("admin.address: %w", err)
 		}
-	}()
-	rlsWatchDone := make(chan struct{})
-	go func() {
-		defer close(rlsWatchDone)
-		if a.rlsWatch != nil {
-			_ = a.rlsWatch.Run(watchCtx, a.rlsReload)
-		}
-	}()
-	xdsWatchDone := make(chan struct{})
-	go func() {
-		defer close(xdsWatchDone)
-		if a.xdsWatch != nil {
-			_ = a.xdsWatch.Run(watchCtx, a.xdsReload)
-		}
-	}()
-	sweepDone := make(chan struct{})
-	go func() {
-		defer close(sweepDone)
-		if m, ok := a.limits.Store().(*ratelimit.MemoryStore); ok {
-			m.Run(watchCtx, 10*time.Second) // reclaim expired counters
-		}
-	}()
-
-	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	a.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	a.health.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	a.ready.Store(true)
-
-	var err error
-	select {
-	case <-ctx.Done():
-		a.log.Info("shutting down: draining in-flight calls", "timeout", time.Duration(a.cfg.ShutdownTimeout))
-	case err = <-errc:
-		a.log.Error("listener failed; shutting down", "error", err)
+		return nil
+	})
+	background, stopBackground := context.WithCancel(gctx)
+	defer stopBackground()
+	for _, r := range a.runners {
+		g.Go(func() error {
+			if err := r.run(background); err != nil {
+				return fmt.Errorf("%s: %w", r.name, err)
+			}
+			return nil
+		})
 	}
-
-	a.ready.Store(false)
-	a.health.Shutdown() // every service NOT_SERVING before draining
-	stopWatch()
-
-	timeout := time.Duration(a.cfg.ShutdownTimeout)
-	drained := make(chan struct{})
-	go func() {
-		var wg sync.WaitGroup
-		for _, g := range a.grpcs {
-			wg.Add(1)
-			go func() { defer wg.Done(); g.srv.GracefulStop() }()
+	a.setServing(true)
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			a.log.Info("shutting down: draining in-flight calls", "timeout", time.Duration(a.cfg.ShutdownTimeout))
+		} else {
+			a.log.Error("shutting down after a failure: draining in-flight calls", "error", context.Cause(gctx))
 		}
-		wg.Wait()
-		close(drained)
-	}()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-drained:
-	case <-timer.C:
-		a.log.Warn("drain timed out; closing remaining calls")
-		for _, g := range a.grpcs {
-			g.srv.Stop()
-		}
-		<-drained
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if serr := a.admin.Shutdown(sctx); serr != nil && err == nil {
-		err = fmt.Errorf("admin shutdown: %w", serr)
-	}
-	<-watchDone
-	<-rlsWatchDone
-	<-xdsWatchDone
-	<-sweepDone
-	if cerr := a.closeStore(); cerr != nil && err == nil {
-		err = fmt.Errorf("close store: %w", cerr)
+		a.setServing(false)
+		stopBackground()
+		a.drain(time.Duration(a.cfg.ShutdownTimeout))
+		return nil
+	})
+	err := g.Wait()
+	if cerr := a.undo.run(); cerr != nil && err == nil {
+		err = fmt.Errorf("close: %w", cerr)
 	}
 	return err
+}
+
+// drain stops every listener gracefully within one timeout shared by all
+// of them, then closes whatever is still open. The admin listener goes
+// last, so /readyz answers 503 while the gRPC calls drain.
+func (a *App) drain(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, l := range a.grpcs {
+		wg.Go(func() {
+			done := make(chan struct{})
+			go func() { defer close(done); l.srv.GracefulStop() }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				a.log.Warn("drain timed out; closing remaining calls", "listener", l.field)
+				l.srv.Stop()
+				<-done
+			}
+		})
+	}
+	wg.Wait()
+	if err := a.admin.Shutdown(ctx); err != nil {
+		a.log.Warn("admin drain timed out; closing remaining connections", "error", err)
+	}
 }
 
 // Banner writes where Tollgate listens and, for the embedded demo policy,

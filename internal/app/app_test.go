@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
+	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +79,10 @@ func (r *running) stop(t *testing.T) {
 	r.cancel()
 	select {
 	case err, ok := <-r.done:
-		if ok && err != nil {
+		if !ok {
+			return // the test has stopped it
+		}
+		if err != nil {
 			t.Errorf("Run returned %v, want nil after a shutdown", err)
 		}
 		close(r.done)
@@ -175,38 +180,74 @@ func TestDemo(t *testing.T) {
 
 // TestShutdownDrains: when the context ends (SIGTERM in main), readiness
 // flips first, the call in flight completes, and Run returns nil.
+// hook is an HTTP endpoint the hook.rego policy calls: arrived receives
+// one value per call that reached it, and each call waits until release is
+// closed (or the caller gives up).
+type hook struct {
+	url     string
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func newHook(t *testing.T) *hook {
+	t.Helper()
+	h := &hook{arrived: make(chan struct{}, 16), release: make(chan struct{})}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.arrived <- struct{}{}
+		select {
+		case <-h.release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	h.url = srv.URL
+	return h
+}
+
+// wait returns when a policy evaluation has called the hook.
+func (h *hook) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-h.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the policy never called the hook")
+	}
+}
+
+func hookRequest(url string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/", Headers: map[string]string{"x-hook": url}},
+	}}}
+}
+
+// TestShutdownDrains: a call being evaluated when shutdown starts is
+// answered, /readyz says 503 while it drains, and Run then returns nil.
 func TestShutdownDrains(t *testing.T) {
 	cfg := testConfig()
-	cfg.Policy.Paths = []string{"testdata/slow.rego"}
+	cfg.Policy.Paths = []string{"testdata/hook.rego"}
 	r := start(t, cfg)
+	h := newHook(t)
 	admin := "http://" + r.app.AdminAddr()
-
-	// Calibrate: find work that takes at least 300ms.
-	client := authv3.NewAuthorizationClient(r.conn)
-	work := 200000
-	for {
-		begin := time.Now()
-		if _, err := client.Check(context.Background(), slowRequest(work)); err != nil {
-			t.Fatal(err)
-		}
-		if time.Since(begin) > 300*time.Millisecond || work > 1e8 {
-			break
-		}
-		work *= 2
+	if code, _ := get(t, admin+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz = %d before shutdown, want 200", code)
 	}
 
+	client := authv3.NewAuthorizationClient(r.conn)
 	inflight := make(chan error, 1)
 	go func() {
-		resp, err := client.Check(context.Background(), slowRequest(work))
+		resp, err := client.Check(context.Background(), hookRequest(h.url))
 		if err == nil && resp.GetOkResponse() == nil {
-			err = io.ErrUnexpectedEOF
+			err = fmt.Errorf("in-flight call denied: %v", resp.GetDeniedResponse())
 		}
 		inflight <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // the call is now being evaluated
+	h.wait(t) // the call is being evaluated
 	r.cancel()
 
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		code, _ := get(t, admin+"/readyz")
 		if code == http.StatusServiceUnavailable {
@@ -215,20 +256,69 @@ func TestShutdownDrains(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("/readyz never reported 503 during the drain")
 		}
-		time.Sleep(5 * time.Millisecond)
+		runtime.Gosched()
 	}
+	select {
+	case err := <-r.done:
+		t.Fatalf("Run returned (%v) while a call was in flight", err)
+	default:
+	}
+	close(h.release)
 	if err := <-inflight; err != nil {
 		t.Errorf("in-flight call failed during the drain: %v", err)
 	}
 }
 
-func slowRequest(n int) *authv3.CheckRequest {
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/", Headers: map[string]string{"x-work": itoa(n)}},
-	}}}
-}
+// TestShutdownOneDeadline: a drain that cannot finish (a gRPC call stuck
+// in the policy, an admin request stuck reading its body) ends within one
+// shutdown_timeout shared by every listener, not one per listener.
+func TestShutdownOneDeadline(t *testing.T) {
+	const timeout = time.Second
+	cfg := testConfig()
+	cfg.Policy.Paths = []string{"testdata/hook.rego"}
+	cfg.ShutdownTimeout = config.Duration(timeout)
+	cfg.Admin.Token = "t0ken"
+	r := start(t, cfg)
+	h := newHook(t)
+	defer close(h.release)
 
-func itoa(n int) string { return strconv.Itoa(n) }
+	client := authv3.NewAuthorizationClient(r.conn)
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := client.Check(context.Background(), hookRequest(h.url))
+		stuck <- err
+	}()
+	h.wait(t)
+	// An admin request whose body never comes keeps its connection active.
+	conn, err := net.Dial("tcp", r.app.AdminAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprint(conn, "POST /v1/accounts/acme/credits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\n"+
+		"Idempotency-Key: k\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+
+	begin := time.Now()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+		close(r.done)
+	case <-time.After(10 * timeout):
+		t.Fatal("Run did not return")
+	}
+	// Twice the timeout is what a timeout per listener would take.
+	if took := time.Since(begin); took < timeout || took > timeout*17/10 {
+		t.Errorf("shutdown took %v, want about one shutdown_timeout (%v)", took, timeout)
+	}
+	if err := <-stuck; status.Code(err) != codes.Unavailable && status.Code(err) != codes.Canceled {
+		t.Errorf("stuck call: %v, want it cut off (UNAVAILABLE or CANCELED)", err)
+	}
+}
 
 func TestNewFailsCleanly(t *testing.T) {
 	cfg := testConfig()
@@ -243,6 +333,35 @@ func TestNewFailsCleanly(t *testing.T) {
 		!strings.Contains(err.Error(), "grpc.address") {
 		t.Errorf("New error = %v, want it to name grpc.address", err)
 	}
+
+	// The last step fails (admin.address is taken) after everything else
+	// was provisioned: the gRPC listeners it bound are released (their
+	// ports can be bound again), and goleak finds no goroutine left.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	grpcPort, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcAddr := grpcPort.Addr().String()
+	grpcPort.Close()
+	cfg = testConfig()
+	cfg.GRPC.Address = grpcAddr
+	cfg.RateLimit.Address = "127.0.0.1:0"
+	cfg.Admin.Address = taken.Addr().String()
+	cfg.RateLimit.ConfigPaths = []string{"../../ratelimit/rls/testdata/rls/config.yaml"}
+	if _, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil ||
+		!strings.Contains(err.Error(), "admin.address") {
+		t.Fatalf("New error = %v, want it to name admin.address", err)
+	}
+	again, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		t.Fatalf("grpc.address %s still bound after New failed: %v", grpcAddr, err)
+	}
+	again.Close()
 }
 
 // TestLimitsAndCreditsEndToEnd: the demo plans' limits are enforced through

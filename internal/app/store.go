@@ -15,25 +15,40 @@ import (
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
+// store is the configured limit store with its background work (nil:
+// none) and what releases it.
+type store struct {
+	ratelimit.Store
+	run   func(context.Context) error
+	close func() error
+}
+
+// sweepInterval is how often the memory store reclaims expired counters.
+const sweepInterval = 10 * time.Second
+
 // newStore builds the configured limit store. A Redis store that cannot be
 // reached at start-up is logged, not fatal: limits follow their failure
 // modes until it answers.
-func newStore(ctx context.Context, c config.Store, log *slog.Logger) (ratelimit.Store, func() error, error) {
+func newStore(ctx context.Context, c config.Store, log *slog.Logger) (*store, error) {
 	if c.Kind == "memory" {
-		return ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys}), func() error { return nil }, nil
+		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys})
+		return &store{Store: m, close: func() error { return nil }, run: func(ctx context.Context) error {
+			m.Run(ctx, sweepInterval)
+			return nil
+		}}, nil
 	}
 	r := c.Redis
 	password := r.Password
 	if r.PasswordFile != "" {
 		b, err := os.ReadFile(r.PasswordFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("store.redis.password_file: %w", err)
+			return nil, fmt.Errorf("store.redis.password_file: %w", err)
 		}
 		password = strings.TrimSpace(string(b))
 	}
 	tlsConfig, err := redisTLS(r.TLS)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	client := ratelimit.NewRedisClient(ratelimit.RedisOptions{
 		Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: password,
@@ -44,8 +59,8 @@ func newStore(ctx context.Context, c config.Store, log *slog.Logger) (ratelimit.
 	if err := client.Ping(pctx).Err(); err != nil {
 		log.Warn("redis is not reachable yet; limits follow their failure mode until it is", "addrs", r.Addrs, "error", err)
 	}
-	store := ratelimit.NewRedisStore(client, time.Duration(r.Timeout))
-	return store, store.Close, nil
+	rs := ratelimit.NewRedisStore(client, time.Duration(r.Timeout))
+	return &store{Store: rs, close: rs.Close}, nil
 }
 
 func redisTLS(t config.TLS) (*tls.Config, error) {
