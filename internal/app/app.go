@@ -341,7 +341,8 @@ func (a *App) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range a.grpcs {
 		g.Go(func() error {
-			if err := l.srv.Serve(l.ln); err != nil {
+			// ErrServerStopped: the drain began before Serve did.
+			if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				return fmt.Errorf("%s: %w", l.field, err)
 			}
 			return nil
