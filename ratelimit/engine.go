@@ -267,17 +267,17 @@ func (e *Engine) Account(ctx context.Context, account string) (*Account, error) 
 	return a, err
 }
 
-// Voider is a store that can undo the charge of a Take whose outcome was
+// voider is a store that can undo the charge of a Take whose outcome was
 // lost (a timeout after the request was sent): the Take either ran and is
 // refunded, or is marked void so that it cannot run later.
-type Voider interface {
+type voider interface {
 	Void(ctx context.Context, req *Request) (refunded int64, err error)
 }
 
 // void runs when a request is refused because the store failed: whatever
 // the store did with it must not cost the customer.
 func (e *Engine) void(ctx context.Context, req *Request) {
-	v, ok := e.store.(Voider)
+	v, ok := e.store.(voider)
 	if !ok || req.Charge == nil {
 		return
 	}

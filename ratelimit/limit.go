@@ -23,12 +23,12 @@ const (
 	Year  Period = "year"
 )
 
-// Periods lists the valid periods, for error messages.
-var Periods = []Period{Hour, Day, Week, Month, Year}
+// periods lists the valid periods, for error messages.
+var periods = []Period{Hour, Day, Week, Month, Year}
 
 // ParsePeriod checks a period name.
 func ParsePeriod(s string) (Period, error) {
-	for _, p := range Periods {
+	for _, p := range periods {
 		if string(p) == s {
 			return p, nil
 		}

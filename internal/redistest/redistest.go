@@ -4,7 +4,6 @@ package redistest
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -134,12 +133,3 @@ func (s *Server) Client() redis.UniversalClient {
 	return c
 }
 
-// FlushAll empties the server.
-func (s *Server) FlushAll(ctx context.Context) {
-	s.t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
-	defer c.Close()
-	if err := c.FlushAll(ctx).Err(); err != nil {
-		s.t.Fatal(err)
-	}
-}

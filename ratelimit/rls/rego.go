@@ -77,7 +77,7 @@ func (s *RegoSource) Limits(ctx context.Context, domain string, descriptors []*r
 }
 
 func (s *RegoSource) evaluate(ctx context.Context, domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ([][]ratelimit.Limit, error) {
-	t, err := s.eval.Eval(ctx, RegoInput(domain, descriptors))
+	t, err := s.eval.Eval(ctx, regoInput(domain, descriptors))
 	if err != nil || t == nil {
 		return nil, err
 	}
@@ -100,10 +100,10 @@ func (s *RegoSource) evaluate(ctx context.Context, domain string, descriptors []
 	return out, nil
 }
 
-// RegoInput is the policy input: {"domain": ..., "descriptors": [{"entries":
+// regoInput is the policy input: {"domain": ..., "descriptors": [{"entries":
 // [{"key": ..., "value": ...}], "entries_map": {key: value}}]}. entries_map
 // lets a policy write input.descriptors[i].entries_map.plan.
-func RegoInput(domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ast.Value {
+func regoInput(domain string, descriptors []*ratelimitv3.RateLimitDescriptor) ast.Value {
 	ds := make([]*ast.Term, len(descriptors))
 	for i, d := range descriptors {
 		entries := make([]*ast.Term, len(d.GetEntries()))
