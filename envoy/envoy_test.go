@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,13 +18,14 @@ import (
 	// Every typed_config / typed_*_config "@type" in the YAML files must be
 	// registered with the protobuf registry to be resolvable. Add an import
 	// here when a configuration starts using a new extension.
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
 	"github.com/tollgate-dev/tollgate/internal/envoyschema"
+	"github.com/tollgate-dev/tollgate/internal/wire"
 )
 
 // TestBootstraps checks every top-level *.yaml file in this folder against
@@ -213,4 +215,50 @@ func wantedError(file string) (string, error) {
 		return "", fmt.Errorf("%s: first line is %q; want \"# want: <substring>\"", file, s.Text())
 	}
 	return want, nil
+}
+
+// TestForgedHeadersStripped: every route that turns ext_authz off removes
+// exactly the x-tollgate-* headers Tollgate sets (wire.Headers), since
+// nothing else would remove a client's forged copies there and Envoy removes
+// headers by exact name.
+func TestForgedHeadersStripped(t *testing.T) {
+	files, err := filepath.Glob("*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, file := range files {
+		t.Run(file, func(t *testing.T) {
+			b, err := loadBootstrap(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range b.GetStaticResources().GetListeners() {
+				for _, fc := range l.GetFilterChains() {
+					for _, f := range fc.GetFilters() {
+						hcm := &hcmv3.HttpConnectionManager{}
+						if f.GetTypedConfig().UnmarshalTo(hcm) != nil {
+							continue
+						}
+						for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+							for _, r := range vh.GetRoutes() {
+								cfg, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]
+								per := &extauthzv3.ExtAuthzPerRoute{}
+								if !ok || cfg.UnmarshalTo(per) != nil || !per.GetDisabled() {
+									continue
+								}
+								checked++
+								if got := r.GetRequestHeadersToRemove(); !slices.Equal(got, wire.Headers()) {
+									t.Errorf("route %v without ext_authz removes %v, want %v", r.GetMatch(), got, wire.Headers())
+								}
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+	if checked == 0 {
+		t.Error("no route without ext_authz found: the test checks nothing")
+	}
 }
