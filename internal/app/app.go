@@ -1,6 +1,6 @@
 // Package app wires Tollgate's components into one server: the gRPC
 // listener (ext_authz and health), the admin HTTP listener and the policy
-// engine with its file watcher. cmd/tollgate only parses flags and calls it.
+// engine with its file reloader. cmd/tollgate only parses flags and calls it.
 package app
 
 import (
@@ -27,7 +27,7 @@ import (
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
-	"github.com/tollgate-dev/tollgate/internal/filewatch"
+	"github.com/tollgate-dev/tollgate/internal/reload"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/rls"
@@ -36,19 +36,14 @@ import (
 
 // App is a running Tollgate: listeners bound, policy loaded.
 type App struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	engine  *policies.Engine
-	watcher *policies.Watcher // nil when policy.watch is off
-	// The rate limit service's config files and their watcher (nil: none).
-	rlsFiles  *rls.Files
-	rlsWatch  *filewatch.Watcher
-	rlsReload func(context.Context)
-	// The xDS control plane and its routes files' watcher (nil: off).
-	xds       *xds.Server
-	xdsWatch  *filewatch.Watcher
-	xdsReload func(context.Context)
-	limits    *ratelimit.Engine
+	cfg    *config.Config
+	log    *slog.Logger
+	engine *policies.Engine
+	// The rate limit service's config files' reloader (nil: none).
+	rlsFiles *reload.Reloader
+	// The xDS control plane (nil: off).
+	xds    *xds.Server
+	limits *ratelimit.Engine
 	// closeStore releases the limit store's connections.
 	closeStore func() error
 	grpc       *grpc.Server    // serves grpc.address
@@ -63,6 +58,17 @@ type App struct {
 // New loads the policies, builds every component and binds both listeners.
 // Nothing is served until Run. On error nothing is left open.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (*App, error) {
+	// Reloaders watch from their construction: closed if New fails.
+	var reloaders []*reload.Reloader
+	built := false
+	defer func() {
+		if built {
+			return
+		}
+		for _, r := range reloaders {
+			_ = r.Close()
+		}
+	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -73,12 +79,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	engine, err := policies.New(ctx, policies.Options{
 		Paths:      cfg.Policy.Paths,
 		Queries:    queries,
+		Watch:      cfg.Policy.WatchEnabled(),
 		Logger:     log.With("component", "policies"),
 		Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
 	}
+	reloaders = append(reloaders, engine.Reloader())
 	query, err := engine.Query(cfg.Policy.Decision)
 	if err != nil {
 		return nil, err
@@ -117,43 +125,27 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		rlsOpts.Source = rls.NewRegoSource(q, engine.Revision)
 	}
 	rlsSrv := rls.New(limits, rlsOpts)
-	var rlsFiles *rls.Files
+	var rlsFiles *reload.Reloader
 	if len(cfg.RateLimit.ConfigPaths) > 0 {
-		if rlsFiles, err = rls.NewFiles(rlsSrv, cfg.RateLimit.ConfigPaths, log.With("component", "rls"), reg); err != nil {
+		if rlsFiles, err = rls.NewFiles(ctx, rlsSrv, rls.FilesOptions{
+			Paths: cfg.RateLimit.ConfigPaths, Watch: cfg.RateLimit.WatchEnabled(), Logger: log.With("component", "rls"), Registerer: reg,
+		}); err != nil {
 			closeStore()
 			return nil, err
 		}
+		reloaders = append(reloaders, rlsFiles)
 	}
 
 	var xdsSrv *xds.Server
 	if cfg.XDS.Enabled() {
-		if xdsSrv, err = xds.New(ctx, xds.Options{Files: cfg.XDS.Files(), Logger: log.With("component", "xds"), Registerer: reg}); err != nil {
+		if xdsSrv, err = xds.New(ctx, xds.Options{Files: cfg.XDS.Files(), Watch: cfg.XDS.WatchEnabled(), Logger: log.With("component", "xds"), Registerer: reg}); err != nil {
 			closeStore()
 			return nil, err
 		}
+		reloaders = append(reloaders, xdsSrv.Reloader())
 	}
 
 	a := &App{cfg: cfg, log: log, engine: engine, version: version, limits: limits, closeStore: closeStore, rlsFiles: rlsFiles, xds: xdsSrv}
-	if cfg.Policy.WatchEnabled() {
-		if a.watcher, err = engine.Watch(); err != nil {
-			closeStore()
-			return nil, err
-		}
-	}
-	if xdsSrv != nil && cfg.XDS.WatchEnabled() {
-		if a.xdsWatch, a.xdsReload, err = xdsSrv.Watch(); err != nil {
-			a.closeWatcher()
-			closeStore()
-			return nil, err
-		}
-	}
-	if rlsFiles != nil && cfg.RateLimit.WatchEnabled() {
-		if a.rlsWatch, a.rlsReload, err = rlsFiles.Watch(); err != nil {
-			a.closeWatcher()
-			closeStore()
-			return nil, err
-		}
-	}
 	// One gRPC server per distinct address: ext_authz and health on
 	// grpc.address; the RLS and xDS there too unless given their own.
 	a.health = health.NewServer()
@@ -187,7 +179,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 			}
 			g.srv.Stop() // its stream workers
 		}
-		a.closeWatcher()
 		closeStore()
 		return nil, err
 	}
@@ -199,6 +190,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if a.adminLn, err = lc.Listen(ctx, "tcp", cfg.Admin.Address); err != nil {
 		return fail(fmt.Errorf("admin.address: %w", err))
 	}
+	built = true
 	return a, nil
 }
 
@@ -229,17 +221,17 @@ func (a *App) grpcServer(addr, field string) *grpc.Server {
 	return srv
 }
 
-// closeWatcher releases the watches of an App that will never Run.
-func (a *App) closeWatcher() {
-	if a.watcher != nil {
-		_ = a.watcher.Close()
+// reloaders are the components' file reloaders, each a runner: Run
+// (watching, if on) until its context is done, or Close if it never runs.
+func (a *App) reloaders() []*reload.Reloader {
+	rs := []*reload.Reloader{a.engine.Reloader()}
+	if a.rlsFiles != nil {
+		rs = append(rs, a.rlsFiles)
 	}
-	if a.rlsWatch != nil {
-		_ = a.rlsWatch.Close()
+	if a.xds != nil {
+		rs = append(rs, a.xds.Reloader())
 	}
-	if a.xdsWatch != nil {
-		_ = a.xdsWatch.Close()
-	}
+	return rs
 }
 
 // GRPCAddr is the bound gRPC address (useful with port 0).
@@ -261,22 +253,24 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 // Engine is the policy engine in use.
 func (a *App) Engine() *policies.Engine { return a.engine }
 
+// statusDoc is /status: every component's files in the one reload.Status
+// shape.
 type statusDoc struct {
-	Version   string           `json:"version"`
-	Ready     bool             `json:"ready"`
-	Policy    policies.Status  `json:"policy"`
-	RateLimit *rls.FilesStatus `json:"ratelimit,omitempty"`
-	XDS       *xds.Status      `json:"xds,omitempty"`
+	Version   string         `json:"version"`
+	Ready     bool           `json:"ready"`
+	Policy    reload.Status  `json:"policy"`
+	RateLimit *reload.Status `json:"ratelimit,omitempty"`
+	XDS       *reload.Status `json:"xds,omitempty"`
 }
 
 func (a *App) status() any {
-	doc := statusDoc{Version: a.version, Ready: a.ready.Load(), Policy: a.engine.Status()}
+	doc := statusDoc{Version: a.version, Ready: a.ready.Load(), Policy: a.engine.Reloader().Status()}
 	if a.rlsFiles != nil {
 		st := a.rlsFiles.Status()
 		doc.RateLimit = &st
 	}
 	if a.xds != nil {
-		st := a.xds.Status()
+		st := a.xds.Reloader().Status()
 		doc.XDS = &st
 	}
 	return doc
@@ -293,27 +287,10 @@ func (a *App) Run(ctx context.Context) error {
 	go func() { errc <- a.admin.Serve(a.adminLn) }()
 
 	watchCtx, stopWatch := context.WithCancel(context.Background())
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		if a.watcher != nil {
-			_ = a.watcher.Run(watchCtx)
-		}
-	}()
-	rlsWatchDone := make(chan struct{})
-	go func() {
-		defer close(rlsWatchDone)
-		if a.rlsWatch != nil {
-			_ = a.rlsWatch.Run(watchCtx, a.rlsReload)
-		}
-	}()
-	xdsWatchDone := make(chan struct{})
-	go func() {
-		defer close(xdsWatchDone)
-		if a.xdsWatch != nil {
-			_ = a.xdsWatch.Run(watchCtx, a.xdsReload)
-		}
-	}()
+	var reloading sync.WaitGroup
+	for _, r := range a.reloaders() {
+		reloading.Go(func() { _ = r.Run(watchCtx) })
+	}
 	sweepDone := make(chan struct{})
 	go func() {
 		defer close(sweepDone)
@@ -366,9 +343,7 @@ func (a *App) Run(ctx context.Context) error {
 	if serr := a.admin.Shutdown(sctx); serr != nil && err == nil {
 		err = fmt.Errorf("admin shutdown: %w", serr)
 	}
-	<-watchDone
-	<-rlsWatchDone
-	<-xdsWatchDone
+	reloading.Wait()
 	<-sweepDone
 	if cerr := a.closeStore(); cerr != nil && err == nil {
 		err = fmt.Errorf("close store: %w", cerr)

@@ -154,7 +154,8 @@ func TestDemo(t *testing.T) {
 		`tollgate_authz_decisions_total{status="200"} 1`,
 		`tollgate_authz_decisions_total{status="401"} 1`,
 		`tollgate_authz_check_duration_seconds_count 2`,
-		`tollgate_policy_reloads_total{result="success"} 1`,
+		`tollgate_reloads_total{component="policy",result="success"} 1`,
+		`tollgate_reloads_total{component="policy",result="failure"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
