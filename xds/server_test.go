@@ -24,6 +24,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tollgate-dev/tollgate/internal/reload/reloadtest"
 	"github.com/tollgate-dev/tollgate/xds"
 )
 
@@ -150,7 +151,7 @@ func TestADSStateOfTheWorld(t *testing.T) {
 		}
 	}()
 	writeFile(t, file, strings.Replace(routesFile("10.0.0.3:8080", false), "cluster: orders\n", "cluster: nowhere\n", 1))
-	waitFor(t, "the broken edit to be refused", func() bool { return srv.Reloader().Status().Failures == before.Failures+1 })
+	reloadtest.WaitFor(t, "the broken edit to be refused", func() bool { return srv.Reloader().Status().Failures == before.Failures+1 })
 	if st := srv.Reloader().Status(); st.Revision != before.Revision || !strings.Contains(st.LastError, "routes.yaml:") {
 		t.Errorf("after a broken edit: revision %s (was %s), last_error %q; want the last good snapshot kept, file:line", st.Revision, before.Revision, st.LastError)
 	}
@@ -184,25 +185,8 @@ func TestRoutesIgnoreUnrelatedFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, file, routesFile("10.0.0.2:8080", false))
-	waitFor(t, "the edit to be loaded", func() bool { return srv.Reloader().Status().Revision != before.Revision })
-
-	st := srv.Reloader().Status()
-	if st.Reloads != before.Reloads+1 || st.Unchanged != before.Unchanged || st.Failures != before.Failures {
-		t.Errorf("reloads %d→%d, unchanged %d→%d, failures %d→%d: want exactly one reload, for the edit",
-			before.Reloads, st.Reloads, before.Unchanged, st.Unchanged, before.Failures, st.Failures)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after 5 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	reloadtest.WaitFor(t, "the edit to be loaded", func() bool { return srv.Reloader().Status().Revision != before.Revision })
+	reloadtest.OneReload(t, before, srv.Reloader().Status())
 }
 
 // TestADSDelta: a delta subscriber receives the clusters, then sees one
