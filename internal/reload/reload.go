@@ -73,18 +73,18 @@ const (
 
 // Status is what /status shows about one component's files.
 type Status struct {
-	Sources    []string  `json:"sources"`
-	Watching   bool      `json:"watching"`
-	WatchError string    `json:"watch_error,omitempty"`
-	Revision   string    `json:"revision,omitempty"`
-	Files      []string  `json:"files,omitempty"`
-	LoadedAt   time.Time `json:"loaded_at,omitzero"`
-	Reloads    int       `json:"reloads"`
-	Unchanged  int       `json:"unchanged"`
-	Failures   int       `json:"failures"`
-	LastError  string    `json:"last_error,omitempty"`
+	Sources    []string  `json:"sources"`               // the configured paths
+	Watching   bool      `json:"watching"`              // changes are watched
+	WatchError string    `json:"watch_error,omitempty"` // some files could not be watched
+	Revision   string    `json:"revision,omitempty"`    // of the state in force
+	Files      []string  `json:"files,omitempty"`       // read by the last good build
+	LoadedAt   time.Time `json:"loaded_at,omitzero"`    // when the state in force was published
+	Reloads    int       `json:"reloads"`               // publishes, the first load included
+	Unchanged  int       `json:"unchanged"`             // builds that matched the revision in force
+	Failures   int       `json:"failures"`              // failed builds or publishes
+	LastError  string    `json:"last_error,omitempty"`  // of the last build, if it failed (file:line)
 	FailedAt   time.Time `json:"failed_at,omitzero"`
-	Detail     any       `json:"detail,omitempty"`
+	Detail     any       `json:"detail,omitempty"` // the component's: policy modules, RLS domains, xDS fleets
 }
 
 // Reloader loads one component's files and, when watching, reloads them.
@@ -137,7 +137,12 @@ func New(ctx context.Context, opts Options) (*Reloader, error) {
 		return nil, err
 	}
 	if r.w != nil {
-		r.stale = r.watchFiles()
+		// Watch what the build read; a change made there before this
+		// could have been missed, so Run looks once more at once.
+		if r.stale, err = r.w.update(r.files); err != nil {
+			r.Close()
+			return nil, err
+		}
 	}
 	return r, nil
 }

@@ -131,6 +131,15 @@ func start(t *testing.T, reg prometheus.Registerer, paths ...string) (*reload.Re
 	return r, c
 }
 
+// startDir watches a new directory holding a.conf with content.
+func startDir(t *testing.T, content string) (string, *reload.Reloader, *confs) {
+	t.Helper()
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.conf"), content)
+	r, c := start(t, nil, dir)
+	return dir, r, c
+}
+
 // write replaces path's content the way editors and kubectl do: write a
 // temporary file, rename it over the old one.
 func write(t *testing.T, path, content string) {
@@ -289,9 +298,7 @@ func TestCloseWithoutRun(t *testing.T) {
 // TestWatchEdits: edits, new files and removed files in a watched
 // directory are loaded; a broken edit keeps the last good state.
 func TestWatchEdits(t *testing.T) {
-	dir := t.TempDir()
-	write(t, filepath.Join(dir, "a.conf"), "a1")
-	r, c := start(t, nil, dir)
+	dir, r, c := startDir(t, "a1")
 
 	write(t, filepath.Join(dir, "a.conf"), "a2")
 	reloadsTo(t, r, c, "a2")
@@ -462,9 +469,7 @@ func TestWatchIgnoresUnrelatedFiles(t *testing.T) {
 // TestWatchUnchangedContent: rewriting a file with the same content builds
 // but publishes nothing.
 func TestWatchUnchangedContent(t *testing.T) {
-	dir := t.TempDir()
-	write(t, filepath.Join(dir, "a.conf"), "same")
-	r, c := start(t, nil, dir)
+	dir, r, c := startDir(t, "same")
 	write(t, filepath.Join(dir, "a.conf"), "same")
 	reloadtest.WaitFor(t, "the rewrite to be looked at", func() bool { return r.Status().Unchanged >= 1 })
 	if n := c.publishes.Load(); n != 1 {
@@ -475,9 +480,7 @@ func TestWatchUnchangedContent(t *testing.T) {
 // TestReloadConcurrentWithRun: explicit reloads while the watcher reloads
 // are serialised (run with -race).
 func TestReloadConcurrentWithRun(t *testing.T) {
-	dir := t.TempDir()
-	write(t, filepath.Join(dir, "a.conf"), "v0")
-	r, c := start(t, nil, dir)
+	dir, r, c := startDir(t, "v0")
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
