@@ -172,18 +172,7 @@ func TestRoutesIgnoreUnrelatedFiles(t *testing.T) {
 	srv, _ := startXDS(t, file)
 	before := srv.Reloader().Status()
 
-	log, err := os.Create(filepath.Join(dir, "tollgate.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 50 {
-		if _, err := fmt.Fprintf(log, "line %d\n", i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := log.Close(); err != nil {
-		t.Fatal(err)
-	}
+	reloadtest.WriteUnrelated(t, 5, filepath.Join(dir, "tollgate.log"))
 	writeFile(t, file, routesFile("10.0.0.2:8080", false))
 	reloadtest.WaitFor(t, "the edit to be loaded", func() bool { return srv.Reloader().Status().Revision != before.Revision })
 	reloadtest.OneReload(t, before, srv.Reloader().Status())

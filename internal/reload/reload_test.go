@@ -381,7 +381,7 @@ func TestWatchSymlinkedRoot(t *testing.T) {
 
 	// The old release is no longer what is loaded: its edits change nothing.
 	before := r.Status()
-	write(t, filepath.Join(base, "releases", "v1", "a.conf"), "v1-again")
+	reloadtest.WriteUnrelated(t, 3, filepath.Join(base, "releases", "v1", "a.conf"))
 	write(t, filepath.Join(base, "releases", "v3", "a.conf"), "v3b")
 	reloadsTo(t, r, c, "v3b-more")
 	reloadtest.OneReload(t, before, r.Status())
@@ -425,8 +425,9 @@ func TestWatchDirectoryReplaced(t *testing.T) {
 // TestWatchIgnoresUnrelatedFiles: files written next to the configuration
 // (a log file beside a routes file, notes in a policy directory, an
 // editor's swap file) cause no reload. To prove the negative without
-// sleeping, the unrelated writes come first, then one real change: once
-// that is loaded, exactly one build happened.
+// sleeping, the unrelated writes come first, each round waited for by a
+// control reloader watching them, then one real change: once that is
+// loaded, exactly one build happened.
 func TestWatchIgnoresUnrelatedFiles(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
@@ -444,17 +445,11 @@ func TestWatchIgnoresUnrelatedFiles(t *testing.T) {
 			r, c := start(t, nil, tt.root(dir))
 			before := r.Status()
 
-			for i := range 20 {
-				for _, name := range tt.unrelated {
-					p := filepath.Join(dir, name)
-					must(t, os.MkdirAll(filepath.Dir(p), 0o755))
-					f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-					must(t, err)
-					_, err = f.WriteString(strings.Repeat("x", i) + "\n")
-					must(t, err)
-					must(t, f.Close())
-				}
+			var unrelated []string
+			for _, name := range tt.unrelated {
+				unrelated = append(unrelated, filepath.Join(dir, name))
 			}
+			reloadtest.WriteUnrelated(t, 5, unrelated...)
 			write(t, filepath.Join(dir, "a.conf"), "v2")
 			reloadsTo(t, r, c, "v2")
 

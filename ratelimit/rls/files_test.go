@@ -106,9 +106,7 @@ func TestRLSFilesReleaseSymlink(t *testing.T) {
 	eventually(t, "the repointed release", func() bool { return limitOf() == 2 })
 
 	before := files.Status()
-	for i := range 20 {
-		must(t, os.WriteFile(filepath.Join(base, "releases", "v2", "rls.log"), make([]byte, i), 0o644))
-	}
+	reloadtest.WriteUnrelated(t, 5, filepath.Join(base, "releases", "v2", "rls.log"))
 	must(t, os.WriteFile(filepath.Join(base, "releases", "v2", "limits.yml"), []byte(limitConfig("3")), 0o644))
 	eventually(t, "the edit", func() bool { return limitOf() == 3 })
 	reloadtest.OneReload(t, before, files.Status())
