@@ -244,6 +244,13 @@ func TestNewFailsCleanly(t *testing.T) {
 		!strings.Contains(err.Error(), "grpc.address") {
 		t.Errorf("New error = %v, want it to name grpc.address", err)
 	}
+	// Watched policy files: their watches are released too (goleak, in
+	// TestMain, would see the watcher's goroutine).
+	cfg.Policy.Paths = []string{"testdata/slow.rego"}
+	if _, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil ||
+		!strings.Contains(err.Error(), "grpc.address") {
+		t.Errorf("New error = %v, want it to name grpc.address", err)
+	}
 }
 
 // TestLimitsAndCreditsEndToEnd: the demo plans' limits are enforced through
