@@ -420,6 +420,14 @@ func TestWatchDirectoryReplaced(t *testing.T) {
 	reloadsTo(t, r, c, "r4")
 	write(t, filepath.Join(dir, "a.conf"), "r4-edited")
 	reloadsTo(t, r, c, "r4-edited")
+
+	// Removed and made again in place (rm -r; mkdir): it may get the same
+	// inode number, but the old watch went with the old directory.
+	must(t, os.RemoveAll(dir))
+	write(t, filepath.Join(dir, "a.conf"), "r5")
+	reloadsTo(t, r, c, "r5")
+	write(t, filepath.Join(dir, "a.conf"), "r5-edited")
+	reloadsTo(t, r, c, "r5-edited")
 }
 
 // TestWatchIgnoresUnrelatedFiles: files written next to the configuration

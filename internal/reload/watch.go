@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -95,23 +96,27 @@ func (w *watcher) update(files []string) (added bool, err error) {
 	}
 	w.hot, w.trees = hot, trees
 
+	// fsnotify drops the watch of a directory that was removed or moved
+	// away; one it still has may yet be on a directory since replaced.
+	live := map[string]bool{}
+	for _, d := range w.fs.WatchList() {
+		live[d] = true
+	}
 	var errs []error
-	for _, d := range slices.Sorted(func(yield func(string) bool) {
-		for d := range dirs {
-			if !yield(d) {
-				return
-			}
-		}
-	}) {
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
 		fi, err := os.Stat(d)
 		if err != nil || !fi.IsDir() {
+			if _, ok := w.dirs[d]; ok {
+				_ = w.fs.Remove(d)
+				delete(w.dirs, d)
+			}
 			continue // not there (yet): its parent's events say when it is
 		}
 		if old, ok := w.dirs[d]; ok {
-			if os.SameFile(old, fi) {
+			if live[d] && os.SameFile(old, fi) {
 				continue
 			}
-			// Replaced (mv new dir): the watch is on the old one.
+			// Replaced (mv new dir) or gone meanwhile: watch it again.
 			_ = w.fs.Remove(d)
 			delete(w.dirs, d)
 		}
