@@ -79,13 +79,24 @@ func (w *watcher) update(files []string) (added bool, err error) {
 		}
 		trees = append(trees, real)
 		_ = filepath.WalkDir(real, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil // gone meanwhile, or a file: nothing to watch
+			switch {
+			case err != nil:
+				return nil // gone meanwhile
+			case p != real && hidden(d.Name()):
+				if d.IsDir() {
+					return filepath.SkipDir // a ConfigMap's timestamped directory: reached through its files' symlinks
+				}
+			case d.IsDir():
+				dirs[p] = true
+			case d.Type()&fs.ModeSymlink != 0:
+				// Where it leads (a ConfigMap's "..data/x"), watched before
+				// the first build reads it.
+				real, links := resolve(p)
+				for _, l := range links {
+					dirs[filepath.Dir(l)] = true
+				}
+				dirs[filepath.Dir(real)] = true
 			}
-			if p != real && hidden(d.Name()) {
-				return filepath.SkipDir // a ConfigMap's timestamped directory: reached through its files' symlinks
-			}
-			dirs[p] = true
 			return nil
 		})
 	}
