@@ -185,6 +185,9 @@ func (r *Reloader) Reload(ctx context.Context) error {
 func (r *Reloader) load(ctx context.Context) error {
 	first := r.status.Reloads == 0
 	b, err := r.opts.Build(ctx)
+	if err == nil && b == nil {
+		err = errors.New("reload: the build returned no state")
+	}
 	if err == nil && b.Revision != "" && b.Revision == r.status.Revision {
 		r.results[Unchanged].Inc()
 		r.status.Unchanged++
