@@ -1,6 +1,7 @@
 // Package policies loads Rego policies and data, prepares the decision
 // queries once per load, and swaps in a new policy set atomically when its
-// files change. A broken change never replaces a working policy.
+// files change (see internal/reload). A broken change never replaces a
+// working policy.
 package policies
 
 import (
@@ -16,9 +17,7 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -26,6 +25,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/reload"
 )
 
 // Options configure an Engine.
@@ -38,9 +39,13 @@ type Options struct {
 	// Queries are the decision paths to prepare, such as "tollgate/decision".
 	// Each must be defined by a rule in the loaded policies.
 	Queries []string
+	// Watch reloads the policies when the files under Paths change, while
+	// the Reloader runs.
+	Watch bool
 	// Logger receives reload results; slog.Default() when nil.
 	Logger *slog.Logger
-	// Registerer receives tollgate_policy_reloads_total; none when nil.
+	// Registerer receives tollgate_reloads_total{component="policy"}; none
+	// when nil.
 	Registerer prometheus.Registerer
 }
 
@@ -48,12 +53,8 @@ type Options struct {
 // never blocks on a reload.
 type Engine struct {
 	opts    Options
-	log     *slog.Logger
 	current atomic.Pointer[state]
-	reloads *prometheus.CounterVec
-
-	mu     sync.Mutex // guards status and serialises reloads
-	status Status
+	r       *reload.Reloader
 }
 
 // state is one compiled, validated policy set. It is never mutated after it
@@ -64,20 +65,16 @@ type state struct {
 	modules  []string
 }
 
-// Status is what the admin endpoint shows about the policies.
-type Status struct {
-	Sources   []string  `json:"sources"`
-	Revision  string    `json:"revision,omitempty"`
-	Modules   []string  `json:"modules,omitempty"`
-	LoadedAt  time.Time `json:"loaded_at,omitzero"`
-	Reloads   int       `json:"reloads"`
-	Failures  int       `json:"failures"`
-	LastError string    `json:"last_error,omitempty"`
-	FailedAt  time.Time `json:"failed_at,omitzero"`
+// Detail is what /status shows of the policy set in force, besides what
+// reload.Status shows of every component.
+type Detail struct {
+	Modules []string `json:"modules"`
 }
 
 // New loads the policies and prepares every query. It fails if the initial
-// load fails: there is no last good policy to fall back on yet.
+// load fails: there is no last good policy to fall back on yet. With
+// Options.Watch, the files are watched from before they are read; the
+// Reloader's Run reloads them.
 func New(ctx context.Context, opts Options) (*Engine, error) {
 	if len(opts.Queries) == 0 {
 		return nil, errors.New("policies: no decision path to prepare")
@@ -88,24 +85,36 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if len(opts.Paths) == 0 && opts.FS == nil {
 		opts.FS = Embedded()
 	}
-	e := &Engine{
-		opts: opts,
-		log:  opts.Logger,
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_policy_reloads_total",
-			Help: "Policy loads by result (success or failure). A failure keeps the last good policy.",
-		}, []string{"result"}),
-	}
-	e.status.Sources = e.sources()
-	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(e.reloads); err != nil {
-			return nil, fmt.Errorf("policies: register metrics: %w", err)
-		}
-	}
-	if err := e.Reload(ctx); err != nil {
+	e := &Engine{opts: opts}
+	r, err := reload.New(ctx, reload.Options{
+		Component:  "policy",
+		Paths:      opts.Paths,
+		Sources:    e.sources(),
+		Match:      loadable,
+		Build:      e.build,
+		Watch:      opts.Watch,
+		Logger:     opts.Logger,
+		Registerer: opts.Registerer,
+	})
+	if err != nil {
 		return nil, err
 	}
+	e.r = r
 	return e, nil
+}
+
+// loadable tells whether a file appearing in a policy directory would be
+// loaded.
+func loadable(path string) bool {
+	if strings.HasSuffix(path, "_test.rego") {
+		return false
+	}
+	for _, ext := range []string{".rego", ".json", ".yaml", ".yml", ".tar.gz"} {
+		if strings.HasSuffix(path, ext) {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *Engine) sources() []string {
@@ -115,40 +124,10 @@ func (e *Engine) sources() []string {
 	return slices.Clone(e.opts.Paths)
 }
 
-// Reload loads, compiles and prepares the policies again and publishes them
-// only if everything succeeded. On failure the previous policy stays in
-// force and the error is recorded in Status.
-func (e *Engine) Reload(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	st, err := e.build(ctx)
-	if err != nil {
-		e.reloads.WithLabelValues("failure").Inc()
-		e.status.Failures++
-		e.status.LastError = err.Error()
-		e.status.FailedAt = time.Now()
-		return err
-	}
-	e.current.Store(st)
-	e.reloads.WithLabelValues("success").Inc()
-	e.status.Reloads++
-	e.status.Revision = st.revision
-	e.status.Modules = st.modules
-	e.status.LoadedAt = time.Now()
-	e.status.LastError = ""
-	e.status.FailedAt = time.Time{}
-	return nil
-}
-
-// Status returns a copy of the current status.
-func (e *Engine) Status() Status {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := e.status
-	s.Sources = slices.Clone(s.Sources)
-	s.Modules = slices.Clone(s.Modules)
-	return s
-}
+// Reloader reloads the policies (Reload, or Run when watching) and reports
+// their status. A reload loads, compiles and prepares everything and
+// publishes it only if all succeeded.
+func (e *Engine) Reloader() *reload.Reloader { return e.r }
 
 // Revision identifies the policy set in force (a hash of its sources).
 func (e *Engine) Revision() string { return e.current.Load().revision }
@@ -197,8 +176,9 @@ func queryRef(path string) (ast.Ref, error) {
 	return ast.ParseRef("data." + strings.ReplaceAll(normalize(path), "/", "."))
 }
 
-// build loads every source and prepares every query; it does not publish.
-func (e *Engine) build(ctx context.Context) (*state, error) {
+// build loads every source and prepares every query; publishing the
+// result swaps it in.
+func (e *Engine) build(ctx context.Context) (*reload.Built, error) {
 	loaded, err := Load(e.opts.Paths, e.opts.FS, false)
 	if err != nil {
 		return nil, err
@@ -220,7 +200,7 @@ func (e *Engine) build(ctx context.Context) (*state, error) {
 		}
 		if len(compiler.GetRules(ref)) == 0 {
 			return nil, fmt.Errorf("policies: decision path %q: no rule defines %s in %s (packages loaded: %s)",
-				p, ref, strings.Join(e.status.Sources, ", "), strings.Join(packages(loaded.Modules), ", "))
+				p, ref, strings.Join(e.sources(), ", "), strings.Join(packages(loaded.Modules), ", "))
 		}
 		pq, err := rego.New(
 			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
@@ -232,7 +212,15 @@ func (e *Engine) build(ctx context.Context) (*state, error) {
 		}
 		st.queries[normalize(p)] = &pq
 	}
-	return st, nil
+	return &reload.Built{
+		Revision: st.revision,
+		Files:    loaded.Files,
+		Detail:   Detail{Modules: st.modules},
+		Publish: func(context.Context) error {
+			e.current.Store(st)
+			return nil
+		},
+	}, nil
 }
 
 func packages(mods map[string]*ast.Module) []string {
@@ -252,6 +240,8 @@ type Loaded struct {
 	Raw      map[string][]byte
 	Data     map[string]any
 	Revision string
+	// Files are the files read (bundles included), for the watcher.
+	Files []string
 }
 
 // Load reads modules and data from paths (files, directories, .tar.gz
@@ -259,14 +249,20 @@ type Loaded struct {
 // included only when withTests is set.
 func Load(paths []string, fsys fs.FS, withTests bool) (*Loaded, error) {
 	out := &Loaded{Modules: map[string]*ast.Module{}, Raw: map[string][]byte{}, Data: map[string]any{}}
-	skip := func(_ string, info fs.FileInfo, depth int) bool {
+	skip := func(path string, info fs.FileInfo, depth int) bool {
 		// Hidden entries are skipped: a Kubernetes ConfigMap volume keeps
 		// its real files in "..2026_11_25_..." directories behind a "..data"
 		// symlink, and loading those too would load every file twice.
 		if depth > 0 && strings.HasPrefix(info.Name(), ".") {
 			return true
 		}
-		return !withTests && !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
+		if !withTests && !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego") {
+			return true
+		}
+		if !info.IsDir() && loadable(path) {
+			out.Files = append(out.Files, path)
+		}
+		return false
 	}
 	var plain []string
 	for _, p := range paths {
@@ -274,6 +270,7 @@ func Load(paths []string, fsys fs.FS, withTests bool) (*Loaded, error) {
 			plain = append(plain, p)
 			continue
 		}
+		out.Files = append(out.Files, p)
 		b, err := loader.NewFileLoader().WithProcessAnnotation(true).AsBundle(p)
 		if err != nil {
 			return nil, fmt.Errorf("policies: bundle %s: %w", p, err)

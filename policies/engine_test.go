@@ -14,9 +14,13 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 
+	"github.com/tollgate-dev/tollgate/internal/reload/reloadtest"
 	"github.com/tollgate-dev/tollgate/policies"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const decisionPath = "tollgate/decision"
 
@@ -112,7 +116,7 @@ func TestLoadSources(t *testing.T) {
 			if got := reasonOf(t, q); got != tt.want {
 				t.Errorf("reason = %q, want %q", got, tt.want)
 			}
-			for _, m := range e.Status().Modules {
+			for _, m := range e.Reloader().Status().Detail.(policies.Detail).Modules {
 				if strings.HasSuffix(m, "_test.rego") {
 					t.Errorf("test module %s loaded for serving", m)
 				}
@@ -223,7 +227,7 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	rev1 := e.Revision()
 
 	write(t, file, "package tollgate\n\ndecision := {\"allow\": true\n") // unterminated
-	err := e.Reload(context.Background())
+	err := e.Reloader().Reload(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "policy.rego:4") {
 		t.Fatalf("Reload error = %v, want one naming policy.rego:4", err)
 	}
@@ -233,30 +237,30 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	if e.Revision() != rev1 {
 		t.Errorf("revision changed to %s after a failed reload", e.Revision())
 	}
-	st := e.Status()
+	st := e.Reloader().Status()
 	if !strings.Contains(st.LastError, "policy.rego:4") || st.Failures != 1 || st.FailedAt.IsZero() {
 		t.Errorf("status = %+v, want the failure recorded with file:line", st)
 	}
 	if got := reloads(t, reg, "failure"); got != 1 {
-		t.Errorf("tollgate_policy_reloads_total{result=failure} = %v, want 1", got)
+		t.Errorf("tollgate_reloads_total{component=policy,result=failure} = %v, want 1", got)
 	}
 
 	write(t, file, version("v2"))
-	if err := e.Reload(context.Background()); err != nil {
+	if err := e.Reloader().Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got := reasonOf(t, q); got != "v2" {
 		t.Errorf("decision = %q, want v2", got)
 	}
-	if st := e.Status(); st.LastError != "" || st.Reloads != 2 {
+	if st := e.Reloader().Status(); st.LastError != "" || st.Reloads != 2 {
 		t.Errorf("status after recovery = %+v, want no error and 2 reloads", st)
 	}
 	if got := reloads(t, reg, "success"); got != 2 {
-		t.Errorf("tollgate_policy_reloads_total{result=success} = %v, want 2", got)
+		t.Errorf("tollgate_reloads_total{component=policy,result=success} = %v, want 2", got)
 	}
 }
 
-// reloads reads tollgate_policy_reloads_total{result=...} from reg.
+// reloads reads tollgate_reloads_total{component="policy",result=...} from reg.
 func reloads(t testing.TB, reg *prometheus.Registry, result string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -264,11 +268,11 @@ func reloads(t testing.TB, reg *prometheus.Registry, result string) float64 {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "tollgate_policy_reloads_total" {
+		if mf.GetName() != "tollgate_reloads_total" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == result {
+			if m.GetLabel()[0].GetValue() == "policy" && m.GetLabel()[1].GetValue() == result {
 				return m.GetCounter().GetValue()
 			}
 		}
@@ -295,9 +299,7 @@ func TestWatchHotReload(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "policy.rego")
 	write(t, file, version("v1"))
-	e, q := newEngine(t, nil, dir)
-
-	watchDone := startWatch(t, e)
+	e, q, watchDone := watchEngine(t, dir)
 
 	// Requests run throughout; none may fail or see an undefined decision.
 	var (
@@ -323,13 +325,13 @@ func TestWatchHotReload(t *testing.T) {
 	write(t, file, version("v2"))
 	eventually(t, "v2 to be loaded", func() bool { return reasonOf(t, q) == "v2" })
 
-	before := e.Status().Failures
+	before := e.Reloader().Status().Failures
 	write(t, file, "package tollgate\n\ndecision := {\"allow\": \n")
-	eventually(t, "the broken change to be refused", func() bool { return e.Status().Failures > before })
+	eventually(t, "the broken change to be refused", func() bool { return e.Reloader().Status().Failures > before })
 	if got := reasonOf(t, q); got != "v2" {
 		t.Errorf("after a broken edit the decision is %q, want the last good v2", got)
 	}
-	if st := e.Status(); !strings.Contains(st.LastError, "policy.rego:") {
+	if st := e.Reloader().Status(); !strings.Contains(st.LastError, "policy.rego:") {
 		t.Errorf("status.last_error = %q, want file:line", st.LastError)
 	}
 
@@ -339,7 +341,7 @@ func TestWatchHotReload(t *testing.T) {
 	stop.Store(true)
 	wg.Wait()
 	if err := watchDone(); err != nil {
-		t.Errorf("Watcher.Run returned %v", err)
+		t.Errorf("Reloader.Run returned %v", err)
 	}
 	if n := failures.Load(); n != 0 {
 		t.Errorf("%d of %d evaluations failed during reloads", n, evals.Load())
@@ -357,11 +359,10 @@ func TestWatchConfigMapSwap(t *testing.T) {
 	must(t, os.Symlink("..2026_11_25_a", filepath.Join(root, "..data")))
 	must(t, os.Symlink(filepath.Join("..data", "policy.rego"), filepath.Join(root, "policy.rego")))
 
-	e, q := newEngine(t, nil, root)
+	e, q, _ := watchEngine(t, root)
 	if got := reasonOf(t, q); got != "cm-1" {
 		t.Fatalf("initial decision %q, want cm-1", got)
 	}
-	startWatch(t, e)
 
 	// kubelet: write the new directory, point ..data_tmp at it, rename over
 	// ..data, remove the old directory.
@@ -371,22 +372,27 @@ func TestWatchConfigMapSwap(t *testing.T) {
 	must(t, os.RemoveAll(filepath.Join(root, "..2026_11_25_a")))
 
 	eventually(t, "the swapped ConfigMap to be loaded", func() bool { return reasonOf(t, q) == "cm-2" })
-	if st := e.Status(); st.Failures != 0 {
+	if st := e.Reloader().Status(); st.Failures != 0 {
 		t.Errorf("status = %+v, want no failed reload", st)
 	}
 }
 
-// startWatch sets up the watches (synchronously) and runs the watcher
-// until the test ends; the returned function stops it and returns its error.
-func startWatch(t testing.TB, e *policies.Engine) func() error {
+// watchEngine loads paths with watching on (the watches are set up before
+// New returns) and runs the reloader until the test ends; the returned
+// function stops it and returns its error.
+func watchEngine(t testing.TB, paths ...string) (*policies.Engine, *policies.Query, func() error) {
 	t.Helper()
-	w, err := e.Watch()
+	e, err := policies.New(context.Background(), policies.Options{Paths: paths, Queries: []string{decisionPath}, Watch: true})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	q, err := e.Query(decisionPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	go func() { done <- e.Reloader().Run(ctx) }()
 	var once sync.Once
 	var result error
 	stop := func() error {
@@ -394,7 +400,7 @@ func startWatch(t testing.TB, e *policies.Engine) func() error {
 		return result
 	}
 	t.Cleanup(func() { _ = stop() })
-	return stop
+	return e, q, stop
 }
 
 func must(t testing.TB, err error) {
@@ -408,5 +414,34 @@ func TestQueryNotPrepared(t *testing.T) {
 	e, _ := newEngine(t, nil)
 	if _, err := e.Query("other/decision"); err == nil || !strings.Contains(err.Error(), "tollgate/decision") {
 		t.Errorf("Query(other) error = %v, want one listing the prepared paths", err)
+	}
+}
+
+// TestWatchReleaseSymlink: policies configured as a symlink to a release
+// directory (current -> releases/v1) are watched through it; repointing
+// the symlink loads the new release, and files that are not policies (a
+// log written beside them) cause no reload.
+func TestWatchReleaseSymlink(t *testing.T) {
+	base := t.TempDir()
+	write(t, filepath.Join(base, "releases", "v1", "policy.rego"), version("r1"))
+	write(t, filepath.Join(base, "releases", "v2", "policy.rego"), version("r2"))
+	current := filepath.Join(base, "current")
+	must(t, os.Symlink(filepath.Join("releases", "v1"), current))
+	e, q, _ := watchEngine(t, current)
+
+	write(t, filepath.Join(base, "releases", "v1", "policy.rego"), version("r1b"))
+	eventually(t, "the edit in the release to be loaded", func() bool { return reasonOf(t, q) == "r1b" })
+
+	must(t, os.Symlink(filepath.Join("releases", "v2"), current+".new"))
+	must(t, os.Rename(current+".new", current))
+	eventually(t, "the repointed release to be loaded", func() bool { return reasonOf(t, q) == "r2" })
+
+	before := e.Reloader().Status()
+	reloadtest.WriteUnrelated(t, 5, filepath.Join(base, "releases", "v2", "audit.log"))
+	write(t, filepath.Join(base, "releases", "v2", "policy.rego"), version("r2b"))
+	eventually(t, "the edit to be loaded", func() bool { return reasonOf(t, q) == "r2b" })
+	reloadtest.OneReload(t, before, e.Reloader().Status())
+	if st := e.Reloader().Status(); len(st.Files) != 1 || !strings.HasSuffix(st.Files[0], filepath.Join("current", "policy.rego")) {
+		t.Errorf("status files %v, want current/policy.rego", st.Files)
 	}
 }

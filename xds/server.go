@@ -2,12 +2,12 @@ package xds
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
-	"sync"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
-	"github.com/tollgate-dev/tollgate/internal/filewatch"
+	"github.com/tollgate-dev/tollgate/internal/reload"
 )
 
 // DefaultFleet names the snapshot served to nodes whose cluster has no
@@ -28,8 +28,13 @@ const DefaultFleet = ""
 type Options struct {
 	// Files maps an Envoy node's cluster (its fleet) to a routes file;
 	// DefaultFleet ("") is served to every other node.
-	Files      map[string]string
-	Logger     *slog.Logger
+	Files map[string]string
+	// Watch pushes valid changes of the files, while the Reloader runs.
+	Watch bool
+	// Logger receives reload results and NACKs; slog.Default() when nil.
+	Logger *slog.Logger
+	// Registerer receives tollgate_reloads_total{component="xds"} and
+	// tollgate_xds_nacks_total; none when nil.
 	Registerer prometheus.Registerer
 }
 
@@ -37,31 +42,23 @@ type Options struct {
 // delta, on go-control-plane. Each fleet's routes file becomes one
 // snapshot, validated and Consistent() before it is published.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	cache   cache.SnapshotCache
-	xds     serverv3.Server
-	reloads *prometheus.CounterVec
-	nacks   prometheus.Counter
-
-	mu     sync.Mutex
-	status Status
+	opts  Options
+	log   *slog.Logger
+	cache cache.SnapshotCache
+	xds   serverv3.Server
+	nacks prometheus.Counter
+	r     *reload.Reloader
 }
 
-// Status is shown on the admin /status endpoint.
-type Status struct {
-	Fleets    map[string]FleetStatus `json:"fleets"`
-	Reloads   int                    `json:"reloads"`
-	Failures  int                    `json:"failures"`
-	LastError string                 `json:"last_error,omitempty"`
-	FailedAt  time.Time              `json:"failed_at,omitzero"`
+// Detail is what /status shows of the snapshots in force.
+type Detail struct {
+	Fleets map[string]Fleet `json:"fleets"`
 }
 
-// FleetStatus is one fleet's snapshot.
-type FleetStatus struct {
-	File     string    `json:"file"`
-	Version  string    `json:"version"`
-	LoadedAt time.Time `json:"loaded_at"`
+// Fleet is one fleet's routes file and snapshot version.
+type Fleet struct {
+	File    string `json:"file"`
+	Version string `json:"version"`
 }
 
 type fleetHash struct{ s *Server }
@@ -78,29 +75,24 @@ func (h fleetHash) ID(node *corev3.Node) string {
 }
 
 // New loads every routes file and publishes the snapshots; it fails if any
-// file is invalid (there is no last good snapshot yet).
+// file is invalid (there is no last good snapshot yet). With Options.Watch
+// the files are watched from before they are read; the Reloader's Run
+// reloads them.
 func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{
-		opts:   opts,
-		log:    opts.Logger,
-		status: Status{Fleets: map[string]FleetStatus{}},
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tollgate_xds_reloads_total",
-			Help: "Routes file loads by result (success or failure). A failure keeps the last good snapshot.",
-		}, []string{"result"}),
+		opts: opts,
+		log:  opts.Logger,
 		nacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tollgate_xds_nacks_total",
 			Help: "xDS responses that an Envoy or gRPC client rejected (NACK).",
 		}),
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.reloads, s.nacks} {
-			if err := opts.Registerer.Register(c); err != nil {
-				return nil, err
-			}
+		if err := opts.Registerer.Register(s.nacks); err != nil {
+			return nil, err
 		}
 	}
 	// ads=false: go-control-plane's ADS mode answers a named subscription
@@ -122,9 +114,19 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			return nil
 		},
 	})
-	if err := s.Reload(ctx); err != nil {
+	files := slices.Sorted(maps.Values(opts.Files))
+	r, err := reload.New(ctx, reload.Options{
+		Component:  "xds",
+		Paths:      slices.Compact(files),
+		Build:      s.build,
+		Watch:      opts.Watch,
+		Logger:     opts.Logger,
+		Registerer: opts.Registerer,
+	})
+	if err != nil {
 		return nil, err
 	}
+	s.r = r
 	return s, nil
 }
 
@@ -138,33 +140,41 @@ func (s *Server) Register(g *grpc.Server) {
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
 }
 
-// Reload builds every fleet's snapshot and publishes them only if all are
-// valid; otherwise the last good snapshots stay and the error is recorded.
-func (s *Server) Reload(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Reloader reloads the routes files (Reload, or Run when watching) and
+// reports their status. A reload builds every fleet's snapshot and
+// publishes them only if all are valid.
+func (s *Server) Reloader() *reload.Reloader { return s.r }
+
+// build builds every fleet's snapshot; publishing sets them in the cache.
+// The revision is a hash of the fleets' content-hash versions.
+func (s *Server) build(context.Context) (*reload.Built, error) {
 	snaps := map[string]*cache.Snapshot{}
+	detail := Detail{Fleets: map[string]Fleet{}}
+	h := sha256.New()
 	for _, fleet := range slices.Sorted(maps.Keys(s.opts.Files)) {
 		snap, err := BuildFile(s.opts.Files[fleet])
 		if err != nil {
-			s.reloads.WithLabelValues("failure").Inc()
-			s.status.Failures++
-			s.status.LastError = err.Error()
-			s.status.FailedAt = time.Now()
-			return err
+			return nil, err
 		}
 		snaps[fleet] = snap
+		v := snap.GetVersion(resource.ListenerType)
+		detail.Fleets[fleet] = Fleet{File: s.opts.Files[fleet], Version: v}
+		fmt.Fprintf(h, "%s\x00%s\x00", fleet, v)
 	}
-	for fleet, snap := range snaps {
-		if err := s.cache.SetSnapshot(ctx, fleet, snap); err != nil {
-			return fmt.Errorf("xds: publish %q: %w", fleet, err)
-		}
-		s.status.Fleets[fleet] = FleetStatus{File: s.opts.Files[fleet], Version: snap.GetVersion(resource.ListenerType), LoadedAt: time.Now()}
-	}
-	s.reloads.WithLabelValues("success").Inc()
-	s.status.Reloads++
-	s.status.LastError = ""
-	return nil
+	files := slices.Compact(slices.Sorted(maps.Values(s.opts.Files)))
+	return &reload.Built{
+		Revision: hex.EncodeToString(h.Sum(nil))[:16],
+		Files:    files,
+		Detail:   detail,
+		Publish: func(ctx context.Context) error {
+			for _, fleet := range slices.Sorted(maps.Keys(snaps)) {
+				if err := s.cache.SetSnapshot(ctx, fleet, snaps[fleet]); err != nil {
+					return fmt.Errorf("xds: publish %q: %w", fleet, err)
+				}
+			}
+			return nil
+		},
+	}, nil
 }
 
 // BuildFile reads, validates and renders a routes file into a consistent
@@ -179,29 +189,4 @@ func BuildFile(path string) (*cache.Snapshot, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return r.Snapshot()
-}
-
-// Status returns a copy of the current status.
-func (s *Server) Status() Status {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.status
-	st.Fleets = maps.Clone(st.Fleets)
-	return st
-}
-
-// Watch sets up watches on the routes files (before it returns); the
-// returned function, run by the watcher, reloads on every change.
-func (s *Server) Watch() (*filewatch.Watcher, func(context.Context), error) {
-	w, err := filewatch.New(slices.Collect(maps.Values(s.opts.Files)), s.log)
-	if err != nil {
-		return nil, nil, err
-	}
-	return w, func(ctx context.Context) {
-		if err := s.Reload(ctx); err != nil {
-			s.log.Error("routes reload failed; Envoys keep the last good configuration", "error", err)
-			return
-		}
-		s.log.Info("routes reloaded", "fleets", s.Status().Fleets)
-	}, nil
 }

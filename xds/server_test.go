@@ -22,8 +22,13 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcxds "google.golang.org/grpc/xds"
 
+	"go.uber.org/goleak"
+
+	"github.com/tollgate-dev/tollgate/internal/reload/reloadtest"
 	"github.com/tollgate-dev/tollgate/xds"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // routesFile is a two-service API whose orders cluster points at addr.
 func routesFile(addr string, withAccounts bool) string {
@@ -65,11 +70,7 @@ func writeFile(t *testing.T, path, content string) {
 func startXDS(t *testing.T, file string) (*xds.Server, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := xds.New(ctx, xds.Options{Files: map[string]string{xds.DefaultFleet: file}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, reload, err := srv.Watch()
+	srv, err := xds.New(ctx, xds.Options{Files: map[string]string{xds.DefaultFleet: file}, Watch: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func startXDS(t *testing.T, file string) (*xds.Server, string) {
 	}
 	go func() { _ = g.Serve(ln) }()
 	done := make(chan struct{})
-	go func() { defer close(done); _ = w.Run(ctx, reload) }()
+	go func() { defer close(done); _ = srv.Reloader().Run(ctx) }()
 	t.Cleanup(func() { cancel(); g.Stop(); <-done })
 	return srv, ln.Addr().String()
 }
@@ -104,7 +105,7 @@ var node = &corev3.Node{Id: "envoy-1", Cluster: "edge"}
 func TestADSStateOfTheWorld(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "routes.yaml")
 	writeFile(t, file, routesFile("10.0.0.1:8080", false))
-	_, addr := startXDS(t, file)
+	srv, addr := startXDS(t, file)
 	conn := dial(t, addr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -140,19 +141,41 @@ func TestADSStateOfTheWorld(t *testing.T) {
 	}
 	_ = clients[resource.EndpointType].Ack()
 
-	// A broken edit (a route to an unknown cluster) pushes nothing.
-	writeFile(t, file, strings.Replace(routesFile("10.0.0.3:8080", false), "cluster: orders\n", "cluster: nowhere\n", 1))
+	// A broken edit (a route to an unknown cluster) pushes nothing: once it
+	// is refused, the snapshot in force is the same and no response came.
+	before := srv.Reloader().Status()
 	got := make(chan *sotw.Response, 1)
 	go func() {
 		if r, err := clients[resource.EndpointType].Fetch(); err == nil {
 			got <- r
 		}
 	}()
+	writeFile(t, file, strings.Replace(routesFile("10.0.0.3:8080", false), "cluster: orders\n", "cluster: nowhere\n", 1))
+	reloadtest.WaitFor(t, "the broken edit to be refused", func() bool { return srv.Reloader().Status().Failures == before.Failures+1 })
+	if st := srv.Reloader().Status(); st.Revision != before.Revision || !strings.Contains(st.LastError, "routes.yaml:") {
+		t.Errorf("after a broken edit: revision %s (was %s), last_error %q; want the last good snapshot kept, file:line", st.Revision, before.Revision, st.LastError)
+	}
 	select {
 	case r := <-got:
 		t.Errorf("a broken file pushed %v", r.Resources)
-	case <-time.After(time.Second):
+	default:
 	}
+}
+
+// TestRoutesIgnoreUnrelatedFiles: a log file written next to the routes
+// file causes no reload (it once caused one every 100 ms); the next real
+// edit causes exactly one.
+func TestRoutesIgnoreUnrelatedFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "routes.yaml")
+	writeFile(t, file, routesFile("10.0.0.1:8080", false))
+	srv, _ := startXDS(t, file)
+	before := srv.Reloader().Status()
+
+	reloadtest.WriteUnrelated(t, 5, filepath.Join(dir, "tollgate.log"))
+	writeFile(t, file, routesFile("10.0.0.2:8080", false))
+	reloadtest.WaitFor(t, "the edit to be loaded", func() bool { return srv.Reloader().Status().Revision != before.Revision })
+	reloadtest.OneReload(t, before, srv.Reloader().Status())
 }
 
 // TestADSDelta: a delta subscriber receives the clusters, then sees one
@@ -383,7 +406,7 @@ func TestFleets(t *testing.T) {
 			t.Errorf("node cluster %q got endpoints %s, want %s", cluster, got, want)
 		}
 	}
-	if st := srv.Status(); len(st.Fleets) != 2 || st.Fleets["canary"].Version == st.Fleets[""].Version {
+	if st := srv.Reloader().Status().Detail.(xds.Detail); len(st.Fleets) != 2 || st.Fleets["canary"].Version == st.Fleets[""].Version {
 		t.Errorf("status %+v, want two fleets with different versions", st)
 	}
 }

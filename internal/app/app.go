@@ -1,6 +1,6 @@
 // Package app wires Tollgate's components into one server: the gRPC
 // listener (ext_authz and health), the admin HTTP listener and the policy
-// engine with its file watcher. cmd/tollgate only parses flags and calls it.
+// engine with its file reloader. cmd/tollgate only parses flags and calls it.
 package app
 
 import (
@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
+	"github.com/tollgate-dev/tollgate/internal/reload"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/rls"
@@ -41,16 +42,16 @@ type App struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	engine   *policies.Engine
-	rlsFiles *rls.Files      // the rate limit service's config files (nil: none)
-	xds      *xds.Server     // the xDS control plane (nil: off)
-	grpcs    []*grpcListener // one per distinct address, grpc.address first
+	rlsFiles *reload.Reloader // the rate limit service's config files (nil: none)
+	xds      *xds.Server      // the xDS control plane (nil: off)
+	grpcs    []*grpcListener  // one per distinct address, grpc.address first
 	health   *health.Server
 	admin    *admin.Server
 	adminLn  net.Listener
 	ready    atomic.Bool
 	version  string
 	// runners are the background work Run starts and stops with the
-	// listeners: file watchers and the store's sweeper.
+	// listeners: the file reloaders and the store's sweeper.
 	runners []runner
 	// undo releases what New provisioned, in reverse order: by New when
 	// it fails, by Run when it returns.
@@ -106,12 +107,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	a.engine, err = policies.New(ctx, policies.Options{
 		Paths:      cfg.Policy.Paths,
 		Queries:    queries,
+		Watch:      cfg.Policy.WatchEnabled(),
 		Logger:     log.With("component", "policies"),
 		Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
 	}
+	a.reloader("policy", a.engine.Reloader())
 	query, err := a.engine.Query(cfg.Policy.Decision)
 	if err != nil {
 		return nil, err
@@ -151,17 +154,18 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	}
 	rlsSrv := rls.New(limits, rlsOpts)
 	if len(cfg.RateLimit.ConfigPaths) > 0 {
-		if a.rlsFiles, err = rls.NewFiles(rlsSrv, cfg.RateLimit.ConfigPaths, log.With("component", "rls"), reg); err != nil {
+		if a.rlsFiles, err = rls.NewFiles(ctx, rlsSrv, rls.FilesOptions{
+			Paths: cfg.RateLimit.ConfigPaths, Watch: cfg.RateLimit.WatchEnabled(), Logger: log.With("component", "rls"), Registerer: reg,
+		}); err != nil {
 			return nil, err
 		}
+		a.reloader("ratelimit", a.rlsFiles)
 	}
 	if cfg.XDS.Enabled() {
-		if a.xds, err = xds.New(ctx, xds.Options{Files: cfg.XDS.Files(), Logger: log.With("component", "xds"), Registerer: reg}); err != nil {
+		if a.xds, err = xds.New(ctx, xds.Options{Files: cfg.XDS.Files(), Watch: cfg.XDS.WatchEnabled(), Logger: log.With("component", "xds"), Registerer: reg}); err != nil {
 			return nil, err
 		}
-	}
-	if err := a.watch(); err != nil {
-		return nil, err
+		a.reloader("xds", a.xds.Reloader())
 	}
 
 	// One gRPC server per distinct address: ext_authz and health on
@@ -199,35 +203,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	return a, nil
 }
 
-// watch sets up the file watchers that are switched on; each becomes a
-// runner. The watches exist when watch returns, so no change made after
-// New returns is missed.
-func (a *App) watch() error {
-	if a.cfg.Policy.WatchEnabled() {
-		w, err := a.engine.Watch()
-		if err != nil {
-			return err
-		}
-		a.undo.pushQuiet(w.Close)
-		a.runners = append(a.runners, runner{"policy watcher", w.Run})
-	}
-	if a.rlsFiles != nil && a.cfg.RateLimit.WatchEnabled() {
-		w, reload, err := a.rlsFiles.Watch()
-		if err != nil {
-			return err
-		}
-		a.undo.pushQuiet(w.Close)
-		a.runners = append(a.runners, runner{"ratelimit watcher", func(ctx context.Context) error { return w.Run(ctx, reload) }})
-	}
-	if a.xds != nil && a.cfg.XDS.WatchEnabled() {
-		w, reload, err := a.xds.Watch()
-		if err != nil {
-			return err
-		}
-		a.undo.pushQuiet(w.Close)
-		a.runners = append(a.runners, runner{"xds watcher", func(ctx context.Context) error { return w.Run(ctx, reload) }})
-	}
-	return nil
+// reloader makes a component's file reloader a runner (watching, when on,
+// from its construction) and closes its watches if New fails.
+func (a *App) reloader(component string, r *reload.Reloader) {
+	a.undo.pushQuiet(r.Close)
+	a.runners = append(a.runners, runner{component + " reloader", r.Run})
 }
 
 // grpcListener is one gRPC server and the address it serves.
@@ -311,22 +291,24 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 // Engine is the policy engine in use.
 func (a *App) Engine() *policies.Engine { return a.engine }
 
+// statusDoc is /status: every component's files in the one reload.Status
+// shape.
 type statusDoc struct {
-	Version   string           `json:"version"`
-	Ready     bool             `json:"ready"`
-	Policy    policies.Status  `json:"policy"`
-	RateLimit *rls.FilesStatus `json:"ratelimit,omitempty"`
-	XDS       *xds.Status      `json:"xds,omitempty"`
+	Version   string         `json:"version"`
+	Ready     bool           `json:"ready"`
+	Policy    reload.Status  `json:"policy"`
+	RateLimit *reload.Status `json:"ratelimit,omitempty"`
+	XDS       *reload.Status `json:"xds,omitempty"`
 }
 
 func (a *App) status() any {
-	doc := statusDoc{Version: a.version, Ready: a.ready.Load(), Policy: a.engine.Status()}
+	doc := statusDoc{Version: a.version, Ready: a.ready.Load(), Policy: a.engine.Reloader().Status()}
 	if a.rlsFiles != nil {
 		st := a.rlsFiles.Status()
 		doc.RateLimit = &st
 	}
 	if a.xds != nil {
-		st := a.xds.Status()
+		st := a.xds.Reloader().Status()
 		doc.XDS = &st
 	}
 	return doc

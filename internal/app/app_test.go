@@ -159,7 +159,8 @@ func TestDemo(t *testing.T) {
 		`tollgate_authz_decisions_total{status="200"} 1`,
 		`tollgate_authz_decisions_total{status="401"} 1`,
 		`tollgate_authz_check_duration_seconds_count 2`,
-		`tollgate_policy_reloads_total{result="success"} 1`,
+		`tollgate_reloads_total{component="policy",result="success"} 1`,
+		`tollgate_reloads_total{component="policy",result="failure"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -329,6 +330,13 @@ func TestNewFailsCleanly(t *testing.T) {
 	}
 	cfg = testConfig()
 	cfg.GRPC.Address = "203.0.113.1:1" // not an address of this machine: bind fails
+	if _, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil ||
+		!strings.Contains(err.Error(), "grpc.address") {
+		t.Errorf("New error = %v, want it to name grpc.address", err)
+	}
+	// Watched policy files: their watches are released too (goleak, in
+	// TestMain, would see the watcher's goroutine).
+	cfg.Policy.Paths = []string{"testdata/hook.rego"}
 	if _, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil ||
 		!strings.Contains(err.Error(), "grpc.address") {
 		t.Errorf("New error = %v, want it to name grpc.address", err)
@@ -536,4 +544,51 @@ func dialAddr(t *testing.T, addr string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// TestWatchSwitches: policy.watch, ratelimit.watch and xds.watch turn
+// watching off, each on its own; /status says which are watched, in the
+// one shape every component shares.
+func TestWatchSwitches(t *testing.T) {
+	off := false
+	for _, tt := range []struct {
+		name string
+		set  func(*config.Config)
+		want map[string]bool
+	}{
+		{"default", func(*config.Config) {}, map[string]bool{"policy": true, "ratelimit": true, "xds": true}},
+		{"policy.watch off", func(c *config.Config) { c.Policy.Watch = &off }, map[string]bool{"policy": false, "ratelimit": true, "xds": true}},
+		{"ratelimit.watch off", func(c *config.Config) { c.RateLimit.Watch = &off }, map[string]bool{"policy": true, "ratelimit": false, "xds": true}},
+		{"xds.watch off", func(c *config.Config) { c.XDS.Watch = &off }, map[string]bool{"policy": true, "ratelimit": true, "xds": false}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Policy.Paths = []string{"../../policies/demo"}
+			cfg.RateLimit.ConfigPaths = []string{"../../examples/ratelimit-migration/config.yaml"}
+			cfg.XDS.RoutesFile = "../../examples/xds/routes.yaml"
+			tt.set(cfg)
+			r := start(t, cfg)
+			_, body := get(t, "http://"+r.app.AdminAddr()+"/status")
+			type status struct {
+				Watching bool     `json:"watching"`
+				Revision string   `json:"revision"`
+				Files    []string `json:"files"`
+				Reloads  int      `json:"reloads"`
+			}
+			var doc struct {
+				Policy    status `json:"policy"`
+				RateLimit status `json:"ratelimit"`
+				XDS       status `json:"xds"`
+			}
+			if err := json.Unmarshal([]byte(body), &doc); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]status{"policy": doc.Policy, "ratelimit": doc.RateLimit, "xds": doc.XDS}
+			for component, want := range tt.want {
+				if st := got[component]; st.Watching != want || st.Revision == "" || len(st.Files) == 0 || st.Reloads != 1 {
+					t.Errorf("/status %s = %+v, want watching %v, a revision, files, 1 reload", component, st, want)
+				}
+			}
+		})
+	}
 }

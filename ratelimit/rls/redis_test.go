@@ -2,8 +2,6 @@ package rls_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,69 +105,6 @@ func TestRLSRedisFailure(t *testing.T) {
 	}
 	if codes[0] != rlsv3.RateLimitResponse_OK || codes[2] != rlsv3.RateLimitResponse_OVER_LIMIT {
 		t.Errorf("after the restart: %v, want the limit of 2 enforced again", codes)
-	}
-}
-
-// TestRLSFilesReload: a ConfigMap-style symlink swap changes the limits; a
-// broken file keeps the last good configuration and names file:line.
-func TestRLSFilesReload(t *testing.T) {
-	root := t.TempDir()
-	writeConfig := func(dir, body string) {
-		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, dir, "config.yaml"), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := func(rpu string) string {
-		return "domain: golden\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: " + rpu + "}\n"
-	}
-	writeConfig("..v1", cfg("1"))
-	must(t, os.Symlink("..v1", filepath.Join(root, "..data")))
-	must(t, os.Symlink(filepath.Join("..data", "config.yaml"), filepath.Join(root, "config.yaml")))
-
-	eng, _ := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{}), ratelimit.Options{})
-	srv := rls.New(eng, rls.Options{})
-	files, err := rls.NewFiles(srv, []string{root}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, reload, err := files.Watch()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = w.Run(ctx, reload) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	limitOf := func() uint32 {
-		resp, err := srv.ShouldRateLimit(context.Background(), rlsRequest("k", "v"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.Statuses[0].GetCurrentLimit().GetRequestsPerUnit()
-	}
-	if got := limitOf(); got != 1 {
-		t.Fatalf("initial limit %d, want 1", got)
-	}
-	// kubelet's swap
-	writeConfig("..v2", cfg("7"))
-	must(t, os.Symlink("..v2", filepath.Join(root, "..data_tmp")))
-	must(t, os.Rename(filepath.Join(root, "..data_tmp"), filepath.Join(root, "..data")))
-	must(t, os.RemoveAll(filepath.Join(root, "..v1")))
-	eventually(t, "the swapped config", func() bool { return limitOf() == 7 })
-
-	writeConfig("..v3", "domain: golden\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 3}\n")
-	must(t, os.Symlink("..v3", filepath.Join(root, "..data_tmp")))
-	must(t, os.Rename(filepath.Join(root, "..data_tmp"), filepath.Join(root, "..data")))
-	eventually(t, "the broken config to be refused", func() bool { return files.Status().Failures == 1 })
-	if got := limitOf(); got != 7 {
-		t.Errorf("after a broken change the limit is %d, want the last good 7", got)
-	}
-	if st := files.Status(); !containsAll(st.LastError, "config.yaml:4", "fortnight") {
-		t.Errorf("last error %q does not name file:line and the bad unit", st.LastError)
 	}
 }
 
