@@ -320,6 +320,10 @@ func (a *App) status() any {
 // rest are closed. A listener or runner failure ends Run the same way, with
 // its error.
 func (a *App) Run(ctx context.Context) error {
+	// The listeners are bound: a call made now waits in the backlog until
+	// Serve takes it, so Tollgate is ready before the first Serve runs (a
+	// client that saw the port open never sees NOT_SERVING).
+	a.setServing(true)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, l := range a.grpcs {
 		g.Go(func() error {
@@ -346,7 +350,6 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	a.setServing(true)
 	g.Go(func() error {
 		<-gctx.Done()
 		if ctx.Err() != nil {
