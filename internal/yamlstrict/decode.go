@@ -80,7 +80,12 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value, path string, pos Positio
 				names = append(names, name)
 			}
 		}
-		d.Mapping(n, what, NewKeys(names...), func(key string, _, val *yaml.Node) {
+		keys := NewKeys(names...)
+		keys.in = what
+		if path == "" {
+			keys.in = "the top level"
+		}
+		d.Mapping(n, what, keys, func(key string, _, val *yaml.Node) {
 			d.decode(val, v.Field(index[key]), join(path, key), pos)
 		})
 	case reflect.String:

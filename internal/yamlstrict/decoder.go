@@ -48,6 +48,7 @@ type Keys struct {
 	list    string // the names, for messages
 	allowed string // "a mapping with ..."
 	ext     bool
+	in      string // names the mapping in unknown key errors, or ""
 }
 
 // NewKeys declares the keys of a mapping. ExtensionKeys among them allows
@@ -273,7 +274,11 @@ func (d *Decoder) mapping(n *yaml.Node, keys *Keys, fn func(key string, k, v *ya
 			continue // a place for YAML anchors, ignored
 		}
 		if !slices.Contains(keys.names, k.Value) {
-			d.Errorf(k, "unknown key %q (allowed: %s)%s", k.Value, keys.list, d.hint(k.Value, keys))
+			in := ""
+			if keys.in != "" {
+				in = " in " + keys.in
+			}
+			d.Errorf(k, "unknown key %q%s (allowed: %s)%s", k.Value, in, keys.list, d.hint(k.Value, keys))
 			continue
 		}
 		seen = append(seen, k)
