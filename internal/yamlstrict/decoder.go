@@ -250,7 +250,7 @@ func (d *Decoder) Item(n *yaml.Node, what string, keys *Keys, fn func(key string
 // mapping walks one level; seen holds the keys set by the levels that win
 // over this one, then this level's.
 func (d *Decoder) mapping(n *yaml.Node, keys *Keys, fn func(key string, k, v *yaml.Node), seen []*yaml.Node, depth int) []*yaml.Node {
-	if !d.step(len(n.Content)/2, n) {
+	if !d.step(len(n.Content)/2+1, n) { // +1: an empty mapping merged costs too
 		return seen
 	}
 	outer := len(seen)

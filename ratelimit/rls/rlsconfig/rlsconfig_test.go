@@ -12,9 +12,14 @@ import (
 	"time"
 
 	rlpb "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	"go.uber.org/goleak"
 
 	"github.com/tollgate-dev/tollgate/ratelimit/rls/rlsconfig"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // readDir returns the YAML files of a testdata directory by base name.
 func readDir(t testing.TB, dir string) map[string][]byte {
