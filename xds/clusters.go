@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -20,12 +19,12 @@ const endpointsAllowed = "a list of host:port, all IP addresses (served over EDS
 
 func (p *parser) cluster(n *yaml.Node) (Cluster, bool) {
 	c := Cluster{Line: n.Line, Protocol: "http1", LBPolicy: "round_robin", ConnectTimeout: DefaultConnectTimeout}
-	var hasName bool
+	var name named
 	var endpointsK, endpointsV, protocolV, lbV, timeoutV, healthK, healthV *yaml.Node
 	ok := p.Item(n, "a cluster", clusterKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
-			hasName, c.Name = true, p.name(v)
+			name.set(p, v)
 		case "endpoints":
 			endpointsK, endpointsV = k, v
 		case "protocol":
@@ -38,17 +37,14 @@ func (p *parser) cluster(n *yaml.Node) (Cluster, bool) {
 			healthK, healthV = k, v
 		}
 	})
+	who, ok := name.who(p, ok, n, "cluster", nameAllowed)
 	if !ok {
 		return c, false
 	}
-	if c.Name == "" {
-		p.missing(hasName, n, "cluster", "name", nameAllowed)
-		return c, false
-	}
+	c.Name = name.name
 	if c.Name == DefaultTollgateCluster {
-		p.Errorf(n, "cluster %q: the name is reserved for the cluster that reaches Tollgate itself (allowed: any other name)", c.Name)
+		p.Errorf(n, "%s: the name is reserved for the cluster that reaches Tollgate itself (allowed: any other name)", who)
 	}
-	who := fmt.Sprintf("cluster %q", c.Name)
 	if endpointsV == nil {
 		p.missing(false, n, who, "endpoints", "a list of host:port, all IP addresses or all DNS names")
 	} else {

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 
@@ -16,26 +15,23 @@ var grpcLBPolicies = []string{"round_robin", "least_request", "ring_hash"}
 
 func (p *parser) grpcService(n *yaml.Node, refs *clusterRefs) (GRPCService, bool) {
 	g := GRPCService{Line: n.Line}
-	var hasName bool
+	var name named
 	var clusterV, routesK, routesV *yaml.Node
 	ok := p.Item(n, "a gRPC service", grpcServiceKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
-			hasName, g.Name = true, p.name(v)
+			name.set(p, v)
 		case "cluster":
 			clusterV = v
 		case "routes":
 			routesK, routesV = k, v
 		}
 	})
+	who, ok := name.who(p, ok, n, "grpc_services entry", "the xds:/// target name of the service, e.g. payments.example; "+nameAllowed)
 	if !ok {
 		return g, false
 	}
-	if g.Name == "" {
-		p.missing(hasName, n, "grpc_services entry", "name", "the xds:/// target name of the service, e.g. payments.example; "+nameAllowed)
-		return g, false
-	}
-	who := fmt.Sprintf("grpc_services entry %q", g.Name)
+	g.Name = name.name
 	if clusterV != nil {
 		if s, ok := p.NonEmpty(clusterV, "cluster"); ok {
 			g.Cluster = s
@@ -81,38 +77,22 @@ func (p *parser) grpcCluster(refs *clusterRefs, name string, at *yaml.Node, who 
 
 func (p *parser) grpcRoute(n *yaml.Node, parent, defaultCluster string, refs *clusterRefs) (GRPCRoute, bool) {
 	r := GRPCRoute{Line: n.Line, Cluster: defaultCluster}
-	var matchK, matchV, clusterV, timeoutV *yaml.Node
-	ok := p.Item(n, "a route", grpcRouteKeys, func(key string, k, v *yaml.Node) {
-		switch key {
-		case "name":
-			r.Name = p.name(v)
-		case "match":
-			matchK, matchV = k, v
-		case "cluster":
-			clusterV = v
-		case "timeout":
-			timeoutV = v
-		}
-	})
+	var c routeCommon
+	ok := p.Item(n, "a route", grpcRouteKeys, func(key string, k, v *yaml.Node) { c.set(p, key, k, v) })
 	if !ok {
 		return r, false
 	}
+	r.Name = c.name
 	who := entryName(parent, "route", r.Name, r.Line)
-	if matchV == nil {
-		p.missing(false, n, who, "match", "a mapping with one of prefix, path, regex, and optional headers")
-	} else {
-		r.Match, _ = p.match(matchK, matchV, who, grpcMatchKeys)
-	}
-	if clusterV != nil {
-		if s, ok := p.NonEmpty(clusterV, "cluster"); ok {
+	r.Match = c.match(p, n, who, grpcMatchKeys, "a mapping with one of prefix, path, regex, and optional headers")
+	r.Timeout = c.timeout(p, 0)
+	if c.clusterV != nil {
+		if s, ok := p.NonEmpty(c.clusterV, "cluster"); ok {
 			r.Cluster = s
-			p.grpcCluster(refs, s, clusterV, who)
+			p.grpcCluster(refs, s, c.clusterV, who)
 		}
 	} else if defaultCluster == "" {
 		p.Errorf(n, "%s: cluster is missing, and the service has no cluster (allowed: the name of a cluster under clusters)", who)
-	}
-	if timeoutV != nil {
-		r.Timeout = p.duration(timeoutV, "timeout", 0, "none")
 	}
 	return r, true
 }

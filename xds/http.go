@@ -1,11 +1,11 @@
 package xds
 
 import (
-	"fmt"
 	"regexp"
 	"regexp/syntax"
 	"slices"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -29,12 +29,13 @@ var (
 
 func (p *parser) listener(n *yaml.Node, refs *clusterRefs) (Listener, bool) {
 	l := Listener{Line: n.Line}
-	var hasName, hasAddress bool
+	var name named
+	var hasAddress bool
 	var hostsK, hostsV *yaml.Node
 	ok := p.Item(n, "a listener", listenerKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
-			hasName, l.Name = true, p.name(v)
+			name.set(p, v)
 		case "address":
 			hasAddress = true
 			if s, ok := p.NonEmpty(v, key); ok && p.hostPort(v, key, s, true) {
@@ -46,14 +47,11 @@ func (p *parser) listener(n *yaml.Node, refs *clusterRefs) (Listener, bool) {
 			hostsK, hostsV = k, v
 		}
 	})
+	who, ok := name.who(p, ok, n, "listener", nameAllowed)
 	if !ok {
 		return l, false
 	}
-	if l.Name == "" {
-		p.missing(hasName, n, "listener", "name", nameAllowed)
-		return l, false
-	}
-	who := fmt.Sprintf("listener %q", l.Name)
+	l.Name = name.name
 	p.missing(hasAddress, n, who, "address", "ip:port to listen on, e.g. 0.0.0.0:8080")
 	if hostsV == nil {
 		p.missing(false, n, who, "virtual_hosts", "a list of virtual hosts, each with name, domains and routes")
@@ -106,26 +104,23 @@ const domainsAllowed = `host names such as api.example.com, with an optional :po
 
 func (p *parser) virtualHost(n *yaml.Node, parent string, refs *clusterRefs) (VirtualHost, bool) {
 	vh := VirtualHost{Line: n.Line}
-	var hasName bool
+	var name named
 	var domainsK, domainsV, routesK, routesV *yaml.Node
 	ok := p.Item(n, "a virtual host", vhostKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
-			hasName, vh.Name = true, p.name(v)
+			name.set(p, v)
 		case "domains":
 			domainsK, domainsV = k, v
 		case "routes":
 			routesK, routesV = k, v
 		}
 	})
+	who, ok := name.who(p, ok, n, parent+": virtual host", nameAllowed)
 	if !ok {
 		return vh, false
 	}
-	if vh.Name == "" {
-		p.missing(hasName, n, parent+": virtual host", "name", nameAllowed)
-		return vh, false
-	}
-	who := fmt.Sprintf("%s: virtual host %q", parent, vh.Name)
+	vh.Name = name.name
 	if domainsV == nil {
 		p.missing(false, n, who, "domains", "a list of "+domainsAllowed)
 	} else {
@@ -186,42 +181,32 @@ func validDomain(d string) bool {
 
 func (p *parser) route(n *yaml.Node, parent string, refs *clusterRefs) (Route, bool) {
 	r := Route{Line: n.Line, Timeout: DefaultRouteTimeout}
-	var matchK, matchV, clusterV, timeoutV, retriesK, retriesV, rewriteV, tollgateV *yaml.Node
+	var c routeCommon
+	var retriesK, retriesV, rewriteV, tollgateV *yaml.Node
 	ok := p.Item(n, "a route", routeKeys, func(key string, k, v *yaml.Node) {
 		switch key {
-		case "name":
-			r.Name = p.name(v)
-		case "match":
-			matchK, matchV = k, v
-		case "cluster":
-			clusterV = v
-		case "timeout":
-			timeoutV = v
 		case "retries":
 			retriesK, retriesV = k, v
 		case "prefix_rewrite":
 			rewriteV = v
 		case "tollgate":
 			tollgateV = v
+		default:
+			c.set(p, key, k, v)
 		}
 	})
 	if !ok {
 		return r, false
 	}
+	r.Name = c.name
 	who := entryName(parent, "route", r.Name, r.Line)
-	if matchV == nil {
-		p.missing(false, n, who, "match", "a mapping with one of prefix, path, regex, and optional methods, headers")
-	} else {
-		r.Match, _ = p.match(matchK, matchV, who, matchKeys)
-	}
-	if clusterV == nil {
+	r.Match = c.match(p, n, who, matchKeys, "a mapping with one of prefix, path, regex, and optional methods, headers")
+	r.Timeout = c.timeout(p, r.Timeout)
+	if c.clusterV == nil {
 		p.missing(false, n, who, "cluster", "the name of a cluster under clusters")
-	} else if s, ok := p.NonEmpty(clusterV, "cluster"); ok {
+	} else if s, ok := p.NonEmpty(c.clusterV, "cluster"); ok {
 		r.Cluster = s
-		refs.lookup(s, clusterV, who)
-	}
-	if timeoutV != nil {
-		r.Timeout = p.duration(timeoutV, "timeout", r.Timeout, "none")
+		refs.lookup(s, c.clusterV, who)
 	}
 	if retriesV != nil {
 		r.Retries = p.retries(retriesK, retriesV, who)
@@ -235,12 +220,51 @@ func (p *parser) route(n *yaml.Node, parent string, refs *clusterRefs) (Route, b
 		}
 	}
 	if r.PrefixRewrite != "" && r.Match.Regex != "" {
-		p.Errorf(matchK, "%s: prefix_rewrite needs a prefix or path match, not regex (allowed: match.prefix or match.path with prefix_rewrite)", who)
+		p.Errorf(c.matchK, "%s: prefix_rewrite needs a prefix or path match, not regex (allowed: match.prefix or match.path with prefix_rewrite)", who)
 	}
 	if tollgateV != nil {
 		r.Tollgate = p.routeTollgate(tollgateV, who)
 	}
 	return r, true
+}
+
+// routeCommon holds what HTTP and gRPC routes both have, as read: name,
+// match, cluster and timeout.
+type routeCommon struct {
+	name                               string
+	matchK, matchV, clusterV, timeoutV *yaml.Node
+}
+
+// set records one of the common keys.
+func (c *routeCommon) set(p *parser, key string, k, v *yaml.Node) {
+	switch key {
+	case "name":
+		c.name = p.name(v)
+	case "match":
+		c.matchK, c.matchV = k, v
+	case "cluster":
+		c.clusterV = v
+	case "timeout":
+		c.timeoutV = v
+	}
+}
+
+// match reads the route's match, which must be there.
+func (c *routeCommon) match(p *parser, n *yaml.Node, who string, keys *yamlstrict.Keys, allowed string) Match {
+	if c.matchV == nil {
+		p.missing(false, n, who, "match", allowed)
+		return Match{}
+	}
+	m, _ := p.match(c.matchK, c.matchV, who, keys)
+	return m
+}
+
+// timeout reads the route's timeout, 0s meaning none; def when absent.
+func (c *routeCommon) timeout(p *parser, def time.Duration) time.Duration {
+	if c.timeoutV == nil {
+		return def
+	}
+	return p.duration(c.timeoutV, "timeout", def, "none")
 }
 
 const regexAllowed = "an RE2 regular expression that the whole path matches"

@@ -269,6 +269,28 @@ func (p *parser) missing(set bool, n *yaml.Node, what, key, allowed string) {
 	}
 }
 
+// named is the name of a listener, virtual host, cluster or gRPC service
+// as read: it must be given.
+type named struct {
+	name  string
+	given bool
+}
+
+func (e *named) set(p *parser, v *yaml.Node) { e.given, e.name = true, p.name(v) }
+
+// who returns how messages call the entry read from n (`<what> "<name>"`),
+// or false when it was not read or, reported, has no name.
+func (e *named) who(p *parser, read bool, n *yaml.Node, what, allowed string) (string, bool) {
+	if !read {
+		return "", false
+	}
+	if e.name == "" {
+		p.missing(e.given, n, what, "name", allowed)
+		return "", false
+	}
+	return fmt.Sprintf("%s %q", what, e.name), true
+}
+
 // entryName names an entry in messages: by its name, else by its line.
 func entryName(parent, what, name string, line int) string {
 	if name != "" {
