@@ -98,7 +98,7 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value, path string, pos Positio
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		bits := v.Type().Bits()
-		if i, ok := d.Int(n, what, int64(-1)<<(bits-1), int64(1)<<(bits-1)-1); ok {
+		if i, ok := d.integer(n, what, int64(-1)<<(bits-1), int64(1)<<(bits-1)-1); ok {
 			v.SetInt(i)
 		}
 	case reflect.Slice:

@@ -6,9 +6,10 @@
 // file, line and column.
 //
 // A Decoder walks the yaml.Node tree: Mapping visits a mapping's allowed
-// keys, declared once per mapping with NewKeys; List, String, Bool, Int,
-// Duration, Enum and StringMap read values and record positioned errors;
-// Decode fills a struct by its yaml tags.
+// keys, declared once per mapping with NewKeys; List, String, NonEmpty,
+// Strings, StringMap, Bool, Uint32, Duration and Enum read values and
+// record positioned errors; Decode fills a struct by its yaml tags and
+// returns where each value stands (Positions), for checks made later.
 package yamlstrict
 
 import (
@@ -28,19 +29,17 @@ import (
 
 // Limits that keep hostile files from taking unbounded time or memory.
 const (
-	// MaxSteps bounds the mapping keys and list items read, aliases and
+	// maxSteps bounds the mapping keys and list items read, aliases and
 	// merge keys expanded.
-	MaxSteps = 1 << 20
-	// MaxErrors bounds the errors reported per file.
-	MaxErrors     = 50
+	maxSteps = 1 << 20
+	// maxErrors bounds the errors reported per file.
+	maxErrors     = 50
 	maxMergeDepth = 8
 )
 
 // ExtensionKeys, given to NewKeys, allows the keys that start with "x-" and
 // ignores them: a place for YAML anchors that the rest of the file uses.
-const ExtensionKeys = extensionKeys
-
-const extensionKeys = "x-*"
+const ExtensionKeys = "x-*"
 
 // Keys are the keys a mapping allows, in the order messages list them.
 type Keys struct {
@@ -58,7 +57,7 @@ func NewKeys(names ...string) *Keys {
 	parts := make([]string, len(names))
 	for i, n := range names {
 		parts[i] = n
-		if n == extensionKeys {
+		if n == ExtensionKeys {
 			k.ext = true
 			parts[i] = "x-... (ignored, a place for YAML anchors)"
 		}
@@ -93,7 +92,7 @@ type Decoder struct {
 
 // NewDecoder returns a Decoder for the file named file in messages.
 func NewDecoder(file string) *Decoder {
-	return &Decoder{file: file, steps: MaxSteps}
+	return &Decoder{file: file, steps: maxSteps}
 }
 
 // File returns the file name given to NewDecoder.
@@ -104,8 +103,8 @@ func (d *Decoder) ErrorAt(line, col int, format string, args ...any) {
 	if d.full {
 		return
 	}
-	if len(d.errs) == MaxErrors {
-		d.errs = append(d.errs, &Error{File: d.file, Line: line, Column: col, Message: fmt.Sprintf("more than %d errors; stopping", MaxErrors)})
+	if len(d.errs) == maxErrors {
+		d.errs = append(d.errs, &Error{File: d.file, Line: line, Column: col, Message: fmt.Sprintf("more than %d errors; stopping", maxErrors)})
 		d.full = true
 		return
 	}
@@ -123,7 +122,7 @@ func (d *Decoder) Errorf(n *yaml.Node, format string, args ...any) {
 
 // Warnf records a warning at n: a setting with no effect, not an error.
 func (d *Decoder) Warnf(n *yaml.Node, format string, args ...any) {
-	if len(d.warns) < MaxErrors {
+	if len(d.warns) < maxErrors {
 		d.warns = append(d.warns, &Error{File: d.file, Line: n.Line, Column: n.Column, Message: fmt.Sprintf(format, args...)})
 	}
 }
@@ -154,7 +153,7 @@ func (d *Decoder) Stopped() bool { return d.full }
 func (d *Decoder) step(n int, at *yaml.Node) bool {
 	if d.steps -= n; d.steps < 0 {
 		if !d.full {
-			d.Errorf(at, "the file expands to more than %d keys and items (aliases and merge keys expanded)", MaxSteps)
+			d.Errorf(at, "the file expands to more than %d keys and items (aliases and merge keys expanded)", maxSteps)
 			d.full = true
 		}
 		return false
@@ -346,9 +345,9 @@ func (d *Decoder) List(n *yaml.Node, what, allowed string) []*yaml.Node {
 	return n.Content
 }
 
-// Scalar reads a scalar as its text (numbers and booleans as written; null
+// scalar reads a scalar as its text (numbers and booleans as written; null
 // as ""), refusing control characters and invalid UTF-8.
-func (d *Decoder) Scalar(n *yaml.Node, what, allowed string) (string, bool) {
+func (d *Decoder) scalar(n *yaml.Node, what, allowed string) (string, bool) {
 	n = deref(n)
 	if s, ok := text(n); ok {
 		return s, true
@@ -380,9 +379,9 @@ func (d *Decoder) scalarError(n *yaml.Node, what, allowed string) {
 	d.Errorf(n, "%s %q contains a control character or invalid UTF-8 (allowed: printable text)", what, n.Value)
 }
 
-// String reads a scalar as text (see Scalar).
+// String reads a scalar as text (see scalar).
 func (d *Decoder) String(n *yaml.Node, what string) (string, bool) {
-	return d.Scalar(n, what, "a string")
+	return d.scalar(n, what, "a string")
 }
 
 // NonEmpty reads a string that may not be empty.
@@ -494,8 +493,8 @@ func (d *Decoder) Bool(n *yaml.Node, what string) (bool, bool) {
 	return false, false
 }
 
-// Int reads a whole number from lo to hi.
-func (d *Decoder) Int(n *yaml.Node, what string, lo, hi int64) (int64, bool) {
+// integer reads a whole number from lo to hi.
+func (d *Decoder) integer(n *yaml.Node, what string, lo, hi int64) (int64, bool) {
 	n = deref(n)
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
 		d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), wholeNumber(lo, hi))
@@ -511,7 +510,7 @@ func (d *Decoder) Int(n *yaml.Node, what string, lo, hi int64) (int64, bool) {
 
 // Uint32 reads a whole number from lo to hi, at most math.MaxUint32.
 func (d *Decoder) Uint32(n *yaml.Node, what string, lo, hi uint32) (uint32, bool) {
-	i, ok := d.Int(n, what, int64(lo), int64(min(hi, math.MaxUint32)))
+	i, ok := d.integer(n, what, int64(lo), int64(min(hi, math.MaxUint32)))
 	return uint32(i), ok
 }
 

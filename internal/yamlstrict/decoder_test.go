@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 // server is what the test schema reads.
 type server struct {
 	Name    string
-	Port    int64
+	Port    uint32
 	On      bool
 	Timeout time.Duration
 	Tags    []string
@@ -50,7 +50,7 @@ func readServer(data string) (server, error) {
 		case "name":
 			s.Name, _ = d.NonEmpty(v, key)
 		case "port":
-			s.Port, _ = d.Int(v, key, 1, 65535)
+			s.Port, _ = d.Uint32(v, key, 1, 65535)
 		case "on":
 			s.On, _ = d.Bool(v, key)
 		case "timeout":
@@ -209,6 +209,9 @@ func TestYAML11Bools(t *testing.T) {
 	}
 }
 
+// maxErrors is the decoder's cap on errors per file.
+const maxErrors = 50
+
 func TestMaxErrors(t *testing.T) {
 	var b strings.Builder
 	for i := range 80 {
@@ -219,8 +222,8 @@ func TestMaxErrors(t *testing.T) {
 	if !errors.As(err, &es) {
 		t.Fatalf("error %v is %T, want Errors", err, err)
 	}
-	if len(es) != yamlstrict.MaxErrors+1 || !strings.Contains(es[len(es)-1].Message, "more than 50 errors; stopping") {
-		t.Errorf("got %d errors, the last %q; want %d, the last saying it stopped", len(es), es[len(es)-1], yamlstrict.MaxErrors+1)
+	if len(es) != maxErrors+1 || !strings.Contains(es[len(es)-1].Message, "more than 50 errors; stopping") {
+		t.Errorf("got %d errors, the last %q; want %d, the last saying it stopped", len(es), es[len(es)-1], maxErrors+1)
 	}
 }
 
@@ -364,7 +367,7 @@ func FuzzDecoder(f *testing.F) {
 			if !errors.As(err, &es) {
 				t.Fatalf("error %v is %T, want Errors", err, err)
 			}
-			if len(es) > yamlstrict.MaxErrors+1 {
+			if len(es) > maxErrors+1 {
 				t.Fatalf("%d errors, more than the cap", len(es))
 			}
 			for _, e := range es {

@@ -46,7 +46,7 @@ func KindName(n *yaml.Node) string {
 func Hint(word string, allowed []string) string {
 	best, bestDist := "", 3
 	for _, a := range allowed {
-		if a == extensionKeys {
+		if a == ExtensionKeys {
 			continue
 		}
 		if d := editDistance(word, a); d < bestDist {
