@@ -247,7 +247,8 @@ func (d *Decoder) Item(n *yaml.Node, what string, keys *Keys, fn func(key string
 }
 
 // mapping walks one level; seen holds the keys set by the levels that win
-// over this one, then this level's.
+// over this one, then this level's. A key is in seen once at most, so seen
+// is never longer than keys.names, however many mappings aliases merge.
 func (d *Decoder) mapping(n *yaml.Node, keys *Keys, fn func(key string, k, v *yaml.Node), seen []*yaml.Node, depth int) []*yaml.Node {
 	if !d.step(len(n.Content)/2+1, n) { // +1: an empty mapping merged costs too
 		return seen
@@ -280,10 +281,10 @@ func (d *Decoder) mapping(n *yaml.Node, keys *Keys, fn func(key string, k, v *ya
 			d.Errorf(k, "unknown key %q%s (allowed: %s)%s", k.Value, in, keys.list, d.hint(k.Value, keys))
 			continue
 		}
-		seen = append(seen, k)
 		if indexKey(seen[:outer], k.Value) >= 0 {
 			continue // set by a mapping that merges this one
 		}
+		seen = append(seen, k)
 		fn(k.Value, k, v)
 	}
 	for _, mv := range merges {

@@ -96,6 +96,28 @@ func emptyBomb() string {
 	return strings.Replace(aliasBomb(), "{a: 1}", "{}", 1)
 }
 
+// lateKeyBomb merges a mapping with key a 100,000 times, then one with key
+// b as many times, within the budget: the keys already set must not be
+// searched at each merge, or it takes minutes.
+func lateKeyBomb() string {
+	var b strings.Builder
+	for _, key := range []string{"a", "b"} {
+		fmt.Fprintf(&b, "x-%s0: &%s0 {%s: 1}\n", key, key, key)
+		for i := 1; i <= 5; i++ {
+			fmt.Fprintf(&b, "x-%s%d: &%s%d {<<: [", key, i, key, i)
+			for j := range 10 {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(&b, "*%s%d", key, i-1)
+			}
+			b.WriteString("]}\n")
+		}
+	}
+	b.WriteString("sub: {<<: [*a5, *b5]}\n")
+	return b.String()
+}
+
 // deepMerge nests merge keys deeper than the decoder follows.
 func deepMerge() string {
 	var b strings.Builder
@@ -135,6 +157,7 @@ func TestDecoder(t *testing.T) {
 			errs: []string{"the file expands to more than 1048576 keys and items (aliases and merge keys expanded)"}},
 		{name: "alias budget, empty mappings", doc: emptyBomb(),
 			errs: []string{"the file expands to more than 1048576 keys and items (aliases and merge keys expanded)"}},
+		{name: "many merges, late key", doc: lateKeyBomb(), want: server{Sub: []string{"a", "b"}}},
 		{name: "wrong kinds", doc: "name: [1]\nport: x\non: maybe\ntimeout: 5\ntags: {a: 1}\nlabels: [a]\nsub: 3\n",
 			errs: []string{
 				`s.yaml:1: name is a list (allowed: a string)`,
