@@ -23,8 +23,7 @@ var (
 		"envoy-ratelimited", "retriable-4xx", "refused-stream", "retriable-status-codes",
 		"retriable-headers", "http3-post-connect-failure",
 		"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
-	headerNameRe = regexp.MustCompile("^:?[0-9a-zA-Z!#$%&'*+.^_|~`-]+$")
-	domainRe     = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]-]+$`)
+	domainRe = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]-]+$`)
 )
 
 func (p *parser) listener(n *yaml.Node, refs *clusterRefs) (Listener, bool) {
@@ -163,6 +162,25 @@ func (p *parser) virtualHost(n *yaml.Node, parent string, refs *clusterRefs) (Vi
 		vh.Routes = append(vh.Routes, r)
 	}
 	return vh, true
+}
+
+// validHeaderName reports whether s is an HTTP header name (an RFC 9110
+// token), or a pseudo-header such as :path.
+func validHeaderName(s string) bool {
+	s = strings.TrimPrefix(s, ":")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && !strings.ContainsRune("!#$%&'*+.^_|~`-", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 func validDomain(d string) bool {
@@ -318,7 +336,7 @@ func (p *parser) match(k, v *yaml.Node, who string, keys *yamlstrict.Keys) (Matc
 	if headersV != nil {
 		p.StringMap(headersV, "headers", "a mapping of header names to exact values", func(k *yaml.Node, name, val string) {
 			switch {
-			case !headerNameRe.MatchString(name):
+			case !validHeaderName(name):
 				p.Errorf(k, "%s: header name %q is not valid (allowed: an HTTP header name such as x-api-version)", who, name)
 			case strings.EqualFold(name, ":method") && methodsV != nil:
 				p.Errorf(k, "%s: header :method and methods both match the method (allowed: one of them)", who)
@@ -509,7 +527,7 @@ func (p *parser) action(kind string, k, v *yaml.Node, who string) (RateLimitActi
 			case "header":
 				hasHeader = true
 				if s, ok := p.NonEmpty(v, key); ok {
-					if !headerNameRe.MatchString(s) {
+					if !validHeaderName(s) {
 						p.Errorf(v, "%s: request_headers header %q is not valid (allowed: an HTTP header name such as x-tollgate-consumer or :path)", who, s)
 					}
 					rh.Header = s

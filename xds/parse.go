@@ -91,9 +91,21 @@ var home = map[string]string{
 }
 
 var (
-	nameRe    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$`)
 	dnsNameRe = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$`)
 )
+
+// validName reports whether s is nameAllowed.
+func validName(s string) bool {
+	if s == "" || len(s) > 200 || !isAlnum(s[0]) && s[0] != '_' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && !strings.ContainsRune("_.:-", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
 
 const nameAllowed = "a name of letters, digits and _ . : - (at most 200), starting with a letter, digit or _"
 
@@ -304,7 +316,7 @@ func (p *parser) name(v *yaml.Node) string {
 	if !ok {
 		return ""
 	}
-	if !nameRe.MatchString(s) {
+	if !validName(s) {
 		p.Errorf(v, "name %q is not valid (allowed: %s)", s, nameAllowed)
 		return ""
 	}
