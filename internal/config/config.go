@@ -279,10 +279,7 @@ func Load(path string) (*Config, error) {
 func Parse(name string, b []byte) (*Config, error) {
 	d := yamlstrict.NewDecoder(name)
 	c := &Config{}
-	var pos yamlstrict.Positions
-	if root := d.Document(b, "a mapping of settings (grpc, admin, log, policy, authz, store, ratelimit, xds, shutdown_timeout)", true); root != nil {
-		pos = d.Decode(root, c)
-	}
+	pos := d.DecodeDocument(b, c)
 	c.applyDefaults()
 	c.validate(&checker{d: d, pos: pos})
 	if err := d.Err(); err != nil {
@@ -311,8 +308,8 @@ func (k *checker) check(path string, err error) {
 
 // validate checks every setting and reports all problems at once.
 func (c *Config) validate(k *checker) {
-	k.check("grpc.address", validAddress(c.GRPC.Address))
-	k.check("admin.address", validAddress(c.Admin.Address))
+	k.check("grpc.address", validAddress(c.GRPC.Address, DefaultGRPCAddress))
+	k.check("admin.address", validAddress(c.Admin.Address, DefaultAdminAddress))
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -337,10 +334,10 @@ func (c *Config) validate(k *checker) {
 	}
 	c.Store.validate(k)
 	if c.RateLimit.Address != "" {
-		k.check("ratelimit.address", validAddress(c.RateLimit.Address))
+		k.check("ratelimit.address", validAddress(c.RateLimit.Address, "0.0.0.0:8081"))
 	}
 	if c.XDS.Address != "" {
-		k.check("xds.address", validAddress(c.XDS.Address))
+		k.check("xds.address", validAddress(c.XDS.Address, "0.0.0.0:18000"))
 	}
 	switch c.RateLimit.FailureMode {
 	case "open", "closed":
@@ -388,10 +385,11 @@ func isIdent(s string) bool {
 	return true
 }
 
-func validAddress(a string) error {
+// validAddress checks host:port; example is one for the message.
+func validAddress(a, example string) error {
 	_, port, err := net.SplitHostPort(a)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port (allowed: e.g. %q, or %q for every interface)", a, DefaultGRPCAddress, ":9191")
+		return fmt.Errorf("%q is not host:port (allowed: host:port such as %q)", a, example)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("%q: port %s is out of range (allowed: 0-65535)", a, port)
@@ -411,7 +409,7 @@ func (s *Store) validate(k *checker) {
 			k.errorf("store.redis.addrs", `empty (allowed: at least one host:port, e.g. ["127.0.0.1:6379"])`)
 		}
 		for i, a := range r.Addrs {
-			k.check(fmt.Sprintf("store.redis.addrs[%d]", i), validAddress(a))
+			k.check(fmt.Sprintf("store.redis.addrs[%d]", i), validAddress(a, "127.0.0.1:6379"))
 		}
 		if r.Password != "" && r.PasswordFile != "" {
 			k.errorf("store.redis.password_file", "set password or password_file, not both")

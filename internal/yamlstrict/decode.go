@@ -41,6 +41,32 @@ func (d *Decoder) Decode(n *yaml.Node, out any) Positions {
 	return pos
 }
 
+// DecodeDocument decodes data, one YAML document, into the struct that out
+// points to (see Decode); an empty document leaves it as it is.
+func (d *Decoder) DecodeDocument(data []byte, out any) Positions {
+	keys, _ := structKeys(reflect.TypeOf(out).Elem())
+	root := d.Document(data, keys.allowed, true)
+	if root == nil {
+		return Positions{}
+	}
+	return d.Decode(root, out)
+}
+
+// structKeys returns the keys of a struct type's mapping, from its fields'
+// yaml tags, and the index of each key's field.
+func structKeys(t reflect.Type) (*Keys, map[string]int) {
+	index := map[string]int{}
+	var names []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name != "" && name != "-" && t.Field(i).IsExported() {
+			index[name] = i
+			names = append(names, name)
+		}
+	}
+	return NewKeys(names...), index
+}
+
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
 func (d *Decoder) decode(n *yaml.Node, v reflect.Value, path string, pos Positions) {
@@ -70,17 +96,7 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value, path string, pos Positio
 		d.decode(n, p.Elem(), path, pos)
 		v.Set(p)
 	case reflect.Struct:
-		t := v.Type()
-		index := map[string]int{}
-		var names []string
-		for i := range t.NumField() {
-			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-			if name != "" && name != "-" && t.Field(i).IsExported() {
-				index[name] = i
-				names = append(names, name)
-			}
-		}
-		keys := NewKeys(names...)
+		keys, index := structKeys(v.Type())
 		keys.in = what
 		if path == "" {
 			keys.in = "the top level"

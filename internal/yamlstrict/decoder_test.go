@@ -323,7 +323,7 @@ tls:
 `
 	d := yamlstrict.NewDecoder("c.yaml")
 	var s settings
-	pos := d.Decode(d.Document([]byte(doc), "settings", true), &s)
+	pos := d.DecodeDocument([]byte(doc), &s)
 	if err := d.Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ tls:
 	}
 
 	d = yamlstrict.NewDecoder("c.yaml")
-	d.Decode(d.Document([]byte("adress: x\nsize: big\nwait: soon\ntls: {enabld: true}\npaths: [[1]]\n"), "settings", true), &s)
+	d.DecodeDocument([]byte("adress: x\nsize: big\nwait: soon\ntls: {enabld: true}\npaths: [[1]]\n"), &s)
 	err := d.Err()
 	for _, w := range []string{
 		`c.yaml:1: unknown key "adress" in the top level (allowed: address, watch, paths, fleets, size, wait, tls); did you mean "address"?`,
@@ -402,9 +402,7 @@ func FuzzDecoder(f *testing.F) {
 		check(err)
 		d := yamlstrict.NewDecoder("d.yaml")
 		var s settings
-		if root := d.Document(data, "settings", true); root != nil {
-			d.Decode(root, &s)
-		}
+		d.DecodeDocument(data, &s)
 		check(d.Err())
 	})
 }
