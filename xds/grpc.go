@@ -46,17 +46,8 @@ func (p *parser) grpcService(n *yaml.Node, refs *clusterRefs) (GRPCService, bool
 	if len(routes) == 0 {
 		p.Errorf(routesK, "%s: routes is empty (allowed: leave routes out to send every call to cluster, or list at least one route)", who)
 	}
-	seen := map[string]int{}
-	for _, rn := range routes {
-		r, ok := p.grpcRoute(rn, who, g.Cluster, refs)
-		if !ok {
-			continue
-		}
-		if r.Name != "" && !p.firstUse(seen, r.Name, rn, who+": route", "route names must be unique") {
-			continue
-		}
-		g.Routes = append(g.Routes, r)
-	}
+	g.Routes = uniqueNames(p, routes, func(rn *yaml.Node) (GRPCRoute, bool) { return p.grpcRoute(rn, who, g.Cluster, refs) },
+		who+": route", "route names must be unique", nil)
 	return g, true
 }
 

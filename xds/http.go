@@ -60,26 +60,19 @@ func (p *parser) listener(n *yaml.Node, refs *clusterRefs) (Listener, bool) {
 	if len(hosts) == 0 {
 		p.Errorf(hostsK, "%s: virtual_hosts is empty (allowed: at least one virtual host)", who)
 	}
-	seen := map[string]int{}
 	domains := map[string]int{}
-	for _, h := range hosts {
-		vh, ok := p.virtualHost(h, who, refs)
-		if !ok {
-			continue
-		}
-		if !p.firstUse(seen, vh.Name, h, who+": virtual host", "names must be unique in a listener") {
-			continue
-		}
-		for _, d := range vh.Domains {
-			k := strings.ToLower(d)
-			if first, dup := domains[k]; dup {
-				p.Errorf(h, "%s: virtual host %q: domain %q is already served by the virtual host at line %d; Envoy requires each domain once per listener", who, vh.Name, d, first)
-				continue
+	l.VirtualHosts = uniqueNames(p, hosts, func(h *yaml.Node) (VirtualHost, bool) { return p.virtualHost(h, who, refs) },
+		who+": virtual host", "names must be unique in a listener", func(h *yaml.Node, vh *VirtualHost) bool {
+			for _, d := range vh.Domains {
+				k := strings.ToLower(d)
+				if first, dup := domains[k]; dup {
+					p.Errorf(h, "%s: virtual host %q: domain %q is already served by the virtual host at line %d; Envoy requires each domain once per listener", who, vh.Name, d, first)
+					continue
+				}
+				domains[k] = vh.Line
 			}
-			domains[k] = vh.Line
-		}
-		l.VirtualHosts = append(l.VirtualHosts, vh)
-	}
+			return true
+		})
 	return l, true
 }
 
@@ -150,17 +143,8 @@ func (p *parser) virtualHost(n *yaml.Node, parent string, refs *clusterRefs) (Vi
 	if len(routes) == 0 {
 		p.Errorf(routesK, "%s has no routes (allowed: a list of at least one route, each with match and cluster)", who)
 	}
-	seen := map[string]int{}
-	for _, rn := range routes {
-		r, ok := p.route(rn, who, refs)
-		if !ok {
-			continue
-		}
-		if r.Name != "" && !p.firstUse(seen, r.Name, rn, who+": route", "route names must be unique in a virtual host") {
-			continue
-		}
-		vh.Routes = append(vh.Routes, r)
-	}
+	vh.Routes = uniqueNames(p, routes, func(rn *yaml.Node) (Route, bool) { return p.route(rn, who, refs) },
+		who+": route", "route names must be unique in a virtual host", nil)
 	return vh, true
 }
 

@@ -149,37 +149,24 @@ func (p *parser) parse(data []byte) *File {
 	}
 	refs := p.clusterRefs(f.Clusters)
 
-	seenL := map[string]int{}
-	seenAddr := map[string]int{}
-	for _, n := range listeners {
-		l, ok := p.listener(n, refs)
-		if !ok {
-			continue
-		}
-		if !p.firstUse(seenL, l.Name, n, "listener", "listener names must be unique") {
-			continue
-		}
-		if first, dup := seenAddr[l.Address]; dup {
-			p.Errorf(n, "listener %q: address %q is already used by the listener at line %d", l.Name, l.Address, first)
-		}
-		seenAddr[l.Address] = l.Line
-		f.Listeners = append(f.Listeners, l)
-	}
-	seenG := map[string]int{}
-	for _, n := range grpcs {
-		g, ok := p.grpcService(n, refs)
-		if !ok {
-			continue
-		}
-		if !p.firstUse(seenG, g.Name, n, "grpc_services entry", "names must be unique") {
-			continue
-		}
-		if first, dup := seenL[g.Name]; dup {
-			p.Errorf(n, "grpc_services entry %q has the name of the listener at line %d; both are listeners in xDS, so names must differ", g.Name, first)
-			continue
-		}
-		f.GRPCServices = append(f.GRPCServices, g)
-	}
+	byName := map[string]int{} // listener name -> line
+	byAddr := map[string]int{}
+	f.Listeners = uniqueNames(p, listeners, func(n *yaml.Node) (Listener, bool) { return p.listener(n, refs) },
+		"listener", "listener names must be unique", func(n *yaml.Node, l *Listener) bool {
+			if first, dup := byAddr[l.Address]; dup {
+				p.Errorf(n, "listener %q: address %q is already used by the listener at line %d", l.Name, l.Address, first)
+			}
+			byAddr[l.Address], byName[l.Name] = l.Line, l.Line
+			return true
+		})
+	f.GRPCServices = uniqueNames(p, grpcs, func(n *yaml.Node) (GRPCService, bool) { return p.grpcService(n, refs) },
+		"grpc_services entry", "names must be unique", func(n *yaml.Node, g *GRPCService) bool {
+			if first, dup := byName[g.Name]; dup {
+				p.Errorf(n, "grpc_services entry %q has the name of the listener at line %d; both are listeners in xDS, so names must differ", g.Name, first)
+				return false
+			}
+			return true
+		})
 	if len(f.Listeners) == 0 && len(f.GRPCServices) == 0 && p.NumErrors() == 0 {
 		p.Errorf(root, "the file defines no listeners and no grpc_services (allowed: at least one of them)")
 	}
@@ -260,6 +247,49 @@ func listNames(names []string) string {
 		return strings.Join(names[:10], ", ") + fmt.Sprintf(" and %d more", len(names)-10)
 	}
 	return strings.Join(names, ", ")
+}
+
+// entry is what uniqueNames reads: a listener, virtual host, route or
+// gRPC service.
+type entry interface {
+	Listener | VirtualHost | Route | GRPCService | GRPCRoute
+}
+
+// uniqueNames reads each item of a list with read, and keeps the entries
+// whose name no entry before took (what and rule word the error; an
+// unnamed route is always kept) and that keep, if not nil, accepts.
+func uniqueNames[T entry](p *parser, items []*yaml.Node, read func(*yaml.Node) (T, bool), what, rule string, keep func(*yaml.Node, *T) bool) []T {
+	seen := map[string]int{}
+	var out []T
+	for _, n := range items {
+		e, ok := read(n)
+		if !ok {
+			continue
+		}
+		out = append(out, e)
+		last := &out[len(out)-1] // checked in place, not copied to the heap
+		if name := entryNameOf(last); name != "" && !p.firstUse(seen, name, n, what, rule) ||
+			keep != nil && !keep(n, last) {
+			out = out[:len(out)-1]
+		}
+	}
+	return out
+}
+
+func entryNameOf[T entry](e *T) string {
+	switch e := any(e).(type) {
+	case *Listener:
+		return e.Name
+	case *VirtualHost:
+		return e.Name
+	case *Route:
+		return e.Name
+	case *GRPCService:
+		return e.Name
+	case *GRPCRoute:
+		return e.Name
+	}
+	return ""
 }
 
 // firstUse records name (defined at n) in seen and reports false, with an
