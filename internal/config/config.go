@@ -1,15 +1,14 @@
 // Package config reads and validates Tollgate's YAML configuration file.
 //
-// Decoding is strict: an unknown key is an error that names it and its line.
-// Validation runs completely before anything starts, so a server is never
-// built from a half-valid file.
+// Decoding is strict (internal/yamlstrict): an unknown key is an error that
+// names it and its line. Validation runs completely before anything starts,
+// so a server is never built from a half-valid file, and its errors name
+// the line of the value they refuse too.
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tollgate-dev/tollgate/internal/yamlstrict"
 )
 
 // Config is the whole Tollgate configuration file.
@@ -179,17 +180,21 @@ type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: want a duration such as \"10s\" or \"500ms\", got %q", n.Line, n.Value)
+	v, err := time.ParseDuration(n.Value)
+	if err != nil && n.Value == "0" {
+		v, err = 0, nil
 	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: want a non-negative duration such as \"10s\" or \"500ms\", got %q", n.Line, s)
+	switch {
+	case n.Kind != yaml.ScalarNode:
+		return fmt.Errorf("is %s (allowed: %s)", yamlstrict.KindName(n), durationAllowed)
+	case err != nil, v < 0:
+		return fmt.Errorf("%q is not a duration (allowed: %s)", n.Value, durationAllowed)
 	}
 	*d = Duration(v)
 	return nil
 }
+
+const durationAllowed = "a duration such as 10s or 500ms, or 0s for the default"
 
 // Defaults for an empty or absent configuration file.
 const (
@@ -209,6 +214,16 @@ func Default() *Config {
 }
 
 func (c *Config) applyDefaults() {
+	on := func(b **bool) {
+		if *b == nil {
+			t := true
+			*b = &t
+		}
+	}
+	on(&c.GRPC.Reflection)
+	on(&c.Policy.Watch)
+	on(&c.RateLimit.Watch)
+	on(&c.XDS.Watch)
 	if c.GRPC.Address == "" {
 		c.GRPC.Address = DefaultGRPCAddress
 	}
@@ -254,169 +269,105 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c, err := Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return c, nil
+	return Parse(path, b)
 }
 
-// Parse decodes and validates a configuration document. Unknown keys are
-// errors naming the key and its line.
-func Parse(b []byte) (*Config, error) {
+// Parse decodes and validates a configuration document; name is the file
+// name in messages. Every problem is reported (yamlstrict.Errors), each
+// with its line: unknown keys and values of the wrong kind, and the
+// settings that validation refuses.
+func Parse(name string, b []byte) (*Config, error) {
+	d := yamlstrict.NewDecoder(name)
 	c := &Config{}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, cleanYAMLError(err)
-	}
+	pos := d.DecodeDocument(b, c)
 	c.applyDefaults()
-	if err := c.Validate(); err != nil {
+	c.validate(&checker{d: d, pos: pos})
+	if err := d.Err(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// cleanYAMLError turns yaml.v3's "field x not found in type config.Policy"
-// into a message a user can act on.
-func cleanYAMLError(err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return err
-	}
-	msgs := make([]string, 0, len(te.Errors))
-	for _, m := range te.Errors {
-		if i := strings.Index(m, ": field "); i >= 0 && strings.Contains(m, " not found in type ") {
-			field := m[i+len(": field ") : strings.Index(m, " not found in type ")]
-			typ := m[strings.LastIndex(m, ".")+1:]
-			m = fmt.Sprintf("%s: unknown key %q in %s (allowed: %s)", m[:i], field, sectionName(typ), strings.Join(allowedKeys(typ), ", "))
-		}
-		msgs = append(msgs, m)
-	}
-	return errors.New(strings.Join(msgs, "; "))
+// checker records validation errors at the line of the setting they are
+// about (or of its nearest enclosing section in the file).
+type checker struct {
+	d   *yamlstrict.Decoder
+	pos yamlstrict.Positions
 }
 
-func sectionName(typ string) string {
-	switch typ {
-	case "Config":
-		return "the top level"
-	case "MemoryStore":
-		return "store.memory"
-	case "RedisStore":
-		return "store.redis"
-	case "TLS":
-		return "store.redis.tls"
-	case "RateLimit":
-		return "ratelimit"
-	case "XDS":
-		return "xds"
-	}
-	return strings.ToLower(typ)
+func (k *checker) errorf(path, format string, args ...any) {
+	k.d.Errorf(k.pos.Of(path), "%s: %s", path, fmt.Sprintf(format, args...))
 }
 
-func allowedKeys(typ string) []string {
-	switch typ {
-	case "Config":
-		return []string{"grpc", "admin", "log", "policy", "authz", "store", "ratelimit", "xds", "shutdown_timeout"}
-	case "XDS":
-		return []string{"address", "routes_file", "fleets", "watch"}
-	case "RateLimit":
-		return []string{"address", "config_paths", "watch", "decision", "failure_mode"}
-	case "GRPC":
-		return []string{"address", "reflection"}
-	case "Admin":
-		return []string{"address", "token", "token_file"}
-	case "Store":
-		return []string{"kind", "memory", "redis"}
-	case "MemoryStore":
-		return []string{"max_keys"}
-	case "RedisStore":
-		return []string{"addrs", "master_name", "username", "password", "password_file", "db", "pool_size", "timeout", "tls"}
-	case "TLS":
-		return []string{"enabled", "ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"}
-	case "Log":
-		return []string{"level", "format"}
-	case "Policy":
-		return []string{"paths", "decision", "watch"}
-	case "Authz":
-		return []string{"deny_status"}
+// check records err, if any, for path.
+func (k *checker) check(path string, err error) {
+	if err != nil {
+		k.errorf(path, "%v", err)
 	}
-	return nil
 }
 
-// Validate checks every field and reports all problems at once.
-func (c *Config) Validate() error {
-	var errs []error
-	if err := validAddress(c.GRPC.Address); err != nil {
-		errs = append(errs, fmt.Errorf("grpc.address: %w", err))
-	}
-	if err := validAddress(c.Admin.Address); err != nil {
-		errs = append(errs, fmt.Errorf("admin.address: %w", err))
-	}
+// validate checks every setting and reports all problems at once.
+func (c *Config) validate(k *checker) {
+	k.check("grpc.address", validAddress(c.GRPC.Address, DefaultGRPCAddress))
+	k.check("admin.address", validAddress(c.Admin.Address, DefaultAdminAddress))
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("log.level: %q is not a level (allowed: debug, info, warn, error)", c.Log.Level))
+		k.errorf("log.level", "%q is not a level (allowed: debug, info, warn, error)", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		errs = append(errs, fmt.Errorf("log.format: %q is not a format (allowed: text, json)", c.Log.Format))
+		k.errorf("log.format", "%q is not a format (allowed: text, json)", c.Log.Format)
 	}
-	if err := ValidDecisionPath(c.Policy.Decision); err != nil {
-		errs = append(errs, fmt.Errorf("policy.decision: %w", err))
-	}
+	k.check("policy.decision", validDecisionPath(c.Policy.Decision))
 	for i, p := range c.Policy.Paths {
 		if strings.TrimSpace(p) == "" {
-			errs = append(errs, fmt.Errorf("policy.paths[%d]: empty path (want a .rego/.json/.yaml file, a directory or a .tar.gz bundle)", i))
+			k.errorf(fmt.Sprintf("policy.paths[%d]", i), "empty path (allowed: a .rego/.json/.yaml file, a directory or a .tar.gz bundle)")
 		}
 	}
 	if s := c.Authz.DenyStatus; s < 400 || s > 599 {
-		errs = append(errs, fmt.Errorf("authz.deny_status: %d is not an error status (allowed: 400-599)", s))
+		k.errorf("authz.deny_status", "%d is not an error status (allowed: 400-599)", s)
 	}
 	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
-		errs = append(errs, errors.New("admin: set token or token_file, not both"))
+		k.errorf("admin.token_file", "set token or token_file, not both")
 	}
-	errs = append(errs, c.Store.validate()...)
-	for field, addr := range map[string]string{"ratelimit.address": c.RateLimit.Address, "xds.address": c.XDS.Address} {
-		if addr != "" {
-			if err := validAddress(addr); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", field, err))
-			}
-		}
+	c.Store.validate(k)
+	if c.RateLimit.Address != "" {
+		k.check("ratelimit.address", validAddress(c.RateLimit.Address, "0.0.0.0:8081"))
+	}
+	if c.XDS.Address != "" {
+		k.check("xds.address", validAddress(c.XDS.Address, "0.0.0.0:18000"))
 	}
 	switch c.RateLimit.FailureMode {
 	case "open", "closed":
 	default:
-		errs = append(errs, fmt.Errorf("ratelimit.failure_mode: %q is not a failure mode (allowed: open, closed)", c.RateLimit.FailureMode))
+		k.errorf("ratelimit.failure_mode", "%q is not a failure mode (allowed: open, closed)", c.RateLimit.FailureMode)
 	}
 	if c.RateLimit.Decision != "" {
-		if err := ValidDecisionPath(c.RateLimit.Decision); err != nil {
-			errs = append(errs, fmt.Errorf("ratelimit.decision: %w", err))
-		}
+		k.check("ratelimit.decision", validDecisionPath(c.RateLimit.Decision))
 	}
 	for fleet, f := range c.XDS.Fleets {
-		if fleet == "" || strings.TrimSpace(f) == "" {
-			errs = append(errs, fmt.Errorf("xds.fleets: %q: %q (want a node cluster name and a routes file)", fleet, f))
+		if strings.TrimSpace(f) == "" {
+			k.errorf("xds.fleets."+fleet, "empty routes file for fleet %q (allowed: the path of a routes file)", fleet)
 		}
 	}
 	for i, p := range c.RateLimit.ConfigPaths {
 		if strings.TrimSpace(p) == "" {
-			errs = append(errs, fmt.Errorf("ratelimit.config_paths[%d]: empty path (want a .yaml file or a directory of them)", i))
+			k.errorf(fmt.Sprintf("ratelimit.config_paths[%d]", i), "empty path (allowed: a .yaml file or a directory of them)")
 		}
 	}
-	return errors.Join(errs...)
 }
 
-// ValidDecisionPath checks a slash-separated decision path such as
+// validDecisionPath checks a slash-separated decision path such as
 // "tollgate/decision".
-func ValidDecisionPath(p string) error {
+func validDecisionPath(p string) error {
 	if p == "" {
-		return errors.New(`empty (want a slash-separated rule path such as "tollgate/decision" or "envoy/authz/allow")`)
+		return errors.New(`empty (allowed: a slash-separated rule path such as "tollgate/decision" or "envoy/authz/allow")`)
 	}
 	for _, seg := range strings.Split(strings.Trim(p, "/"), "/") {
 		if seg == "" || !isIdent(seg) {
-			return fmt.Errorf("%q is not a rule path (want identifiers separated by \"/\", such as \"tollgate/decision\")", p)
+			return fmt.Errorf("%q is not a rule path (allowed: identifiers separated by \"/\", such as \"tollgate/decision\")", p)
 		}
 	}
 	return nil
@@ -434,48 +385,48 @@ func isIdent(s string) bool {
 	return true
 }
 
-func validAddress(a string) error {
+// validAddress checks host:port; example is one for the message.
+func validAddress(a, example string) error {
 	_, port, err := net.SplitHostPort(a)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port (for example %q)", a, DefaultGRPCAddress)
+		return fmt.Errorf("%q is not host:port (allowed: host:port such as %q)", a, example)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%q: port %q is not 0-65535", a, port)
+		return fmt.Errorf("%q: port %s is out of range (allowed: 0-65535)", a, port)
 	}
 	return nil
 }
 
-func (s *Store) validate() []error {
-	var errs []error
+func (s *Store) validate(k *checker) {
 	switch s.Kind {
 	case "memory":
 		if s.Memory.MaxKeys < 1 {
-			errs = append(errs, fmt.Errorf("store.memory.max_keys: %d must be positive", s.Memory.MaxKeys))
+			k.errorf("store.memory.max_keys", "%d is not positive (allowed: a whole number from 1)", s.Memory.MaxKeys)
 		}
 	case "redis":
 		r := &s.Redis
 		if len(r.Addrs) == 0 {
-			errs = append(errs, errors.New(`store.redis.addrs: empty (want at least one host:port, e.g. ["127.0.0.1:6379"])`))
+			k.errorf("store.redis.addrs", `empty (allowed: at least one host:port, e.g. ["127.0.0.1:6379"])`)
 		}
 		for i, a := range r.Addrs {
-			if err := validAddress(a); err != nil {
-				errs = append(errs, fmt.Errorf("store.redis.addrs[%d]: %w", i, err))
-			}
+			k.check(fmt.Sprintf("store.redis.addrs[%d]", i), validAddress(a, "127.0.0.1:6379"))
 		}
 		if r.Password != "" && r.PasswordFile != "" {
-			errs = append(errs, errors.New("store.redis: set password or password_file, not both"))
+			k.errorf("store.redis.password_file", "set password or password_file, not both")
 		}
 		if t := time.Duration(r.Timeout); t <= 0 || t > 10*time.Second {
-			errs = append(errs, fmt.Errorf("store.redis.timeout: %s is not between 1ms and 10s (Envoy waits 200ms by default)", t))
+			k.errorf("store.redis.timeout", "%s is out of range (allowed: 1ms to 10s; Envoy waits 200ms by default)", t)
 		}
-		if r.DB < 0 || r.PoolSize < 0 {
-			errs = append(errs, errors.New("store.redis: db and pool_size must not be negative"))
+		if r.DB < 0 {
+			k.errorf("store.redis.db", "%d is negative (allowed: 0 or more)", r.DB)
+		}
+		if r.PoolSize < 0 {
+			k.errorf("store.redis.pool_size", "%d is negative (allowed: 0 or more; 0 is go-redis's default)", r.PoolSize)
 		}
 		if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
-			errs = append(errs, errors.New("store.redis.tls: cert_file and key_file go together"))
+			k.errorf("store.redis.tls", "cert_file and key_file go together (allowed: both, or neither)")
 		}
 	default:
-		errs = append(errs, fmt.Errorf("store.kind: %q is not a store (allowed: memory, redis)", s.Kind))
+		k.errorf("store.kind", "%q is not a store (allowed: memory, redis)", s.Kind)
 	}
-	return errs
 }

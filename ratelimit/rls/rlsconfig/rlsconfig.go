@@ -23,12 +23,12 @@ package rlsconfig
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
-	"github.com/tollgate-dev/tollgate/internal/yamlnode"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tollgate-dev/tollgate/internal/yamlstrict"
 )
 
 // Rule is the limit of one descriptor of the configuration. Rules returned
@@ -87,7 +87,7 @@ type KeyValue interface {
 // Config holds the domains of a set of files. The zero value has no domains.
 type Config struct {
 	domains  map[string]*node
-	warnings []error
+	warnings Errors
 }
 
 // node is one level of a domain's descriptor tree.
@@ -108,14 +108,18 @@ type wildcard struct {
 	next   *node
 }
 
-// Error is a problem in a configuration file, at a line (0 when the YAML
-// parser could not tell where).
-type Error = yamlnode.Error
+// Error is a problem in a configuration file, at a line and column (0 when
+// the YAML parser could not tell where).
+type Error = yamlstrict.Error
+
+// Errors is every problem of a set of files, sorted by file, line and
+// column.
+type Errors = yamlstrict.Errors
 
 // Load reads configuration files, keyed by the name used in errors. Each file
 // defines one domain; two files may not define the same domain (envoyproxy's
 // MERGE_DOMAIN_CONFIG is not supported). All errors of all files are returned
-// together (errors.Join of *Error), and then the Config is nil.
+// together (Errors), and then the Config is nil.
 func Load(files map[string][]byte) (*Config, error) {
 	names := make([]string, 0, len(files))
 	for name := range files {
@@ -129,7 +133,7 @@ func Load(files map[string][]byte) (*Config, error) {
 		line int
 	}
 	seen := make(map[string]origin, len(files))
-	var errs []error
+	var errs Errors
 	for _, name := range names {
 		f, ferrs, warns := parseFile(name, files[name])
 		errs = append(errs, ferrs...)
@@ -138,7 +142,7 @@ func Load(files map[string][]byte) (*Config, error) {
 			continue
 		}
 		if first, dup := seen[f.domain]; dup {
-			errs = append(errs, &Error{File: name, Line: f.domainLine, Msg: fmt.Sprintf(
+			errs = append(errs, &Error{File: name, Line: f.domainLine, Message: fmt.Sprintf(
 				"domain %q is already defined in %s:%d; each domain must be in one file only",
 				f.domain, first.file, first.line)})
 			continue
@@ -148,16 +152,17 @@ func Load(files map[string][]byte) (*Config, error) {
 			c.domains[f.domain] = f.root
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := errs.Err(); err != nil {
+		return nil, err
 	}
+	c.warnings.Sort()
 	return c, nil
 }
 
 // Warnings lists settings of the loaded files that have no effect but that
 // envoyproxy/ratelimit accepts too (shadow_mode without a rate_limit, a
-// replaces naming no rule, ...), as *Error values, for logging.
-func (c *Config) Warnings() []error { return c.warnings }
+// replaces naming no rule, ...), sorted, for logging.
+func (c *Config) Warnings() Errors { return c.warnings }
 
 // Domains lists the loaded domains, sorted.
 func (c *Config) Domains() []string {

@@ -1,0 +1,557 @@
+// Package yamlstrict is the strict YAML decoder of Tollgate's files (the
+// configuration, rate limit configs, routes files): one document per file,
+// no unknown or repeated keys, "<<" merge keys expanded with explicit keys
+// winning, aliases expanded within a budget (against alias bombs), "did you
+// mean" hints, and every problem reported at once as Errors, each with its
+// file, line and column.
+//
+// A Decoder walks the yaml.Node tree: Mapping visits a mapping's allowed
+// keys, declared once per mapping with NewKeys; List, String, NonEmpty,
+// Strings, StringMap, Bool, Uint32, Duration and Enum read values and
+// record positioned errors; Decode fills a struct by its yaml tags and
+// returns where each value stands (Positions), for checks made later.
+package yamlstrict
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Limits that keep hostile files from taking unbounded time or memory.
+const (
+	// maxSteps bounds the mapping keys and list items read, aliases and
+	// merge keys expanded.
+	maxSteps = 1 << 20
+	// maxErrors bounds the errors reported per file.
+	maxErrors     = 50
+	maxMergeDepth = 8
+)
+
+// ExtensionKeys, given to NewKeys, allows the keys that start with "x-" and
+// ignores them: a place for YAML anchors that the rest of the file uses.
+const ExtensionKeys = "x-*"
+
+// Keys are the keys a mapping allows, in the order messages list them.
+type Keys struct {
+	names   []string
+	list    string // the names, for messages
+	allowed string // "a mapping with ..."
+	ext     bool
+	in      string // names the mapping in unknown key errors, or ""
+}
+
+// NewKeys declares the keys of a mapping. ExtensionKeys among them allows
+// (and ignores) keys starting with "x-".
+func NewKeys(names ...string) *Keys {
+	k := &Keys{names: names}
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n
+		if n == ExtensionKeys {
+			k.ext = true
+			parts[i] = "x-... (ignored, a place for YAML anchors)"
+		}
+	}
+	k.list = strings.Join(parts, ", ")
+	k.allowed = "a mapping with " + k.list
+	if len(names) == 0 {
+		k.list, k.allowed = "no keys", "an empty mapping {}"
+	}
+	return k
+}
+
+// Allowed describes the mapping for messages: "a mapping with a, b".
+func (k *Keys) Allowed() string { return k.allowed }
+
+// Decoder reads one file. Its methods record errors instead of returning
+// them; Err returns them all, sorted.
+type Decoder struct {
+	file string
+	// Home tells where a key that is misplaced belongs ("in a listener"),
+	// for the hint of an unknown key.
+	Home map[string]string
+	// YAML11Bools reads YAML 1.1's yes, no, on, off (and y, n) as booleans,
+	// as envoyproxy's decoder (yaml.v2) does; otherwise only true and false
+	// are booleans.
+	YAML11Bools bool
+	errs        Errors
+	warns       Errors
+	steps       int
+	full        bool
+}
+
+// NewDecoder returns a Decoder for the file named file in messages.
+func NewDecoder(file string) *Decoder {
+	return &Decoder{file: file, steps: maxSteps}
+}
+
+// File returns the file name given to NewDecoder.
+func (d *Decoder) File() string { return d.file }
+
+// ErrorAt records an error at a line and column (0: unknown).
+func (d *Decoder) ErrorAt(line, col int, format string, args ...any) {
+	if d.full {
+		return
+	}
+	if len(d.errs) == maxErrors {
+		d.errs = append(d.errs, &Error{File: d.file, Line: line, Column: col, Message: fmt.Sprintf("more than %d errors; stopping", maxErrors)})
+		d.full = true
+		return
+	}
+	d.errs = append(d.errs, &Error{File: d.file, Line: line, Column: col, Message: fmt.Sprintf(format, args...)})
+}
+
+// Errorf records an error at n (nil: no position).
+func (d *Decoder) Errorf(n *yaml.Node, format string, args ...any) {
+	if n == nil {
+		d.ErrorAt(0, 0, format, args...)
+		return
+	}
+	d.ErrorAt(n.Line, n.Column, format, args...)
+}
+
+// Warnf records a warning at n: a setting with no effect, not an error.
+func (d *Decoder) Warnf(n *yaml.Node, format string, args ...any) {
+	if len(d.warns) < maxErrors {
+		d.warns = append(d.warns, &Error{File: d.file, Line: n.Line, Column: n.Column, Message: fmt.Sprintf(format, args...)})
+	}
+}
+
+// Errors returns the errors recorded so far, sorted.
+func (d *Decoder) Errors() Errors {
+	d.errs.Sort()
+	return d.errs
+}
+
+// Warnings returns the warnings recorded, sorted.
+func (d *Decoder) Warnings() Errors {
+	d.warns.Sort()
+	return d.warns
+}
+
+// Err returns the errors recorded (Errors), or nil.
+func (d *Decoder) Err() error { return d.errs.Err() }
+
+// NumErrors is how many errors were recorded so far.
+func (d *Decoder) NumErrors() int { return len(d.errs) }
+
+// Stopped reports whether the decoder gave up: too many errors, or the
+// step budget spent.
+func (d *Decoder) Stopped() bool { return d.full }
+
+// step charges n units of work, and reports false when the budget runs out.
+func (d *Decoder) step(n int, at *yaml.Node) bool {
+	if d.steps -= n; d.steps < 0 {
+		if !d.full {
+			d.Errorf(at, "the file expands to more than %d keys and items (aliases and merge keys expanded)", maxSteps)
+			d.full = true
+		}
+		return false
+	}
+	return !d.full
+}
+
+// Document parses data, which must hold one YAML document, and returns its
+// top-level mapping; allowed describes it for messages. It returns nil when
+// the data is not such a document (an error is recorded) or, when emptyOK,
+// empty (no error).
+func (d *Decoder) Document(data []byte, allowed string, emptyOK bool) *yaml.Node {
+	var doc yaml.Node
+	if !d.documents(data, &doc, allowed, emptyOK) {
+		return nil
+	}
+	root := deref(&doc)
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			if !emptyOK {
+				d.ErrorAt(1, 0, "the file is empty (allowed: %s)", allowed)
+			}
+			return nil
+		}
+		root = deref(root.Content[0])
+	}
+	if root.Kind != yaml.MappingNode {
+		if emptyOK && IsNull(root) {
+			return nil
+		}
+		d.Errorf(root, "the file is %s (allowed: %s)", KindName(root), allowed)
+		return nil
+	}
+	return root
+}
+
+// documents decodes the first document of data into doc, and reports a
+// second one.
+func (d *Decoder) documents(data []byte, doc *yaml.Node, allowed string, emptyOK bool) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(doc); err != nil {
+		if !errors.Is(err, io.EOF) {
+			d.syntaxError(err, data)
+		} else if !emptyOK {
+			d.ErrorAt(1, 0, "the file is empty (allowed: %s)", allowed)
+		}
+		return false
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		d.Errorf(&extra, "a second YAML document starts here (allowed: one document per file)")
+	} else if !errors.Is(err, io.EOF) {
+		d.syntaxError(err, data)
+	}
+	return true
+}
+
+// syntaxError records a YAML syntax error with its line.
+func (d *Decoder) syntaxError(err error, data []byte) {
+	line, msg := syntaxLine(err, data)
+	d.ErrorAt(line, 0, "invalid YAML: %s", msg)
+}
+
+// Mapping calls fn for each entry of the mapping n whose key keys allows:
+// first the entries written in n, in file order, then those that "<<"
+// merge keys bring and that n does not set itself. Unknown keys (with a
+// hint), repeated keys and keys that are not scalars are errors; null reads
+// as an empty mapping. what names n in the error when it is not a mapping,
+// and then Mapping returns false.
+func (d *Decoder) Mapping(n *yaml.Node, what string, keys *Keys, fn func(key string, k, v *yaml.Node)) bool {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		if IsNull(n) {
+			return true
+		}
+		d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), keys.allowed)
+		return false
+	}
+	var buf [16]*yaml.Node
+	d.mapping(n, keys, fn, buf[:0], 0)
+	return true
+}
+
+// Item is Mapping for a list item, which may not be empty.
+func (d *Decoder) Item(n *yaml.Node, what string, keys *Keys, fn func(key string, k, v *yaml.Node)) bool {
+	if IsNull(n) {
+		d.Errorf(n, "%s is empty (allowed: %s)", what, keys.allowed)
+		return false
+	}
+	return d.Mapping(n, what, keys, fn)
+}
+
+// mapping walks one level; seen holds the keys set by the levels that win
+// over this one, then this level's. A key is in seen once at most, so seen
+// is never longer than keys.names, however many mappings aliases merge.
+func (d *Decoder) mapping(n *yaml.Node, keys *Keys, fn func(key string, k, v *yaml.Node), seen []*yaml.Node, depth int) []*yaml.Node {
+	if !d.step(len(n.Content)/2+1, n) { // +1: an empty mapping merged costs too
+		return seen
+	}
+	outer := len(seen)
+	var merges []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := deref(n.Content[i])
+		v := deref(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode {
+			d.Errorf(k, "a key is %s (allowed: %s)", KindName(k), keys.list)
+			continue
+		}
+		if k.ShortTag() == "!!merge" {
+			merges = append(merges, v)
+			continue
+		}
+		if j := indexKey(seen[outer:], k.Value); j >= 0 {
+			d.Errorf(k, "key %q is repeated (first at line %d); each key may appear once", k.Value, seen[outer+j].Line)
+			continue
+		}
+		if keys.ext && strings.HasPrefix(k.Value, "x-") {
+			continue // a place for YAML anchors, ignored
+		}
+		if !slices.Contains(keys.names, k.Value) {
+			in := ""
+			if keys.in != "" {
+				in = " in " + keys.in
+			}
+			d.Errorf(k, "unknown key %q%s (allowed: %s)%s", k.Value, in, keys.list, d.hint(k.Value, keys))
+			continue
+		}
+		if indexKey(seen[:outer], k.Value) >= 0 {
+			continue // set by a mapping that merges this one
+		}
+		seen = append(seen, k)
+		fn(k.Value, k, v)
+	}
+	for _, mv := range merges {
+		if depth >= maxMergeDepth {
+			d.Errorf(mv, "merge keys (<<) nest more than %d deep", maxMergeDepth)
+			return seen
+		}
+		srcs := []*yaml.Node{mv}
+		if mv.Kind == yaml.SequenceNode {
+			srcs = mv.Content
+		}
+		for _, src := range srcs {
+			src = deref(src)
+			if src.Kind != yaml.MappingNode {
+				d.Errorf(src, "a merge key (<<) takes %s (allowed: a mapping or a list of mappings)", KindName(src))
+				continue
+			}
+			seen = d.mapping(src, keys, fn, seen, depth+1)
+		}
+	}
+	return seen
+}
+
+func indexKey(keys []*yaml.Node, name string) int {
+	for i, k := range keys {
+		if k.Value == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// hint tells where a misplaced key belongs, or which allowed key a misspelt
+// one meant.
+func (d *Decoder) hint(key string, keys *Keys) string {
+	if where, ok := d.Home[key]; ok {
+		return fmt.Sprintf("; %q belongs %s", key, where)
+	}
+	return Hint(key, keys.names)
+}
+
+// List returns the items of the list n, aliases resolved; null reads as an
+// empty list. what and allowed describe n in the error when it is not a
+// list, and then List returns nil.
+func (d *Decoder) List(n *yaml.Node, what, allowed string) []*yaml.Node {
+	n = deref(n)
+	if n.Kind != yaml.SequenceNode {
+		if !IsNull(n) {
+			d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), allowed)
+		}
+		return nil
+	}
+	if !d.step(len(n.Content), n) {
+		return nil
+	}
+	for i, c := range n.Content {
+		n.Content[i] = deref(c)
+	}
+	return n.Content
+}
+
+// scalar reads a scalar as its text (numbers and booleans as written; null
+// as ""), refusing control characters and invalid UTF-8.
+func (d *Decoder) scalar(n *yaml.Node, what, allowed string) (string, bool) {
+	n = deref(n)
+	if s, ok := text(n); ok {
+		return s, true
+	}
+	d.scalarError(n, what, allowed)
+	return "", false
+}
+
+// text returns the text of a printable scalar.
+func text(n *yaml.Node) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		return "", false
+	}
+	if n.ShortTag() == "!!null" {
+		return "", true
+	}
+	if !utf8.ValidString(n.Value) || strings.ContainsFunc(n.Value, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", false
+	}
+	return n.Value, true
+}
+
+// scalarError reports the node that text refused.
+func (d *Decoder) scalarError(n *yaml.Node, what, allowed string) {
+	if n.Kind != yaml.ScalarNode {
+		d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), allowed)
+		return
+	}
+	d.Errorf(n, "%s %q contains a control character or invalid UTF-8 (allowed: printable text)", what, n.Value)
+}
+
+// String reads a scalar as text (see scalar).
+func (d *Decoder) String(n *yaml.Node, what string) (string, bool) {
+	return d.scalar(n, what, "a string")
+}
+
+// NonEmpty reads a string that may not be empty.
+func (d *Decoder) NonEmpty(n *yaml.Node, what string) (string, bool) {
+	s, ok := d.String(n, what)
+	if ok && s == "" {
+		d.Errorf(n, "%s is empty (allowed: a non-empty string)", what)
+		return "", false
+	}
+	return s, ok
+}
+
+// Strings calls fn for each item of a list of strings; allowed describes
+// the list.
+func (d *Decoder) Strings(n *yaml.Node, what, allowed string, fn func(item *yaml.Node, s string)) {
+	for _, item := range d.List(n, what, allowed) {
+		if s, ok := text(item); ok {
+			fn(item, s)
+		} else {
+			d.scalarError(item, "an item of "+what, allowed)
+		}
+	}
+}
+
+// StringMap calls fn, in file order, for each entry of a mapping of
+// strings to strings. Empty, repeated and merge keys are errors.
+func (d *Decoder) StringMap(n *yaml.Node, what, allowed string, fn func(k *yaml.Node, key, val string)) {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		if !IsNull(n) {
+			d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), allowed)
+		}
+		return
+	}
+	if !d.step(len(n.Content)/2, n) {
+		return
+	}
+	var seen map[string]int // for large mappings; small ones are searched
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := deref(n.Content[i]), deref(n.Content[i+1])
+		k, ok := text(kn)
+		switch {
+		case !ok:
+			d.scalarError(kn, "a key of "+what, allowed)
+			continue
+		case kn.ShortTag() == "!!merge":
+			d.Errorf(kn, "%s: merge keys (<<) are not supported here (allowed: %s)", what, allowed)
+			continue
+		case k == "":
+			d.Errorf(kn, "%s has an empty key (allowed: %s)", what, allowed)
+			continue
+		}
+		if first := d.firstKey(n, i, k, &seen); first > 0 {
+			d.Errorf(kn, "%s: key %q is repeated (first at line %d)", what, k, first)
+			continue
+		}
+		if val, ok := text(vn); ok {
+			fn(kn, k, val)
+		} else {
+			d.scalarError(vn, fmt.Sprintf("%s %q", what, k), allowed)
+		}
+	}
+}
+
+// firstKey returns the line of the key of a mapping's entry before entry
+// i whose text is k, or 0; seen indexes the keys of large mappings.
+func (d *Decoder) firstKey(m *yaml.Node, i int, k string, seen *map[string]int) int {
+	const small = 16
+	if len(m.Content) <= 2*small {
+		for j := 0; j < i; j += 2 {
+			if kj := deref(m.Content[j]); kj.Kind == yaml.ScalarNode && kj.Value == k {
+				return kj.Line
+			}
+		}
+		return 0
+	}
+	if *seen == nil {
+		*seen = make(map[string]int, len(m.Content)/2)
+	}
+	if first, dup := (*seen)[k]; dup {
+		return first
+	}
+	(*seen)[k] = deref(m.Content[i]).Line
+	return 0
+}
+
+// Bool reads true or false (see YAML11Bools).
+func (d *Decoder) Bool(n *yaml.Node, what string) (bool, bool) {
+	n = deref(n)
+	if n.Kind == yaml.ScalarNode {
+		switch n.ShortTag() {
+		case "!!bool":
+			if b, err := strconv.ParseBool(n.Value); err == nil {
+				return b, true
+			}
+		case "!!str":
+			if !d.YAML11Bools {
+				break
+			}
+			switch n.Value {
+			case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
+				return true, true
+			case "n", "N", "no", "No", "NO", "off", "Off", "OFF":
+				return false, true
+			}
+		}
+	}
+	d.Errorf(n, "%s is %s (allowed: true, false)", what, KindName(n))
+	return false, false
+}
+
+// integer reads a whole number from lo to hi.
+func (d *Decoder) integer(n *yaml.Node, what string, lo, hi int64) (int64, bool) {
+	n = deref(n)
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), wholeNumber(lo, hi))
+		return 0, false
+	}
+	i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
+	if err != nil || i < lo || i > hi {
+		d.Errorf(n, "%s %s is out of range (allowed: %s)", what, n.Value, wholeNumber(lo, hi))
+		return 0, false
+	}
+	return i, true
+}
+
+// Uint32 reads a whole number from lo to hi, at most math.MaxUint32.
+func (d *Decoder) Uint32(n *yaml.Node, what string, lo, hi uint32) (uint32, bool) {
+	i, ok := d.integer(n, what, int64(lo), int64(min(hi, math.MaxUint32)))
+	return uint32(i), ok
+}
+
+// Duration reads a Go duration such as 200ms or 15s ("0" too). Negative
+// durations are errors, and so is 0 unless zero says what it means ("none",
+// "the default"), for messages.
+func (d *Decoder) Duration(n *yaml.Node, what, zero string) (time.Duration, bool) {
+	allowed := "a duration above 0 such as 200ms, 15s or 1m"
+	if zero != "" {
+		allowed = "a duration such as 200ms, 15s or 1m, or 0s for " + zero
+	}
+	n = deref(n)
+	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" {
+		d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), allowed)
+		return 0, false
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil && n.Value == "0" {
+		v, err = 0, nil
+	}
+	switch {
+	case err != nil:
+		d.Errorf(n, "%s %q is not a duration (allowed: %s)", what, n.Value, allowed)
+		return 0, false
+	case v < 0, v == 0 && zero == "":
+		d.Errorf(n, "%s %q is out of range (allowed: %s)", what, n.Value, allowed)
+		return 0, false
+	}
+	return v, true
+}
+
+// Enum reads one of allowed.
+func (d *Decoder) Enum(n *yaml.Node, what string, allowed []string) (string, bool) {
+	s, ok := d.String(n, what)
+	if !ok {
+		return "", false
+	}
+	if !slices.Contains(allowed, s) {
+		d.Errorf(n, "%s %q is not allowed (allowed: %s)%s", what, s, strings.Join(allowed, ", "), Hint(s, allowed))
+		return "", false
+	}
+	return s, true
+}
