@@ -140,7 +140,7 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "tollgate.yaml")
 	_ = os.WriteFile(cfg, []byte("grpc:\n  adress: 127.0.0.1:1\n"), 0o644)
 	_, _, err := runCmd(t, "serve", "--config", cfg)
-	if err == nil || !strings.Contains(err.Error(), `unknown key "adress" in grpc`) || !strings.Contains(err.Error(), "line 2") {
+	if err == nil || !strings.Contains(err.Error(), `unknown key "adress" in grpc`) || !strings.Contains(err.Error(), "tollgate.yaml:2:") {
 		t.Errorf("err = %v, want the unknown key and its line", err)
 	}
 }
