@@ -8,6 +8,7 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/policies/decision"
+	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
 // Evaluator evaluates the decision for one input; (nil, nil) means the
@@ -106,7 +108,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := enforce(ctx, s.opts.Limiter, d); err != nil {
+	if err := enforce(ctx, s.opts.Limiter, d); errors.Is(err, ratelimit.ErrInvalidRequest) {
+		// The engine refused the decision's limits or charge (nothing was
+		// taken): the policy's fault, denied like any invalid decision.
+		s.log.Error("invalid decision document; denying", "error", err, "request_id", requestID(req))
+		d = s.failure("invalid_decision", "The authorization policy gave an invalid decision.")
+	} else if err != nil {
 		// A fail-closed limit or charge could not be checked: a technical
 		// failure, so Envoy's failure_mode_allow / status_on_error decide.
 		s.duration.Observe(time.Since(start).Seconds())

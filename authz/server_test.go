@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -208,5 +209,40 @@ func TestPolicyFailuresCounted(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("tollgate_authz_policy_failures_total{reason=%q} = %v, want %v", k, got[k], v)
 		}
+	}
+}
+
+// refusing is a Limiter that refuses every request as the engine refuses
+// one whose limits break its invariants.
+type refusing struct{}
+
+func (refusing) Take(context.Context, *ratelimit.Request) (*ratelimit.Outcome, error) {
+	return nil, fmt.Errorf("%w: limits[0]: bad", ratelimit.ErrInvalidRequest)
+}
+
+// TestInvalidLimitsDeny: limits the engine refuses as invalid are the
+// policy's fault — an invalid_decision denial, not an UNAVAILABLE that
+// Envoy's failure_mode_allow would let through.
+func TestInvalidLimitsDeny(t *testing.T) {
+	engine, err := policies.New(context.Background(), policies.Options{
+		Paths: []string{"testdata/policies/limits"}, Queries: []string{"tollgate/decision"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := engine.Query("tollgate/decision")
+	srv, err := authz.New(q, authz.Options{Limiter: refusing{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/rate"}},
+	}}
+	resp, err := serve(t, srv).Check(context.Background(), req)
+	if err != nil {
+		t.Fatalf("Check = %v, want a denial", err)
+	}
+	if got := resp.GetDeniedResponse().GetStatus().GetCode(); got != 403 || resp.GetStatus().GetMessage() != "invalid_decision" {
+		t.Errorf("status %v reason %q, want 403 invalid_decision", got, resp.GetStatus().GetMessage())
 	}
 }

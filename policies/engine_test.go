@@ -445,3 +445,27 @@ func TestWatchReleaseSymlink(t *testing.T) {
 		t.Errorf("status files %v, want current/policy.rego", st.Files)
 	}
 }
+
+// TestWatchSymlinkedSubdirectory: a policy directory holding a symlink to
+// a shared directory (lib -> ../shared), which the loader follows: an edit
+// there and a new module there are both loaded.
+func TestWatchSymlinkedSubdirectory(t *testing.T) {
+	base := t.TempDir()
+	write(t, filepath.Join(base, "pol", "policy.rego"), "package tollgate\n\ndecision := {\"allow\": true, \"reason\": object.get(data.lib, \"extra\", data.lib.reason)}\n")
+	write(t, filepath.Join(base, "shared", "lib.rego"), "package lib\n\nreason := \"r1\"\n")
+	must(t, os.Symlink(filepath.Join("..", "shared"), filepath.Join(base, "pol", "lib")))
+	e, q, _ := watchEngine(t, filepath.Join(base, "pol"))
+	if st := e.Reloader().Status(); st.Reloads != 1 || st.Unchanged != 0 {
+		t.Errorf("start: status %+v, want one build", st)
+	}
+	if got := reasonOf(t, q); got != "r1" {
+		t.Fatalf("reason %q, want r1", got)
+	}
+
+	write(t, filepath.Join(base, "shared", "lib.rego"), "package lib\n\nreason := \"r2\"\n")
+	eventually(t, "the edit in the linked directory to be loaded", func() bool { return reasonOf(t, q) == "r2" })
+
+	// A new module in the linked directory: data.lib.extra.
+	write(t, filepath.Join(base, "shared", "extra.rego"), "package lib\n\nextra := \"r3\"\n")
+	eventually(t, "the new module in the linked directory to be loaded", func() bool { return reasonOf(t, q) == "r3" })
+}

@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,9 @@ func TestTakeRefusesInvalid(t *testing.T) {
 // FuzzTake feeds arbitrary limits and charges to Take on both stores: an
 // invalid request is refused with ErrInvalidRequest, a valid one is
 // answered by each store without an error or a panic, with one state per
-// limit, and an allowed request is never marked denied.
+// limit, and an allowed request is never marked denied. A request that is
+// not allowed takes nothing: the account's balance and quota usage (the
+// account is the limit's key) are what they were.
 func FuzzTake(f *testing.F) {
 	rdb := redistest.Start(f)
 	mem := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
@@ -79,6 +82,10 @@ func FuzzTake(f *testing.F) {
 	f.Add("q", "k", int64(5), int64(0), "fortnight", int64(0), int64(1), false, false, int64(0), int64(0))
 	f.Add("r", "k", int64(0), int64(time.Second), "", int64(0), int64(1), false, true, int64(1), int64(0))
 	f.Add("r", "{k}:x%", int64(1<<53-1), int64(366*24*time.Hour), "", int64(1<<53-1), int64(1<<53-1), false, false, int64(1<<53-1), int64(1<<53-1))
+	// A limit that refuses (cost above capacity) with a charge that could
+	// be paid from the overdraft: nothing may be taken.
+	f.Add("r", "payer", int64(1), int64(time.Second), "", int64(0), int64(2), false, false, int64(1), int64(10))
+	f.Add("q", "payer", int64(1), int64(0), "day", int64(0), int64(2), false, false, int64(1), int64(10))
 	f.Add("", "", int64(-1), int64(-1), "day", int64(-1), int64(-1), true, true, int64(-1), int64(-1))
 	f.Fuzz(func(t *testing.T, name, key string, limit, window int64, period string, burst, cost int64, overage, shadow bool, credits, overdraft int64) {
 		req := ratelimit.Request{Limits: []ratelimit.Limit{{
@@ -89,10 +96,27 @@ func FuzzTake(f *testing.F) {
 			req.Charge = &ratelimit.Charge{Account: key, Credits: credits, Overdraft: overdraft}
 		}
 		valid := req.Validate() == nil
+		ctx := context.Background()
 		for name, eng := range engines {
+			var before *ratelimit.Account
+			if key != "" {
+				var err error
+				if before, err = eng.Account(ctx, key); err != nil {
+					t.Fatalf("%s: Account(%q): %v", name, key, err)
+				}
+			}
 			r := req
 			r.Limits = append([]ratelimit.Limit(nil), req.Limits...)
-			out, err := eng.Take(context.Background(), &r)
+			out, err := eng.Take(ctx, &r)
+			if before != nil && (err != nil || !out.Allowed) {
+				after, aerr := eng.Account(ctx, key)
+				if aerr != nil {
+					t.Fatalf("%s: Account(%q): %v", name, key, aerr)
+				}
+				if after.Balance != before.Balance || !slices.Equal(after.Quotas, before.Quotas) {
+					t.Fatalf("%s: refused request %+v (%v) changed the account: %+v → %+v", name, req, err, before, after)
+				}
+			}
 			switch {
 			case !valid:
 				if !errors.Is(err, ratelimit.ErrInvalidRequest) {

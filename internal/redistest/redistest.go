@@ -132,4 +132,3 @@ func (s *Server) Client() redis.UniversalClient {
 	s.t.Cleanup(func() { c.Close() })
 	return c
 }
-

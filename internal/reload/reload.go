@@ -97,6 +97,10 @@ type Reloader struct {
 	status Status
 	files  []string // read by the build in force
 
+	// republish: a publish failed, so what is in force may not match
+	// status.Revision; the next build is published whatever its revision.
+	republish bool
+
 	w     *watcher // nil when not watching
 	stale bool     // directories were watched after the first build read them
 }
@@ -188,7 +192,7 @@ func (r *Reloader) load(ctx context.Context) error {
 	if err == nil && b == nil {
 		err = errors.New("reload: the build returned no state")
 	}
-	if err == nil && b.Revision != "" && b.Revision == r.status.Revision {
+	if err == nil && b.Revision != "" && b.Revision == r.status.Revision && !r.republish {
 		r.results[Unchanged].Inc()
 		r.status.Unchanged++
 		r.status.LastError, r.status.FailedAt = "", time.Time{} // the files are good again
@@ -198,7 +202,12 @@ func (r *Reloader) load(ctx context.Context) error {
 		return nil
 	}
 	if err == nil && b.Publish != nil {
-		err = b.Publish(ctx)
+		if err = b.Publish(ctx); err != nil {
+			// A failed publish may have put part of the state in force
+			// (xDS: some fleets): the next build publishes even if its
+			// revision is the one recorded as in force.
+			r.republish = true
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -213,6 +222,7 @@ func (r *Reloader) load(ctx context.Context) error {
 		}
 		return err
 	}
+	r.republish = false
 	r.results[Success].Inc()
 	r.status.Reloads++
 	r.status.Revision = b.Revision

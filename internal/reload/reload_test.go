@@ -497,3 +497,42 @@ func TestReloadConcurrentWithRun(t *testing.T) {
 	wg.Wait()
 	reloadsTo(t, r, c, "v1")
 }
+
+// TestFailedPublishRepublishes: a publish that fails may have put part of
+// the new state in force (xDS: some fleets), so the next build is published
+// even when its revision equals the one recorded as in force.
+func TestFailedPublishRepublishes(t *testing.T) {
+	var publishes, fail atomic.Int64
+	var rev atomic.Pointer[string]
+	setRev := func(s string) { rev.Store(&s) }
+	setRev("r1")
+	build := func(context.Context) (*reload.Built, error) {
+		return &reload.Built{Revision: *rev.Load(), Publish: func(context.Context) error {
+			publishes.Add(1)
+			if fail.Load() != 0 {
+				return errors.New("partly published")
+			}
+			return nil
+		}}, nil
+	}
+	r, err := reload.New(context.Background(), reload.Options{Component: "test", Build: build, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(context.Background()); err != nil || publishes.Load() != 1 || r.Status().Unchanged != 1 {
+		t.Fatalf("same revision: %v, %d publishes, status %+v; want it skipped", err, publishes.Load(), r.Status())
+	}
+	setRev("r2")
+	fail.Store(1)
+	if err := r.Reload(context.Background()); err == nil || publishes.Load() != 2 || r.Status().Revision != "r1" {
+		t.Fatalf("failing publish of r2: %v, %d publishes, status %+v", err, publishes.Load(), r.Status())
+	}
+	setRev("r1") // the files are back to what the status says is in force
+	fail.Store(0)
+	if err := r.Reload(context.Background()); err != nil || publishes.Load() != 3 {
+		t.Fatalf("after a failed publish: %v, %d publishes; want r1 published again", err, publishes.Load())
+	}
+	if err := r.Reload(context.Background()); err != nil || publishes.Load() != 3 {
+		t.Fatalf("after the republish: %v, %d publishes; want the unchanged revision skipped again", err, publishes.Load())
+	}
+}

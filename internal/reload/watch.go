@@ -72,17 +72,29 @@ func (w *watcher) update(files []string) (added bool, err error) {
 		dirs[filepath.Dir(real)] = true
 		return real
 	}
-	for _, root := range w.roots {
-		real := follow(root)
-		if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
-			continue
+	// Directory trees to walk: the roots that are directories, and the
+	// directories that symlinks inside them lead to (the policy loader
+	// follows them), each once, so a symlink loop ends.
+	var queue []string
+	seen := map[string]bool{}
+	enqueue := func(real string) {
+		if fi, err := os.Stat(real); err == nil && fi.IsDir() && !seen[real] {
+			seen[real] = true
+			queue = append(queue, real)
 		}
-		trees = append(trees, real)
-		_ = filepath.WalkDir(real, func(p string, d fs.DirEntry, err error) error {
+	}
+	for _, root := range w.roots {
+		enqueue(follow(root))
+	}
+	for len(queue) > 0 {
+		tree := queue[0]
+		queue = queue[1:]
+		trees = append(trees, tree)
+		_ = filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
 			switch {
 			case err != nil:
 				return nil // gone meanwhile
-			case p != real && hidden(d.Name()):
+			case p != tree && hidden(d.Name()):
 				if d.IsDir() {
 					return filepath.SkipDir // a ConfigMap's timestamped directory: reached through its files' symlinks
 				}
@@ -90,12 +102,13 @@ func (w *watcher) update(files []string) (added bool, err error) {
 				dirs[p] = true
 			case d.Type()&fs.ModeSymlink != 0:
 				// Where it leads (a ConfigMap's "..data/x"), watched before
-				// the first build reads it.
+				// the first build reads it; a directory is walked too.
 				real, links := resolve(p)
 				for _, l := range links {
 					dirs[filepath.Dir(l)] = true
 				}
 				dirs[filepath.Dir(real)] = true
+				enqueue(real)
 			}
 			return nil
 		})

@@ -112,7 +112,7 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 		case "plan":
 			d.Plan, err = asString(v)
 		case "headers":
-			d.Headers, err = asUpstreamHeaders(v)
+			d.Headers, err = asHeaders(v)
 		case "response_headers":
 			d.ResponseHeaders, err = asHeaders(v)
 		case "request_headers_to_remove":
@@ -137,6 +137,9 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 		add(string(key), err)
 	})
 	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := checkUpstreamHeaders(d); err != nil {
 		return nil, err
 	}
 	// A limit's key and the charge's account default to the consumer, so
@@ -182,7 +185,7 @@ func parseEnvoy(obj ast.Object, defaultStatus int) (*Decision, error) {
 		case "http_status":
 			d.Status, err = asStatus(v)
 		case "headers":
-			d.Headers, err = asUpstreamHeaders(v)
+			d.Headers, err = asHeaders(v)
 		case "response_headers_to_add":
 			d.ResponseHeaders, err = asHeaders(v)
 		case "request_headers_to_remove":
@@ -202,6 +205,9 @@ func parseEnvoy(obj ast.Object, defaultStatus int) (*Decision, error) {
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := checkUpstreamHeaders(d); err != nil {
 		return nil, err
 	}
 	if !d.Allow {
@@ -299,17 +305,20 @@ func asHeaders(t *ast.Term) ([]Header, error) {
 	return out, nil
 }
 
-// asUpstreamHeaders reads the headers for the upstream. Of the x-tollgate-*
-// names, only wire.Headers may be set: Envoy removes a client's forged
-// copies by exact name, so any other could be forged.
-func asUpstreamHeaders(t *ast.Term) ([]Header, error) {
-	hs, err := asHeaders(t)
-	for _, h := range hs {
+// checkUpstreamHeaders checks the headers an allow sends upstream: of the
+// x-tollgate-* names, only wire.Headers may be set, since Envoy removes a
+// client's forged copies by exact name and any other could be forged. A
+// denial's headers go to the client (or nowhere) and may use any name.
+func checkUpstreamHeaders(d *Decision) error {
+	if !d.Allow {
+		return nil
+	}
+	for _, h := range d.Headers {
 		if wire.HasPrefix(h.Key) && !wire.IsHeader(h.Key) {
-			return nil, fmt.Errorf("header %q: the x-tollgate- prefix is Tollgate's (allowed: %s)", h.Key, strings.Join(wire.Headers(), ", "))
+			return fmt.Errorf("headers: header %q: the x-tollgate- prefix is Tollgate's (allowed: %s)", h.Key, strings.Join(wire.Headers(), ", "))
 		}
 	}
-	return hs, err
+	return nil
 }
 
 func asHeaderNames(t *ast.Term) ([]string, error) {

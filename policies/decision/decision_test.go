@@ -87,6 +87,16 @@ func TestParseDecision(t *testing.T) {
 				t.Errorf("got %+v", d)
 			}
 		}},
+		{"a denial's headers may use any x-tollgate- name (they go to the client)", `{"allowed": false, "http_status": 429, "headers": {"x-tollgate-request-id": "r1"}}`, func(t *testing.T, d *decision.Decision) {
+			if d.Allow || d.Status != 429 || len(d.ResponseHeaders) != 1 || d.ResponseHeaders[0].Key != "x-tollgate-request-id" {
+				t.Errorf("got %+v", d)
+			}
+		}},
+		{"a Tollgate denial with x-tollgate- headers is valid", `{"allow": false, "status": 402, "headers": {"x-tollgate-trace": "1"}}`, func(t *testing.T, d *decision.Decision) {
+			if d.Allow || d.Status != 402 {
+				t.Errorf("got %+v", d)
+			}
+		}},
 		{"opa-envoy deny moves headers to the client", `{"allowed": false, "headers": {"retry-after": "3"}}`, func(t *testing.T, d *decision.Decision) {
 			if d.Allow || d.Status != 403 || len(d.Headers) != 0 || len(d.ResponseHeaders) != 1 {
 				t.Errorf("got %+v", d)
