@@ -85,20 +85,8 @@ func Parse(t *ast.Term, defaultStatus int) (*Decision, error) {
 
 func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 	d := &Decision{}
-	var errs []error
-	add := func(key string, err error) {
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
-		}
-	}
-	obj.Foreach(func(k, v *ast.Term) {
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			errs = append(errs, fmt.Errorf("key %s is not a string", k))
-			return
-		}
-		var err error
-		switch string(key) {
+	err := fields(obj, func(key string, v *ast.Term) (err error) {
+		switch key {
 		case "allow":
 			d.Allow, err = asBool(v)
 		case "status":
@@ -134,9 +122,9 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 		default:
 			err = fmt.Errorf("unknown key (allowed: %s)", strings.Join(tollgateKeys, ", "))
 		}
-		add(string(key), err)
+		return err
 	})
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if err := checkUpstreamHeaders(d); err != nil {
@@ -171,15 +159,8 @@ func parseTollgate(obj ast.Object, defaultStatus int) (*Decision, error) {
 
 func parseEnvoy(obj ast.Object, defaultStatus int) (*Decision, error) {
 	d := &Decision{}
-	var errs []error
-	obj.Foreach(func(k, v *ast.Term) {
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			errs = append(errs, fmt.Errorf("key %s is not a string", k))
-			return
-		}
-		var err error
-		switch string(key) {
+	err := fields(obj, func(key string, v *ast.Term) (err error) {
+		switch key {
 		case "allowed":
 			d.Allow, err = asBool(v)
 		case "http_status":
@@ -200,11 +181,9 @@ func parseEnvoy(obj ast.Object, defaultStatus int) (*Decision, error) {
 			// opa-envoy-plugin ignores keys it does not know; so do we,
 			// so that its policies run unchanged.
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
-		}
+		return err
 	})
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if err := checkUpstreamHeaders(d); err != nil {
@@ -436,13 +415,10 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 	if !ok {
 		return l, fmt.Errorf("want an object with %s; got %s", limitKeys, truncate(t.String()))
 	}
-	var errs []error
 	var tz string
 	failureMode := "open" // limits fail open by default
-	obj.Foreach(func(k, v *ast.Term) {
-		key, _ := k.Value.(ast.String)
-		var err error
-		switch string(key) {
+	err := fields(obj, func(key string, v *ast.Term) (err error) {
+		switch key {
 		case "name":
 			l.Name, err = asString(v)
 		case "key":
@@ -477,11 +453,9 @@ func asLimit(t *ast.Term) (ratelimit.Limit, error) {
 		default:
 			err = fmt.Errorf("unknown key (allowed: %s)", limitKeys)
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
-		}
+		return err
 	})
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return l, err
 	}
 	if tz != "" {
@@ -531,12 +505,9 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 		return nil, fmt.Errorf("want an object with account, credits, overdraft; got %s", truncate(t.String()))
 	}
 	c := &ratelimit.Charge{}
-	var errs []error
 	failureMode := "closed" // money is never given away: charges fail closed by default
-	obj.Foreach(func(k, v *ast.Term) {
-		key, _ := k.Value.(ast.String)
-		var err error
-		switch string(key) {
+	err := fields(obj, func(key string, v *ast.Term) (err error) {
+		switch key {
 		case "account":
 			c.Account, err = asString(v)
 		case "credits":
@@ -550,15 +521,30 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 		default:
 			err = errors.New("unknown key (allowed: account, credits, overdraft, overage_only, failure_mode)")
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
-		}
+		return err
 	})
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	c.FailOpen = failureMode == "open"
 	return c, nil
+}
+
+// fields calls fn for each member of obj and joins the errors it returns,
+// each prefixed with its key, so one decision reports every mistake.
+func fields(obj ast.Object, fn func(key string, v *ast.Term) error) error {
+	var errs []error
+	obj.Foreach(func(k, v *ast.Term) {
+		key, ok := k.Value.(ast.String)
+		if !ok {
+			errs = append(errs, fmt.Errorf("key %s is not a string", k))
+			return
+		}
+		if err := fn(string(key), v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", string(key), err))
+		}
+	})
+	return errors.Join(errs...)
 }
 
 // elems returns the elements of an array, or of a set in sorted order.
