@@ -77,7 +77,7 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 		log:  opts.Logger,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_authz_decisions_total",
-			Help: "ext_authz decisions by HTTP status (200 = allowed).",
+			Help: "ext_authz decisions by HTTP status (200 = allowed; unavailable: the limit store failed and the limits fail closed; expired: the caller gave up before the limits were applied, nothing charged).",
 		}, []string{"status"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_authz_policy_failures_total",
@@ -113,6 +113,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// taken): the policy's fault, denied like any invalid decision.
 		s.log.Error("invalid decision document; denying", "error", err, "request_id", requestID(req))
 		d = s.failure("invalid_decision", "The authorization policy gave an invalid decision.")
+	} else if err != nil && (ctx.Err() != nil || errors.Is(err, ratelimit.ErrDeadline)) {
+		// The caller has given up (nothing was charged): no one to answer.
+		s.duration.Observe(time.Since(start).Seconds())
+		s.decisions.WithLabelValues("expired").Inc()
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, status.Error(codes.DeadlineExceeded, "tollgate: the request's deadline passed before the limit store applied it")
 	} else if err != nil {
 		// A fail-closed limit or charge could not be checked: a technical
 		// failure, so Envoy's failure_mode_allow / status_on_error decide.

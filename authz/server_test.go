@@ -21,6 +21,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/policies"
@@ -244,5 +246,47 @@ func TestInvalidLimitsDeny(t *testing.T) {
 	}
 	if got := resp.GetDeniedResponse().GetStatus().GetCode(); got != 403 || resp.GetStatus().GetMessage() != "invalid_decision" {
 		t.Errorf("status %v reason %q, want 403 invalid_decision", got, resp.GetStatus().GetMessage())
+	}
+}
+
+// late is a Limiter whose store reached the request after its deadline.
+type late struct{}
+
+func (late) Take(context.Context, *ratelimit.Request) (*ratelimit.Outcome, error) {
+	return nil, ratelimit.ErrDeadline
+}
+
+// TestExpiredIsNotAnOutage: a request whose limits reached the store after
+// its deadline (nothing charged) is answered DEADLINE_EXCEEDED and counted
+// as expired, not as a store outage.
+func TestExpiredIsNotAnOutage(t *testing.T) {
+	engine, err := policies.New(context.Background(), policies.Options{
+		Paths: []string{"testdata/policies/limits"}, Queries: []string{"tollgate/decision"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := engine.Query("tollgate/decision")
+	reg := prometheus.NewPedanticRegistry()
+	srv, err := authz.New(q, authz.Options{Limiter: late{}, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/rate"}},
+	}}
+	if _, err := serve(t, srv).Check(context.Background(), req); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("Check = %v, want DEADLINE_EXCEEDED", err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "tollgate_authz_decisions_total" {
+			if m := mf.GetMetric(); len(m) != 1 || m[0].GetLabel()[0].GetValue() != "expired" {
+				t.Errorf("decisions_total = %v, want one series, status=expired", m)
+			}
+		}
 	}
 }

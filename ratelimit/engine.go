@@ -30,6 +30,10 @@ type Request struct {
 	// ID identifies this attempt so that a Take whose reply was lost can be
 	// voided (its charge refunded) exactly once. The engine sets it.
 	ID string
+	// Deadline is when the caller stops waiting (zero: never). A store
+	// that would apply the request later refuses it with ErrDeadline and
+	// takes nothing; Engine.Take sets it from the context's deadline.
+	Deadline time.Time
 }
 
 // tag returns the hash tag of a limit's counter.
@@ -127,6 +131,9 @@ var (
 	ErrIdempotencyConflict = errors.New("ratelimit: idempotency key already used with a different amount")
 	// ErrBalanceOverflow: the top-up would take the balance past MaxCredits.
 	ErrBalanceOverflow = errors.New("ratelimit: balance would exceed the maximum")
+	// ErrDeadline: the store reached the request after its deadline (the
+	// caller had given up) and took nothing.
+	ErrDeadline = errors.New("ratelimit: the request's deadline passed before the store applied it; nothing was taken")
 )
 
 // Options configure an Engine.
@@ -165,7 +172,7 @@ func NewEngine(store Store, opts Options) (*Engine, error) {
 		interval: opts.ErrorLogInterval,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_limit_decisions_total",
-			Help: "Limit and charge outcomes by kind (rate, quota, credits) and result (allowed, exceeded, shadow_exceeded, overage, store_error).",
+			Help: "Limit and charge outcomes by kind (rate, quota, credits) and result (allowed, exceeded, shadow_exceeded, overage, store_error, expired: the store reached the request after its deadline and took nothing).",
 		}, []string{"limit_kind", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tollgate_store_duration_seconds",
@@ -205,18 +212,30 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	if req.Charge != nil && req.ID == "" {
 		req.ID = newID()
 	}
+	if d, ok := ctx.Deadline(); ok && (req.Deadline.IsZero() || d.Before(req.Deadline)) {
+		req.Deadline = d
+	}
 	start := time.Now()
 	out, err := e.store.Take(ctx, req)
 	e.duration.WithLabelValues(e.store.Kind(), "take").Observe(time.Since(start).Seconds())
+	if errors.Is(err, ErrDeadline) {
+		// The caller has given up and nothing was taken: no failure mode
+		// applies, there is no one to answer. Many of these mean store
+		// pauses, or clocks that disagree (see RedisStore.SetClockSkew).
+		e.count(req, "expired")
+		e.logError("take", err)
+		return nil, err
+	}
+	if err == nil && ctx.Err() != nil {
+		// Taken, but the caller has given up: the answer cannot be
+		// delivered, so the request must not cost anything.
+		e.refund(ctx, req, out)
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		e.errors.WithLabelValues(e.store.Kind()).Inc()
 		e.logError("take", err)
-		for i := range req.Limits {
-			e.decisions.WithLabelValues(req.Limits[i].Kind(), "store_error").Inc()
-		}
-		if req.Charge != nil {
-			e.decisions.WithLabelValues("credits", "store_error").Inc()
-		}
+		e.count(req, "store_error")
 		if !failsOpen(req) {
 			e.void(ctx, req)
 			return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
@@ -273,6 +292,39 @@ func (e *Engine) Account(ctx context.Context, account string) (*Account, error) 
 type voider interface {
 	Void(ctx context.Context, req *Request) (refunded int64, err error)
 }
+
+// count counts one result for every limit and the charge of req.
+func (e *Engine) count(req *Request, result string) {
+	for i := range req.Limits {
+		e.decisions.WithLabelValues(req.Limits[i].Kind(), result).Inc()
+	}
+	if req.Charge != nil {
+		e.decisions.WithLabelValues("credits", result).Inc()
+	}
+}
+
+// refund gives back the credits of a request that was taken but whose
+// answer cannot be delivered. Rates and quotas it counted stay consumed.
+func (e *Engine) refund(ctx context.Context, req *Request, out *Outcome) {
+	if req.Charge == nil || out.Charged == 0 {
+		return
+	}
+	if _, ok := e.store.(voider); ok {
+		e.void(ctx, req) // idempotent by request id
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if _, err := e.store.Credit(ctx, req.Charge.Account, out.Charged, refundKey(req.ID)); err != nil {
+		e.log.Error("could not refund the charge of a request whose caller had gone; the account may have been charged for it",
+			"account", req.Charge.Account, "credits", out.Charged, "request_id", req.ID, "error", err)
+		return
+	}
+	e.log.Warn("refunded the charge of a request whose caller had gone", "account", req.Charge.Account, "credits", out.Charged, "request_id", req.ID)
+}
+
+// refundKey is the idempotency key of a request's refund.
+func refundKey(id string) string { return "refund:" + id }
 
 // void runs when a request is refused because the store failed: whatever
 // the store did with it must not cost the customer.

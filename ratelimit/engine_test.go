@@ -37,6 +37,7 @@ func (c *clock) Advance(d time.Duration) {
 type env struct {
 	store   ratelimit.Store
 	advance func(time.Duration)
+	now     func() time.Time // the store's clock
 	redis   *redistest.Server
 }
 
@@ -44,11 +45,11 @@ type env struct {
 func eachStore(t *testing.T, f func(t *testing.T, e *env)) {
 	t.Run("memory", func(t *testing.T) {
 		c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-		f(t, &env{store: ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now}), advance: c.Advance})
+		f(t, &env{store: ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now}), advance: c.Advance, now: c.Now})
 	})
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
-		f(t, &env{store: ratelimit.NewRedisStore(srv.Client(), time.Second), advance: time.Sleep, redis: srv})
+		f(t, &env{store: ratelimit.NewRedisStore(srv.Client(), time.Second), advance: time.Sleep, now: time.Now, redis: srv})
 	})
 }
 

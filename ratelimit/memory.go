@@ -109,6 +109,9 @@ func (s *MemoryStore) lock(req *Request) func() {
 func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 	defer s.lock(req)()
 	now := s.now()
+	if !req.Deadline.IsZero() && now.After(req.Deadline) {
+		return nil, ErrDeadline
+	}
 	nowUS := now.UnixMicro()
 
 	out := &Outcome{Allowed: true, Denied: -1, Limits: make([]LimitState, len(req.Limits))}

@@ -34,6 +34,7 @@ var (
 type RedisStore struct {
 	client  redis.UniversalClient
 	timeout time.Duration
+	skew    time.Duration
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -42,14 +43,26 @@ var _ Store = (*RedisStore)(nil)
 // ext_authz timeout.
 const DefaultRedisTimeout = 50 * time.Millisecond
 
+// DefaultClockSkew is how far Tollgate's and Redis's clocks may disagree.
+const DefaultClockSkew = 500 * time.Millisecond
+
 // NewRedisStore uses client; timeout bounds each call (DefaultRedisTimeout
 // when 0).
 func NewRedisStore(client redis.UniversalClient, timeout time.Duration) *RedisStore {
 	if timeout == 0 {
 		timeout = DefaultRedisTimeout
 	}
-	return &RedisStore{client: client, timeout: timeout}
+	return &RedisStore{client: client, timeout: timeout, skew: DefaultClockSkew}
 }
+
+// SetClockSkew sets how far Tollgate's clock and Redis's may disagree
+// (DefaultClockSkew by default; call before use). A Take reaching Redis
+// later than its deadline (the caller's, or the store timeout after it was
+// sent, whichever is sooner) plus this much, by Redis's clock, is refused
+// and takes nothing: a Take that waited out a Redis pause after its caller
+// gave up costs nothing. Smaller catches more late Takes; it must exceed
+// the real clock difference, or Takes are refused.
+func (s *RedisStore) SetClockSkew(d time.Duration) { s.skew = d }
 
 // Kind implements Store.
 func (s *RedisStore) Kind() string { return "redis" }
@@ -75,6 +88,11 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		}
 	}
 	args = append(args, n, hasCharge, credits, overdraft, overageOnly)
+	// The latest Redis time at which the script may apply the request.
+	deadline := now.Add(s.timeout)
+	if !req.Deadline.IsZero() && req.Deadline.Before(deadline) {
+		deadline = req.Deadline
+	}
 	for i := range req.Limits {
 		l := &req.Limits[i]
 		if l.IsRate() {
@@ -114,6 +132,7 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	if _, cluster := s.client.(*redis.ClusterClient); cluster && !sameTag(keys) {
 		return nil, ErrCrossSlot
 	}
+	args = append(args, deadline.Add(s.skew).UnixMicro())
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	res, err := takeScript.Run(ctx, s.client, keys, args...).Int64Slice()
@@ -122,6 +141,9 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	}
 	if len(res) == 1 && res[0] == -3 {
 		return nil, errors.New("redis take: this request was voided after a timeout")
+	}
+	if len(res) == 1 && res[0] == -4 {
+		return nil, ErrDeadline
 	}
 	if len(res) != 6+4*n {
 		return nil, fmt.Errorf("redis take: script returned %d values, want %d", len(res), 6+4*n)

@@ -12,7 +12,9 @@
 --         kind "q"/"o"/"Q" (quota / quota with overage / shadow quota):
 --               a..d = starts of the previous, current, next and following
 --               period by the caller's clock, e = hash field prefix
--- Returns {-3} for a voided request, else: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
+--       then the deadline: the latest server time (µs) at which the request
+--       may be applied (its caller has given up after that)
+-- Returns {-3} for a voided request, {-4} for one past its deadline, else: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
 --           charged, retry_after, then per limit: remaining, reset, window, flags}
 --           flags: 1 exceeded, 2 overage; a shadow limit that is exceeded
 --           gets flag 1 but neither refuses nor counts
@@ -23,6 +25,9 @@ if has_charge and redis.call('EXISTS', KEYS[n + 2]) == 1 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if now > tonumber(ARGV[6 + 8 * n]) then
+  return {-4}
+end
 local out = {}
 local allowed = 1
 local denied = -1

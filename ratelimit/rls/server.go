@@ -187,7 +187,12 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	// slots and memory shards instead of piling into one per domain.
 	out, err := s.engine.Take(ctx, &ratelimit.Request{Limits: limits})
 	if err != nil {
-		if errors.Is(err, ratelimit.ErrStoreUnavailable) {
+		switch {
+		case ctx.Err() != nil:
+			return nil, status.FromContextError(ctx.Err()).Err() // the caller has gone
+		case errors.Is(err, ratelimit.ErrDeadline):
+			return nil, status.Error(codes.DeadlineExceeded, "tollgate: the request's deadline passed before the limit store applied it")
+		case errors.Is(err, ratelimit.ErrStoreUnavailable):
 			return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
 		}
 		return nil, status.Error(codes.Internal, err.Error())
