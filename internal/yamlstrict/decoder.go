@@ -2,8 +2,9 @@
 // configuration, rate limit configs, routes files): one document per file,
 // no unknown or repeated keys, "<<" merge keys expanded with explicit keys
 // winning, aliases expanded within a budget (against alias bombs), "did you
-// mean" hints, and every problem reported at once as Errors, each with its
-// file, line and column.
+// mean" hints, and every problem reported at once (up to 50 a file) as
+// Errors, each with its file, line and column. A trailing empty document
+// ("---" at the end) is allowed.
 //
 // A Decoder walks the yaml.Node tree: Mapping visits a mapping's allowed
 // keys, declared once per mapping with NewKeys; List, String, NonEmpty,
