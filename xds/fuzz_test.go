@@ -1,9 +1,12 @@
 package xds
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-dev/tollgate/internal/yamlstrict"
 )
 
 // FuzzParse feeds arbitrary bytes to Parse. It must never panic, and a file
@@ -28,6 +31,15 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
 				t.Fatalf("error does not start with the file name: %v", err)
+			}
+			var es yamlstrict.Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("error %v is %T, want yamlstrict.Errors", err, err)
+			}
+			for _, e := range es {
+				if e.Line < 1 {
+					t.Fatalf("error without a line: %+v", e)
+				}
 			}
 			return
 		}

@@ -31,6 +31,7 @@ func Load(path string) (*File, error) {
 func Parse(name string, b []byte) (*File, error) {
 	p := &parser{Decoder: yamlstrict.NewDecoder(name)}
 	p.Home = home
+	p.Printable = true // values reach Envoy: no tabs or line breaks
 	f := p.parse(b)
 	if err := p.Err(); err != nil {
 		return nil, err

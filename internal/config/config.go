@@ -9,13 +9,13 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/tollgate-dev/tollgate/internal/yamlstrict"
 )
@@ -175,26 +175,9 @@ type Authz struct {
 	DenyStatus int `yaml:"deny_status"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("10s").
-type Duration time.Duration
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil && n.Value == "0" {
-		v, err = 0, nil
-	}
-	switch {
-	case n.Kind != yaml.ScalarNode:
-		return fmt.Errorf("is %s (allowed: %s)", yamlstrict.KindName(n), durationAllowed)
-	case err != nil, v < 0:
-		return fmt.Errorf("%q is not a duration (allowed: %s)", n.Value, durationAllowed)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-const durationAllowed = "a duration such as 10s or 500ms, or 0s for the default"
+// Duration is a time.Duration written as a Go duration string ("10s"), 0
+// for the default.
+type Duration = yamlstrict.Duration
 
 // Defaults for an empty or absent configuration file.
 const (
@@ -278,6 +261,7 @@ func Load(path string) (*Config, error) {
 // settings that validation refuses.
 func Parse(name string, b []byte) (*Config, error) {
 	d := yamlstrict.NewDecoder(name)
+	d.YAML11Bools = true // as yaml.v3 reads booleans: reflection: off
 	c := &Config{}
 	pos := d.DecodeDocument(b, c)
 	c.applyDefaults()
@@ -321,11 +305,7 @@ func (c *Config) validate(k *checker) {
 		k.errorf("log.format", "%q is not a format (allowed: text, json)", c.Log.Format)
 	}
 	k.check("policy.decision", validDecisionPath(c.Policy.Decision))
-	for i, p := range c.Policy.Paths {
-		if strings.TrimSpace(p) == "" {
-			k.errorf(fmt.Sprintf("policy.paths[%d]", i), "empty path (allowed: a .rego/.json/.yaml file, a directory or a .tar.gz bundle)")
-		}
-	}
+	k.paths("policy.paths", c.Policy.Paths, "a .rego/.json/.yaml file, a directory or a .tar.gz bundle")
 	if s := c.Authz.DenyStatus; s < 400 || s > 599 {
 		k.errorf("authz.deny_status", "%d is not an error status (allowed: 400-599)", s)
 	}
@@ -347,15 +327,24 @@ func (c *Config) validate(k *checker) {
 	if c.RateLimit.Decision != "" {
 		k.check("ratelimit.decision", validDecisionPath(c.RateLimit.Decision))
 	}
-	for fleet, f := range c.XDS.Fleets {
-		if strings.TrimSpace(f) == "" {
-			k.errorf("xds.fleets."+fleet, "empty routes file for fleet %q (allowed: the path of a routes file)", fleet)
-		}
+	for _, fleet := range slices.Sorted(maps.Keys(c.XDS.Fleets)) { // sorted: the same errors past the cap
+		k.path("xds.fleets."+fleet, c.XDS.Fleets[fleet], fmt.Sprintf("empty routes file for fleet %q", fleet), "the path of a routes file")
 	}
-	for i, p := range c.RateLimit.ConfigPaths {
-		if strings.TrimSpace(p) == "" {
-			k.errorf(fmt.Sprintf("ratelimit.config_paths[%d]", i), "empty path (allowed: a .yaml file or a directory of them)")
-		}
+	k.paths("ratelimit.config_paths", c.RateLimit.ConfigPaths, "a .yaml file or a directory of them")
+}
+
+// path checks that the file path p set at is not blank; empty says what
+// is wrong when it is.
+func (k *checker) path(at, p, empty, allowed string) {
+	if strings.TrimSpace(p) == "" {
+		k.errorf(at, "%s (allowed: %s)", empty, allowed)
+	}
+}
+
+// paths checks each path of a list with path.
+func (k *checker) paths(at string, ps []string, allowed string) {
+	for i, p := range ps {
+		k.path(fmt.Sprintf("%s[%d]", at, i), p, "empty path", allowed)
 	}
 }
 
@@ -414,7 +403,7 @@ func (s *Store) validate(k *checker) {
 		if r.Password != "" && r.PasswordFile != "" {
 			k.errorf("store.redis.password_file", "set password or password_file, not both")
 		}
-		if t := time.Duration(r.Timeout); t <= 0 || t > 10*time.Second {
+		if t := time.Duration(r.Timeout); t < time.Millisecond || t > 10*time.Second {
 			k.errorf("store.redis.timeout", "%s is out of range (allowed: 1ms to 10s; Envoy waits 200ms by default)", t)
 		}
 		if r.DB < 0 {

@@ -3,11 +3,13 @@ package config_test
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
@@ -39,20 +41,25 @@ func TestValidFiles(t *testing.T) {
 }
 
 // TestDefaultsMatchDocumentedFile: full.yaml documents every setting with
-// its default, so it must decode to exactly config.Default().
+// its default. It is decoded without applying defaults, so a zero, empty
+// or null value there (that the defaults would silently replace) fails.
 func TestDefaultsMatchDocumentedFile(t *testing.T) {
-	full, err := config.Load("testdata/valid/full.yaml")
+	full, err := os.ReadFile("testdata/valid/full.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def := config.Default(); !reflect.DeepEqual(full, def) {
-		t.Errorf("testdata/valid/full.yaml documents other defaults than config.Default():\n file: %+v\n code: %+v", full, def)
+	for _, d := range diffDefaults(t, "testdata/valid/full.yaml", full) {
+		t.Errorf("testdata/valid/full.yaml documents another default than config.Default(): %s", d)
+	}
+	if _, err := config.Load("testdata/valid/full.yaml"); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // TestEveryFieldDocumented walks the yaml tags of Config: every setting
 // must be in testdata/valid/full.yaml and in the README's configuration
-// reference, whose defaults must be config.Default()'s.
+// reference, whose values (decoded without defaults) must be
+// config.Default()'s.
 func TestEveryFieldDocumented(t *testing.T) {
 	paths := yamlPaths(reflect.TypeFor[config.Config](), "")
 	if len(paths) < 30 {
@@ -77,13 +84,71 @@ func TestEveryFieldDocumented(t *testing.T) {
 			}
 		}
 	}
-	c, err := config.Parse("README.md", readme)
-	if err != nil {
+	for _, d := range diffDefaults(t, "README.md", readme) {
+		t.Errorf("README.md documents another default than config.Default(): %s", d)
+	}
+	if _, err := config.Parse("README.md", readme); err != nil {
 		t.Fatalf("README.md's configuration reference: %v", err)
 	}
-	if def := config.Default(); !reflect.DeepEqual(c, def) {
-		t.Errorf("README.md documents other defaults than config.Default():\n README: %+v\n   code: %+v", c, def)
+}
+
+// diffDefaults decodes a documented configuration without applying
+// defaults and lists each setting whose value is not config.Default()'s.
+func diffDefaults(t *testing.T, name string, data []byte) []string {
+	t.Helper()
+	d := yamlstrict.NewDecoder(name)
+	d.YAML11Bools = true
+	var c config.Config
+	d.DecodeDocument(data, &c)
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
 	}
+	return diffLeaves(reflect.ValueOf(c), reflect.ValueOf(*config.Default()), "")
+}
+
+// diffLeaves compares two values of a configuration type field by field.
+func diffLeaves(got, want reflect.Value, path string) []string {
+	switch got.Kind() {
+	case reflect.Struct:
+		var out []string
+		for i := range got.NumField() {
+			name, _, _ := strings.Cut(got.Type().Field(i).Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			p := name
+			if path != "" {
+				p = path + "." + name
+			}
+			out = append(out, diffLeaves(got.Field(i), want.Field(i), p)...)
+		}
+		return out
+	case reflect.Pointer:
+		if got.IsNil() || want.IsNil() {
+			if got.IsNil() != want.IsNil() {
+				return []string{fmt.Sprintf("%s: %s, want %s", path, show(got), show(want))}
+			}
+			return nil
+		}
+		return diffLeaves(got.Elem(), want.Elem(), path)
+	}
+	if !reflect.DeepEqual(got.Interface(), want.Interface()) {
+		return []string{fmt.Sprintf("%s: %s, want %s", path, show(got), show(want))}
+	}
+	return nil
+}
+
+func show(v reflect.Value) string {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return "null"
+		}
+		v = v.Elem()
+	}
+	if d, ok := v.Interface().(config.Duration); ok {
+		return time.Duration(d).String()
+	}
+	return fmt.Sprintf("%#v", v.Interface())
 }
 
 // yamlPaths lists the dotted yaml paths of t's fields, recursively.
@@ -193,4 +258,93 @@ func wantLine(t *testing.T, file string) string {
 		t.Fatalf("%s: first line must be \"# want: ...\"", file)
 	}
 	return line
+}
+
+// TestParse: what yaml.v3 (the previous decoder) accepted keeps working,
+// and the messages say what is wrong.
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name  string
+		doc   string
+		check func(c *config.Config) bool // for valid documents
+		err   string                      // the error must contain it
+	}{
+		{name: "YAML 1.1 boolean off", doc: "grpc: {reflection: off}\n",
+			check: func(c *config.Config) bool { return !c.GRPC.ReflectionEnabled() }},
+		{name: "YAML 1.1 boolean yes", doc: "store: {kind: redis, redis: {addrs: [\"r:6379\"], tls: {enabled: yes}}}\n",
+			check: func(c *config.Config) bool { return c.Store.Redis.TLS.Enabled }},
+		{name: "trailing empty document", doc: "log: {level: debug}\n---\n",
+			check: func(c *config.Config) bool { return c.Log.Level == "debug" }},
+		{name: "second document", doc: "log: {level: debug}\n---\nlog: {level: info}\n",
+			err: "f.yaml:2: a second YAML document starts here"},
+		{name: "merge keys in fleets", doc: "xds: {fleets: {<<: {canary: c.yaml}, edge: e.yaml}}\n",
+			check: func(c *config.Config) bool {
+				return reflect.DeepEqual(c.XDS.Fleets, map[string]string{"canary": "c.yaml", "edge": "e.yaml"})
+			}},
+		{name: "block scalar token keeps its line break", doc: "admin:\n  token: |\n    s3cret\n",
+			check: func(c *config.Config) bool { return c.Admin.Token == "s3cret\n" }},
+		{name: "token with a tab", doc: "admin: {token: \"a\\tb\"}\n",
+			check: func(c *config.Config) bool { return c.Admin.Token == "a\tb" }},
+		{name: "float that is a whole number", doc: "store: {memory: {max_keys: 1e6}}\n",
+			check: func(c *config.Config) bool { return c.Store.Memory.MaxKeys == 1_000_000 }},
+		{name: "float 1.0", doc: "store: {memory: {max_keys: 1.0}}\n",
+			check: func(c *config.Config) bool { return c.Store.Memory.MaxKeys == 1 }},
+		{name: "float not a whole number", doc: "store: {memory: {max_keys: 1.5}}\n",
+			err: "f.yaml:1: store.memory.max_keys 1.5 is not a whole number (allowed: a whole number)"},
+		{name: "tagged int not a number", doc: "authz: {deny_status: !!int abc}\n",
+			err: "f.yaml:1: authz.deny_status abc is not a whole number"},
+		{name: "redis timeout under 1ms", doc: "store: {kind: redis, redis: {addrs: [\"r:6379\"], timeout: 1ns}}\n",
+			err: "f.yaml:1: store.redis.timeout: 1ns is out of range (allowed: 1ms to 10s"},
+		{name: "redis timeout 1ms", doc: "store: {kind: redis, redis: {addrs: [\"r:6379\"], timeout: 1ms}}\n",
+			check: func(c *config.Config) bool { return c.Store.Redis.Timeout == config.Duration(time.Millisecond) }},
+		{name: "negative duration", doc: "shutdown_timeout: -1s\n",
+			err: `f.yaml:1: shutdown_timeout "-1s" is negative (allowed: a duration such as 200ms, 15s or 1m, or 0s for the default)`},
+		{name: "null duration is the default", doc: "shutdown_timeout: ~\n",
+			check: func(c *config.Config) bool { return c.ShutdownTimeout == config.DefaultShutdownTimeout }},
+		{name: "syntax error on line 1", doc: `grpc: "\q"`, err: "f.yaml:1: invalid YAML: found unknown escape character"},
+		{name: "tab on line 1", doc: "\t- a", err: "f.yaml:1: invalid YAML:"},
+		{name: "YAML version on line 1", doc: "%YAML 2.0\n---\na: 1", err: "f.yaml:1: invalid YAML:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := config.Parse("f.yaml", []byte(tt.doc))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("got error %v, want it to contain %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want none", err)
+			}
+			if !tt.check(c) {
+				t.Errorf("got %+v, not what the document says", c)
+			}
+		})
+	}
+}
+
+// TestManyFleetErrors: past the cap of errors, the fleets reported are the
+// first ones by name, every time (the map was ranged in random order).
+func TestManyFleetErrors(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("xds:\n  fleets:\n")
+	for i := range 80 {
+		fmt.Fprintf(&b, "    f%02d: \"\"\n", i)
+	}
+	var first string
+	for i := range 10 {
+		_, err := config.Parse("f.yaml", []byte(b.String()))
+		if err == nil {
+			t.Fatal("no error")
+		}
+		if i == 0 {
+			first = err.Error()
+			if !strings.Contains(first, `fleet "f49"`) || strings.Contains(first, `fleet "f50"`) {
+				t.Fatalf("got errors:\n%s\nwant those of f00 to f49", first)
+			}
+		} else if err.Error() != first {
+			t.Fatalf("the errors differ from one Parse to the next:\n%s\n---\n%s", first, err)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -33,7 +34,8 @@ func (p Positions) Of(path string) *yaml.Node {
 // fields' yaml tags (the allowed keys of its mapping), strings, booleans,
 // integers, pointers (null leaves them nil), slices (an empty list leaves
 // them nil), maps of strings to strings, and types that implement
-// yaml.Unmarshaler (their error is recorded at the node). It returns where
+// yaml.Unmarshaler (their error is recorded at the node), and Durations.
+// It returns where
 // each value it read stands.
 func (d *Decoder) Decode(n *yaml.Node, out any) Positions {
 	pos := Positions{}
@@ -67,7 +69,14 @@ func structKeys(t reflect.Type) (*Keys, map[string]int) {
 	return NewKeys(names...), index
 }
 
-var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+// Duration is a time.Duration that Decode reads with Decoder.Duration: a
+// Go duration such as 10s or 500ms, 0 (or null) for the default.
+type Duration time.Duration
+
+var (
+	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+	durationType    = reflect.TypeFor[Duration]()
+)
 
 func (d *Decoder) decode(n *yaml.Node, v reflect.Value, path string, pos Positions) {
 	n = deref(n)
@@ -76,6 +85,15 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value, path string, pos Positio
 		what = "the file"
 	} else {
 		pos[path] = n
+	}
+	if v.Type() == durationType {
+		if IsNull(n) {
+			return
+		}
+		if t, ok := d.Duration(n, what, "the default"); ok {
+			v.SetInt(int64(t))
+		}
+		return
 	}
 	if v.Kind() != reflect.Pointer && v.Addr().Type().Implements(unmarshalerType) {
 		if IsNull(n) {

@@ -2,8 +2,9 @@
 // configuration, rate limit configs, routes files): one document per file,
 // no unknown or repeated keys, "<<" merge keys expanded with explicit keys
 // winning, aliases expanded within a budget (against alias bombs), "did you
-// mean" hints, and every problem reported at once as Errors, each with its
-// file, line and column.
+// mean" hints, and every problem reported at once (up to 50 a file) as
+// Errors, each with its file, line and column. A trailing empty document
+// ("---" at the end) is allowed.
 //
 // A Decoder walks the yaml.Node tree: Mapping visits a mapping's allowed
 // keys, declared once per mapping with NewKeys; List, String, NonEmpty,
@@ -84,10 +85,15 @@ type Decoder struct {
 	// as envoyproxy's decoder (yaml.v2) does; otherwise only true and false
 	// are booleans.
 	YAML11Bools bool
-	errs        Errors
-	warns       Errors
-	steps       int
-	full        bool
+	// Printable refuses tabs and line breaks in values too, for files whose
+	// values reach Envoy; otherwise only the other control characters are
+	// refused.
+	Printable bool
+	errs      Errors
+	warns     Errors
+	recorded  int // ErrorAt calls, repeats included
+	steps     int
+	full      bool
 }
 
 // NewDecoder returns a Decoder for the file named file in messages.
@@ -98,17 +104,23 @@ func NewDecoder(file string) *Decoder {
 // File returns the file name given to NewDecoder.
 func (d *Decoder) File() string { return d.file }
 
-// ErrorAt records an error at a line and column (0: unknown).
+// ErrorAt records an error at a line and column (0: unknown). An error
+// already recorded (an alias expanded twice) is not recorded again, so
+// repeats do not count against the cap of errors per file.
 func (d *Decoder) ErrorAt(line, col int, format string, args ...any) {
+	d.recorded++
 	if d.full {
 		return
 	}
-	if len(d.errs) == maxErrors {
-		d.errs = append(d.errs, &Error{File: d.file, Line: line, Column: col, Message: fmt.Sprintf("more than %d errors; stopping", maxErrors)})
-		d.full = true
+	e := &Error{File: d.file, Line: line, Column: col, Message: fmt.Sprintf(format, args...)}
+	if slices.ContainsFunc(d.errs, func(o *Error) bool { return *o == *e }) {
 		return
 	}
-	d.errs = append(d.errs, &Error{File: d.file, Line: line, Column: col, Message: fmt.Sprintf(format, args...)})
+	if len(d.errs) == maxErrors {
+		e.Message = fmt.Sprintf("more than %d errors; stopping", maxErrors)
+		d.full = true
+	}
+	d.errs = append(d.errs, e)
 }
 
 // Errorf records an error at n (nil: no position).
@@ -139,11 +151,17 @@ func (d *Decoder) Warnings() Errors {
 	return d.warns
 }
 
-// Err returns the errors recorded (Errors), or nil.
-func (d *Decoder) Err() error { return d.errs.Err() }
+// Err returns the errors recorded (Errors, sorted), or nil.
+func (d *Decoder) Err() error {
+	if len(d.errs) == 0 {
+		return nil
+	}
+	return d.Errors()
+}
 
-// NumErrors is how many errors were recorded so far.
-func (d *Decoder) NumErrors() int { return len(d.errs) }
+// NumErrors is how many errors were recorded so far, repeats included: it
+// grows whenever a check fails.
+func (d *Decoder) NumErrors() int { return d.recorded }
 
 // Stopped reports whether the decoder gave up: too many errors, or the
 // step budget spent.
@@ -191,7 +209,7 @@ func (d *Decoder) Document(data []byte, allowed string, emptyOK bool) *yaml.Node
 }
 
 // documents decodes the first document of data into doc, and reports a
-// second one.
+// second one unless it is empty or null (a trailing "---").
 func (d *Decoder) documents(data []byte, doc *yaml.Node, allowed string, emptyOK bool) bool {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(doc); err != nil {
@@ -202,13 +220,28 @@ func (d *Decoder) documents(data []byte, doc *yaml.Node, allowed string, emptyOK
 		}
 		return false
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		d.Errorf(&extra, "a second YAML document starts here (allowed: one document per file)")
-	} else if !errors.Is(err, io.EOF) {
-		d.syntaxError(err, data)
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		switch {
+		case errors.Is(err, io.EOF):
+			return true
+		case err != nil:
+			d.syntaxError(err, data)
+			return true
+		case !emptyDocument(&extra):
+			d.Errorf(&extra, "a second YAML document starts here (allowed: one document per file)")
+			return true
+		}
 	}
-	return true
+}
+
+// emptyDocument reports whether a document holds nothing, or null.
+func emptyDocument(doc *yaml.Node) bool {
+	if doc.Kind != yaml.DocumentNode {
+		return IsNull(doc)
+	}
+	return len(doc.Content) == 0 || IsNull(doc.Content[0])
 }
 
 // syntaxError records a YAML syntax error with its line.
@@ -232,8 +265,28 @@ func (d *Decoder) Mapping(n *yaml.Node, what string, keys *Keys, fn func(key str
 		d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), keys.allowed)
 		return false
 	}
+	key := func(k *yaml.Node) (string, bool) {
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			d.Errorf(k, "a key is %s (allowed: %s)", KindName(k), keys.list)
+			return "", false
+		case keys.ext && strings.HasPrefix(k.Value, "x-"):
+			return "", false // a place for YAML anchors, ignored
+		case !slices.Contains(keys.names, k.Value):
+			if d.full {
+				return "", false // no hint to compute: nothing more is reported
+			}
+			in := ""
+			if keys.in != "" {
+				in = " in " + keys.in
+			}
+			d.Errorf(k, "unknown key %q%s (allowed: %s)%s", k.Value, in, keys.list, d.hint(k.Value, keys))
+			return "", false
+		}
+		return k.Value, true
+	}
 	var buf [16]*yaml.Node
-	d.mapping(n, keys, fn, buf[:0], 0)
+	d.entries(n, "", key, fn, &seenKeys{keys: buf[:0]}, 0)
 	return true
 }
 
@@ -246,51 +299,76 @@ func (d *Decoder) Item(n *yaml.Node, what string, keys *Keys, fn func(key string
 	return d.Mapping(n, what, keys, fn)
 }
 
-// mapping walks one level; seen holds the keys set by the levels that win
-// over this one, then this level's. A key is in seen once at most, so seen
-// is never longer than keys.names, however many mappings aliases merge.
-func (d *Decoder) mapping(n *yaml.Node, keys *Keys, fn func(key string, k, v *yaml.Node), seen []*yaml.Node, depth int) []*yaml.Node {
-	if !d.step(len(n.Content)/2+1, n) { // +1: an empty mapping merged costs too
-		return seen
+// seenKeys are the keys a mapping set so far: those of the levels that win
+// over the one being read, then this level's. A key is in it once at most,
+// so it is never longer than the distinct keys, however many mappings
+// aliases merge; large ones are indexed.
+type seenKeys struct {
+	keys  []*yaml.Node
+	names []string
+	index map[string]int
+}
+
+// find returns the position of name, or -1.
+func (s *seenKeys) find(name string) int {
+	if s.index != nil {
+		if i, ok := s.index[name]; ok {
+			return i
+		}
+		return -1
 	}
-	outer := len(seen)
+	return slices.Index(s.names, name)
+}
+
+func (s *seenKeys) add(k *yaml.Node, name string) {
+	const small = 16
+	s.keys, s.names = append(s.keys, k), append(s.names, name)
+	switch {
+	case s.index != nil:
+		s.index[name] = len(s.names) - 1
+	case len(s.names) > small:
+		s.index = make(map[string]int, 2*len(s.names))
+		for i, n := range s.names {
+			s.index[n] = i
+		}
+	}
+}
+
+// entries walks one level of a mapping (Mapping, StringMap): key reads an
+// entry's key and records why it refuses one; a key set twice at this
+// level is an error (prefix starts its message), and one that a level
+// merging this one sets is skipped. Then the "<<" merge keys' mappings are
+// walked, their keys losing to the keys seen.
+func (d *Decoder) entries(n *yaml.Node, prefix string, key func(k *yaml.Node) (string, bool), fn func(key string, k, v *yaml.Node), seen *seenKeys, depth int) {
+	if !d.step(len(n.Content)/2+1, n) { // +1: an empty mapping merged costs too
+		return
+	}
+	outer := len(seen.names)
 	var merges []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := deref(n.Content[i])
 		v := deref(n.Content[i+1])
-		if k.Kind != yaml.ScalarNode {
-			d.Errorf(k, "a key is %s (allowed: %s)", KindName(k), keys.list)
-			continue
-		}
-		if k.ShortTag() == "!!merge" {
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
 			merges = append(merges, v)
 			continue
 		}
-		if j := indexKey(seen[outer:], k.Value); j >= 0 {
-			d.Errorf(k, "key %q is repeated (first at line %d); each key may appear once", k.Value, seen[outer+j].Line)
+		name, ok := key(k)
+		if !ok {
 			continue
 		}
-		if keys.ext && strings.HasPrefix(k.Value, "x-") {
-			continue // a place for YAML anchors, ignored
-		}
-		if !slices.Contains(keys.names, k.Value) {
-			in := ""
-			if keys.in != "" {
-				in = " in " + keys.in
-			}
-			d.Errorf(k, "unknown key %q%s (allowed: %s)%s", k.Value, in, keys.list, d.hint(k.Value, keys))
+		if j := seen.find(name); j >= outer {
+			d.Errorf(k, "%skey %q is repeated (first at line %d); each key may appear once", prefix, name, seen.keys[j].Line)
 			continue
-		}
-		if indexKey(seen[:outer], k.Value) >= 0 {
+		} else if j >= 0 {
 			continue // set by a mapping that merges this one
 		}
-		seen = append(seen, k)
-		fn(k.Value, k, v)
+		seen.add(k, name)
+		fn(name, k, v)
 	}
 	for _, mv := range merges {
 		if depth >= maxMergeDepth {
 			d.Errorf(mv, "merge keys (<<) nest more than %d deep", maxMergeDepth)
-			return seen
+			return
 		}
 		srcs := []*yaml.Node{mv}
 		if mv.Kind == yaml.SequenceNode {
@@ -302,19 +380,9 @@ func (d *Decoder) mapping(n *yaml.Node, keys *Keys, fn func(key string, k, v *ya
 				d.Errorf(src, "a merge key (<<) takes %s (allowed: a mapping or a list of mappings)", KindName(src))
 				continue
 			}
-			seen = d.mapping(src, keys, fn, seen, depth+1)
+			d.entries(src, prefix, key, fn, seen, depth+1)
 		}
 	}
-	return seen
-}
-
-func indexKey(keys []*yaml.Node, name string) int {
-	for i, k := range keys {
-		if k.Value == name {
-			return i
-		}
-	}
-	return -1
 }
 
 // hint tells where a misplaced key belongs, or which allowed key a misspelt
@@ -347,28 +415,36 @@ func (d *Decoder) List(n *yaml.Node, what, allowed string) []*yaml.Node {
 }
 
 // scalar reads a scalar as its text (numbers and booleans as written; null
-// as ""), refusing control characters and invalid UTF-8.
+// as ""), refusing control characters (see Printable) and invalid UTF-8.
 func (d *Decoder) scalar(n *yaml.Node, what, allowed string) (string, bool) {
 	n = deref(n)
-	if s, ok := text(n); ok {
+	if s, ok := d.text(n); ok {
 		return s, true
 	}
 	d.scalarError(n, what, allowed)
 	return "", false
 }
 
-// text returns the text of a printable scalar.
-func text(n *yaml.Node) (string, bool) {
+// text returns the text of a scalar without control characters; tabs and
+// line breaks are text unless Printable is set.
+func (d *Decoder) text(n *yaml.Node) (string, bool) {
 	if n.Kind != yaml.ScalarNode {
 		return "", false
 	}
 	if n.ShortTag() == "!!null" {
 		return "", true
 	}
-	if !utf8.ValidString(n.Value) || strings.ContainsFunc(n.Value, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+	if !utf8.ValidString(n.Value) || strings.ContainsFunc(n.Value, d.control) {
 		return "", false
 	}
 	return n.Value, true
+}
+
+func (d *Decoder) control(r rune) bool {
+	if !d.Printable && (r == '\t' || r == '\n' || r == '\r') {
+		return false
+	}
+	return r < 0x20 || r == 0x7f
 }
 
 // scalarError reports the node that text refused.
@@ -377,7 +453,11 @@ func (d *Decoder) scalarError(n *yaml.Node, what, allowed string) {
 		d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), allowed)
 		return
 	}
-	d.Errorf(n, "%s %q contains a control character or invalid UTF-8 (allowed: printable text)", what, n.Value)
+	if d.Printable {
+		d.Errorf(n, "%s %q contains a control character or invalid UTF-8 (allowed: printable text)", what, n.Value)
+		return
+	}
+	d.Errorf(n, "%s %q contains a control character other than tab and line break, or invalid UTF-8 (allowed: text)", what, n.Value)
 }
 
 // String reads a scalar as text (see scalar).
@@ -399,7 +479,7 @@ func (d *Decoder) NonEmpty(n *yaml.Node, what string) (string, bool) {
 // the list.
 func (d *Decoder) Strings(n *yaml.Node, what, allowed string, fn func(item *yaml.Node, s string)) {
 	for _, item := range d.List(n, what, allowed) {
-		if s, ok := text(item); ok {
+		if s, ok := d.text(item); ok {
 			fn(item, s)
 		} else {
 			d.scalarError(item, "an item of "+what, allowed)
@@ -407,8 +487,9 @@ func (d *Decoder) Strings(n *yaml.Node, what, allowed string, fn func(item *yaml
 	}
 }
 
-// StringMap calls fn, in file order, for each entry of a mapping of
-// strings to strings. Empty, repeated and merge keys are errors.
+// StringMap calls fn for each entry of a mapping of strings to strings:
+// first the entries written in n, in file order, then those that "<<"
+// merge keys bring (as in Mapping). Empty and repeated keys are errors.
 func (d *Decoder) StringMap(n *yaml.Node, what, allowed string, fn func(k *yaml.Node, key, val string)) {
 	n = deref(n)
 	if n.Kind != yaml.MappingNode {
@@ -417,56 +498,25 @@ func (d *Decoder) StringMap(n *yaml.Node, what, allowed string, fn func(k *yaml.
 		}
 		return
 	}
-	if !d.step(len(n.Content)/2, n) {
-		return
-	}
-	var seen map[string]int // for large mappings; small ones are searched
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		kn, vn := deref(n.Content[i]), deref(n.Content[i+1])
-		k, ok := text(kn)
+	key := func(kn *yaml.Node) (string, bool) {
+		k, ok := d.text(kn)
 		switch {
 		case !ok:
 			d.scalarError(kn, "a key of "+what, allowed)
-			continue
-		case kn.ShortTag() == "!!merge":
-			d.Errorf(kn, "%s: merge keys (<<) are not supported here (allowed: %s)", what, allowed)
-			continue
+			return "", false
 		case k == "":
 			d.Errorf(kn, "%s has an empty key (allowed: %s)", what, allowed)
-			continue
+			return "", false
 		}
-		if first := d.firstKey(n, i, k, &seen); first > 0 {
-			d.Errorf(kn, "%s: key %q is repeated (first at line %d)", what, k, first)
-			continue
-		}
-		if val, ok := text(vn); ok {
+		return k, true
+	}
+	d.entries(n, what+": ", key, func(k string, kn, vn *yaml.Node) {
+		if val, ok := d.text(vn); ok {
 			fn(kn, k, val)
 		} else {
 			d.scalarError(vn, fmt.Sprintf("%s %q", what, k), allowed)
 		}
-	}
-}
-
-// firstKey returns the line of the key of a mapping's entry before entry
-// i whose text is k, or 0; seen indexes the keys of large mappings.
-func (d *Decoder) firstKey(m *yaml.Node, i int, k string, seen *map[string]int) int {
-	const small = 16
-	if len(m.Content) <= 2*small {
-		for j := 0; j < i; j += 2 {
-			if kj := deref(m.Content[j]); kj.Kind == yaml.ScalarNode && kj.Value == k {
-				return kj.Line
-			}
-		}
-		return 0
-	}
-	if *seen == nil {
-		*seen = make(map[string]int, len(m.Content)/2)
-	}
-	if first, dup := (*seen)[k]; dup {
-		return first
-	}
-	(*seen)[k] = deref(m.Content[i]).Line
-	return 0
+	}, &seenKeys{}, 0)
 }
 
 // Bool reads true or false (see YAML11Bools).
@@ -494,19 +544,44 @@ func (d *Decoder) Bool(n *yaml.Node, what string) (bool, bool) {
 	return false, false
 }
 
-// integer reads a whole number from lo to hi.
+// integer reads a whole number from lo to hi. A float that is a whole
+// number (1e6, 1.0) is one too, as yaml.v3 reads it into an int.
 func (d *Decoder) integer(n *yaml.Node, what string, lo, hi int64) (int64, bool) {
 	n = deref(n)
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+	var tag string
+	if n.Kind == yaml.ScalarNode {
+		tag = n.ShortTag()
+	}
+	if tag != "!!int" && tag != "!!float" {
 		d.Errorf(n, "%s is %s (allowed: %s)", what, KindName(n), wholeNumber(lo, hi))
 		return 0, false
 	}
-	i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
-	if err != nil || i < lo || i > hi {
+	i, err := parseInt(n.Value, tag)
+	switch {
+	case errors.Is(err, strconv.ErrRange), err == nil && (i < lo || i > hi):
 		d.Errorf(n, "%s %s is out of range (allowed: %s)", what, n.Value, wholeNumber(lo, hi))
+		return 0, false
+	case err != nil:
+		d.Errorf(n, "%s %s is not a whole number (allowed: %s)", what, n.Value, wholeNumber(lo, hi))
 		return 0, false
 	}
 	return i, true
+}
+
+// parseInt reads an !!int, or a !!float that is a whole number.
+func parseInt(s, tag string) (int64, error) {
+	s = strings.ReplaceAll(s, "_", "")
+	if tag == "!!int" {
+		return strconv.ParseInt(s, 0, 64)
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange), math.IsNaN(f), f != math.Trunc(f):
+		return 0, strconv.ErrSyntax
+	case err != nil, f < math.MinInt64, f >= math.MaxInt64: // 2^63 is the float above MaxInt64
+		return 0, strconv.ErrRange
+	}
+	return int64(f), nil
 }
 
 // Uint32 reads a whole number from lo to hi, at most math.MaxUint32.
@@ -536,7 +611,10 @@ func (d *Decoder) Duration(n *yaml.Node, what, zero string) (time.Duration, bool
 	case err != nil:
 		d.Errorf(n, "%s %q is not a duration (allowed: %s)", what, n.Value, allowed)
 		return 0, false
-	case v < 0, v == 0 && zero == "":
+	case v < 0:
+		d.Errorf(n, "%s %q is negative (allowed: %s)", what, n.Value, allowed)
+		return 0, false
+	case v == 0 && zero == "":
 		d.Errorf(n, "%s %q is out of range (allowed: %s)", what, n.Value, allowed)
 		return 0, false
 	}

@@ -60,11 +60,13 @@ func compare(a, b *Error) int {
 		cmp.Compare(a.Column, b.Column), cmp.Compare(a.Message, b.Message))
 }
 
-// Err returns es sorted, or nil when it is empty.
+// Err returns a sorted copy of es (es is left as it is), or nil when es is
+// empty.
 func (es Errors) Err() error {
 	if len(es) == 0 {
 		return nil
 	}
-	es.Sort()
-	return es
+	out := slices.Clone(es)
+	out.Sort()
+	return out
 }

@@ -104,9 +104,10 @@ func badByte(data []byte) int {
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// syntaxLine returns the line a YAML syntax error is about (0 when unknown)
-// and its message: the line the parser names, or one found in data for the
-// messages it gives without a line.
+// syntaxLine returns the line a YAML syntax error is about and its
+// message: the line the parser names, or one found in data for the
+// messages it gives without a line, or else line 1 (the parser leaves
+// "line 1" out of its messages).
 func syntaxLine(err error, data []byte) (int, string) {
 	msg := err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
@@ -123,5 +124,5 @@ func syntaxLine(err error, data []byte) (int, string) {
 	case strings.Contains(msg, "UTF-8"), strings.Contains(msg, "control characters"):
 		return lineAt(data, badByte(data)), msg
 	}
-	return 0, msg
+	return 1, msg
 }

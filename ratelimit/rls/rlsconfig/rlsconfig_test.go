@@ -264,6 +264,9 @@ descriptors:
         rate_limit: *one
   - key: shared_too
     descriptors: *nested
+  - key: tab
+    value: "a\tb"
+    rate_limit: {unit: minute, requests_per_unit: 1e3}
 `
 	c, err := rlsconfig.Load(map[string][]byte{"s.yaml": []byte(file)})
 	if err != nil {
@@ -281,6 +284,7 @@ descriptors:
 		{e("42", "x"), "s.42"},
 		{e("shared", "a", "inner", "b"), "s.shared.inner"},
 		{e("shared_too", "a", "inner", "b"), "s.shared_too.inner"},
+		{e("tab", "a\tb"), "s.tab_a\tb"}, // envoyproxy takes any text
 	}
 	for _, tc := range tests {
 		t.Run(tc.fullKey, func(t *testing.T) {
@@ -289,6 +293,9 @@ descriptors:
 				t.Errorf("Match(%v) = %+v, want the rule %s", tc.entries, r, tc.fullKey)
 			}
 		})
+	}
+	if r := c.Match("s", e("tab", "a\tb")); r == nil || r.RequestsPerUnit != 1000 {
+		t.Errorf("requests_per_unit: 1e3 read as %+v, want 1000", r)
 	}
 }
 
@@ -621,8 +628,8 @@ func FuzzLoad(f *testing.F) {
 			}
 			for _, e := range leaves(err) {
 				var fe *rlsconfig.Error
-				if !errors.As(e, &fe) || fe.File != "fuzz.yaml" {
-					t.Fatalf("error %q (%T) does not name its file", e, e)
+				if !errors.As(e, &fe) || fe.File != "fuzz.yaml" || fe.Line < 1 {
+					t.Fatalf("error %q (%T) does not name its file and a line", e, e)
 				}
 			}
 			return

@@ -1,0 +1,5 @@
+//go:build race
+
+package yamlstrict_test
+
+const raceEnabled = true
