@@ -60,6 +60,7 @@ func newStore(ctx context.Context, c config.Store, log *slog.Logger) (*store, er
 		log.Warn("redis is not reachable yet; limits follow their failure mode until it is", "addrs", r.Addrs, "error", err)
 	}
 	rs := ratelimit.NewRedisStore(client, time.Duration(r.Timeout))
+	rs.SetClockSkew(time.Duration(r.ClockSkew))
 	return &store{Store: rs, close: rs.Close}, nil
 }
 

@@ -134,7 +134,11 @@ type RedisStore struct {
 	DB           int      `yaml:"db"`
 	PoolSize     int      `yaml:"pool_size"`
 	Timeout      Duration `yaml:"timeout"`
-	TLS          TLS      `yaml:"tls"`
+	// ClockSkew is how far Tollgate's and Redis's clocks may disagree: a
+	// Take reaching Redis later than its deadline plus this much is
+	// refused and takes nothing.
+	ClockSkew Duration `yaml:"clock_skew"`
+	TLS       TLS      `yaml:"tls"`
 }
 
 // TLS for the Redis connection.
@@ -240,7 +244,13 @@ func (c *Config) applyDefaults() {
 	if c.Store.Redis.Timeout == 0 {
 		c.Store.Redis.Timeout = DefaultRedisTimeout
 	}
+	if c.Store.Redis.ClockSkew == 0 {
+		c.Store.Redis.ClockSkew = DefaultClockSkew
+	}
 }
+
+// DefaultClockSkew is how far Tollgate's and Redis's clocks may disagree.
+const DefaultClockSkew = Duration(500 * time.Millisecond)
 
 // DefaultRedisTimeout bounds each Redis call, well under Envoy's 200 ms
 // ext_authz timeout.
@@ -405,6 +415,9 @@ func (s *Store) validate(k *checker) {
 		}
 		if t := time.Duration(r.Timeout); t < time.Millisecond || t > 10*time.Second {
 			k.errorf("store.redis.timeout", "%s is out of range (allowed: 1ms to 10s; Envoy waits 200ms by default)", t)
+		}
+		if t := time.Duration(r.ClockSkew); t < time.Millisecond || t > time.Minute {
+			k.errorf("store.redis.clock_skew", "%s is out of range (allowed: 1ms to 1m)", t)
 		}
 		if r.DB < 0 {
 			k.errorf("store.redis.db", "%d is negative (allowed: 0 or more)", r.DB)
