@@ -19,14 +19,14 @@ type Limiter interface {
 // enforce applies the decision's limits and charge and turns an exceeded
 // limit or a short balance into a denial. It returns an error only when the
 // store failed and the request's limits fail closed.
-func enforce(ctx context.Context, lim Limiter, d *decision.Decision) error {
+func enforce(ctx context.Context, lim Limiter, d *decision.Decision, revision string) error {
 	if !d.Allow || (len(d.Limits) == 0 && d.Charge == nil) {
 		return nil
 	}
 	if lim == nil {
 		return nil // no limit engine configured: limits are parsed only
 	}
-	out, err := lim.Take(ctx, &ratelimit.Request{Limits: d.Limits, Charge: d.Charge})
+	out, err := lim.Take(ctx, &ratelimit.Request{Limits: d.Limits, Charge: d.Charge, Consumer: d.Consumer, Revision: revision})
 	if err != nil {
 		return err
 	}

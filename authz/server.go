@@ -48,6 +48,9 @@ type Options struct {
 	// Limiter carries out the decisions' limits and charges; without one
 	// they are validated but not enforced.
 	Limiter Limiter
+	// Revision names the policy in force (policies.Engine.Revision); the
+	// ledger records it with each charge. Nil: none.
+	Revision func() string
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -108,7 +111,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := enforce(ctx, s.opts.Limiter, d); errors.Is(err, ratelimit.ErrInvalidRequest) {
+	if err := enforce(ctx, s.opts.Limiter, d, s.revision()); errors.Is(err, ratelimit.ErrInvalidRequest) {
 		// The engine refused the decision's limits or charge (nothing was
 		// taken): the policy's fault, denied like any invalid decision.
 		s.log.Error("invalid decision document; denying", "error", err, "request_id", requestID(req))
@@ -131,6 +134,13 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	resp := Respond(req, d)
 	s.observe(d, start)
 	return resp, nil
+}
+
+func (s *Server) revision() string {
+	if s.opts.Revision == nil {
+		return ""
+	}
+	return s.opts.Revision()
 }
 
 // Decide evaluates the policy for req. Failures become denials with the

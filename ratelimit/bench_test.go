@@ -2,8 +2,12 @@ package ratelimit_test
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
@@ -43,9 +47,38 @@ func BenchmarkTakeMemory(b *testing.B) {
 
 // BenchmarkTakeRedis: 3 limits and a charge in one EVALSHA round trip to a
 // local redis-server.
+// It also reports Redis's own CPU per Take (redis-µs/op, from INFO cpu):
+// what one Redis core spends on each charged request.
 func BenchmarkTakeRedis(b *testing.B) {
 	srv := redistest.Start(b)
-	benchTake(b, ratelimit.NewRedisStore(srv.Client(), time.Second))
+	c := srv.Client()
+	store := ratelimit.NewRedisStore(c, time.Second)
+	store.SetLedgerMaxLen(0) // shipped and trimmed in production
+	before := redisCPU(b, c)
+	benchTake(b, store)
+	b.ReportMetric(float64((redisCPU(b, c)-before).Microseconds())/float64(b.N), "redis-µs/op")
+}
+
+// redisCPU is the CPU time redis-server has used (user + system).
+func redisCPU(b *testing.B, c redis.UniversalClient) time.Duration {
+	b.Helper()
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		for _, k := range []string{"used_cpu_user:", "used_cpu_sys:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += f
+			}
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 // BenchmarkRedisPing is one round trip to the same redis-server doing

@@ -30,6 +30,9 @@ type Request struct {
 	// ID identifies this attempt so that a Take whose reply was lost can be
 	// voided (its charge refunded) exactly once. The engine sets it.
 	ID string
+	// Consumer and Revision (the policy's) are recorded in the ledger with
+	// the request's charge.
+	Consumer, Revision string
 	// Deadline is when the caller stops waiting (zero: never). A store
 	// that would apply the request later refuses it with ErrDeadline and
 	// takes nothing; Engine.Take sets it from the context's deadline.
@@ -237,7 +240,7 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		e.logError("take", err)
 		e.count(req, "store_error")
 		if !failsOpen(req) {
-			e.void(ctx, req)
+			e.void(ctx, req, reasonVoid)
 			return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
 		return &Outcome{Allowed: true, Denied: -1, Degraded: true}, nil
@@ -290,7 +293,7 @@ func (e *Engine) Account(ctx context.Context, account string) (*Account, error) 
 // lost (a timeout after the request was sent): the Take either ran and is
 // refunded, or is marked void so that it cannot run later.
 type voider interface {
-	Void(ctx context.Context, req *Request) (refunded int64, err error)
+	Void(ctx context.Context, req *Request, reason string) (refunded int64, err error)
 }
 
 // count counts one result for every limit and the charge of req.
@@ -303,6 +306,18 @@ func (e *Engine) count(req *Request, result string) {
 	}
 }
 
+// Reasons recorded in the ledger with a refund.
+const (
+	reasonVoid = "void"        // refused after a store failure: its reply was lost
+	reasonGone = "caller_gone" // taken, but its caller had gone: the answer could not be delivered
+)
+
+// refunder is a store that gives back a charge it knows it took (the
+// memory store, whose Takes have no lost replies), once per request id.
+type refunder interface {
+	Refund(ctx context.Context, account string, amount int64, requestID, reason string) error
+}
+
 // refund gives back the credits of a request that was taken but whose
 // answer cannot be delivered. Rates and quotas it counted stay consumed.
 func (e *Engine) refund(ctx context.Context, req *Request, out *Outcome) {
@@ -310,12 +325,14 @@ func (e *Engine) refund(ctx context.Context, req *Request, out *Outcome) {
 		return
 	}
 	if _, ok := e.store.(voider); ok {
-		e.void(ctx, req) // idempotent by request id
+		e.void(ctx, req, reasonGone) // idempotent by request id
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	if _, err := e.store.Credit(ctx, req.Charge.Account, out.Charged, refundKey(req.ID)); err != nil {
+	r, ok := e.store.(refunder)
+	if !ok {
+		return
+	}
+	if err := r.Refund(ctx, req.Charge.Account, out.Charged, req.ID, reasonGone); err != nil {
 		e.log.Error("could not refund the charge of a request whose caller had gone; the account may have been charged for it",
 			"account", req.Charge.Account, "credits", out.Charged, "request_id", req.ID, "error", err)
 		return
@@ -323,25 +340,23 @@ func (e *Engine) refund(ctx context.Context, req *Request, out *Outcome) {
 	e.log.Warn("refunded the charge of a request whose caller had gone", "account", req.Charge.Account, "credits", out.Charged, "request_id", req.ID)
 }
 
-// refundKey is the idempotency key of a request's refund.
-func refundKey(id string) string { return "refund:" + id }
-
-// void runs when a request is refused because the store failed: whatever
-// the store did with it must not cost the customer.
-func (e *Engine) void(ctx context.Context, req *Request) {
+// void runs when a request is refused because the store failed, or taken
+// after its caller had gone: whatever the store did with it must not cost
+// the customer.
+func (e *Engine) void(ctx context.Context, req *Request, reason string) {
 	v, ok := e.store.(voider)
 	if !ok || req.Charge == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	refunded, err := v.Void(ctx, req)
+	refunded, err := v.Void(ctx, req, reason)
 	switch {
 	case err != nil:
 		e.log.Error("could not void a charge whose outcome is unknown; the account may have been charged for a refused request",
 			"account", req.Charge.Account, "credits", req.Charge.Credits, "request_id", req.ID, "error", err)
 	case refunded > 0:
-		e.log.Warn("refunded the charge of a request refused after a store timeout", "account", req.Charge.Account, "credits", refunded, "request_id", req.ID)
+		e.log.Warn("refunded the charge of a refused request", "account", req.Charge.Account, "credits", refunded, "request_id", req.ID, "reason", reason)
 	}
 }
 

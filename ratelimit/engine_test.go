@@ -39,6 +39,8 @@ type env struct {
 	advance func(time.Duration)
 	now     func() time.Time // the store's clock
 	redis   *redistest.Server
+	// twin is a second replica on the same Redis (nil: the memory store).
+	twin ratelimit.Store
 }
 
 // eachStore runs f against the memory store and against a real Redis.
@@ -49,7 +51,8 @@ func eachStore(t *testing.T, f func(t *testing.T, e *env)) {
 	})
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
-		f(t, &env{store: ratelimit.NewRedisStore(srv.Client(), time.Second), advance: time.Sleep, now: time.Now, redis: srv})
+		f(t, &env{store: ratelimit.NewRedisStore(srv.Client(), time.Second), advance: time.Sleep, now: time.Now, redis: srv,
+			twin: ratelimit.NewRedisStore(srv.Client(), time.Second)})
 	})
 }
 
@@ -313,10 +316,10 @@ func TestCreditIdempotent(t *testing.T) {
 // accounted for. Top-ups with one idempotency key apply once.
 func TestConcurrentExactness(t *testing.T) {
 	const n, workers, attempts = 100, 8, 40
-	eachStore(t, func(t *testing.T, e *env) {
+	exactness := func(t *testing.T, e *env) {
 		stores := []ratelimit.Store{e.store, e.store}
-		if e.redis != nil {
-			stores[1] = ratelimit.NewRedisStore(e.redis.Client(), time.Second)
+		if e.twin != nil {
+			stores[1] = e.twin
 		}
 		hammer := func(req func() *ratelimit.Request, onAllowed func(*ratelimit.Outcome)) {
 			var wg sync.WaitGroup
@@ -392,6 +395,12 @@ func TestConcurrentExactness(t *testing.T) {
 		if applied.Load() != 1 || balance(t, e.store, "topup") != 25 {
 			t.Errorf("one idempotency key from %d callers: applied %d times, balance %d; want once, 25", 2*workers, applied.Load(), balance(t, e.store, "topup"))
 		}
+	}
+	eachStore(t, exactness)
+	t.Run("cluster", func(t *testing.T) {
+		c := redistest.StartCluster(t, 3)
+		exactness(t, &env{store: ratelimit.NewRedisStore(c.Client(), time.Second), twin: ratelimit.NewRedisStore(c.Client(), time.Second),
+			advance: time.Sleep, now: time.Now})
 	})
 }
 

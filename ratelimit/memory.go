@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
 )
 
 // MemoryStore keeps counters and balances in this process: the embedded
@@ -26,6 +28,7 @@ type MemoryStore struct {
 	seed   maphash.Seed
 	shards []memShard
 	max    int
+	ledger *memLedger
 }
 
 type memShard struct {
@@ -48,6 +51,8 @@ type MemoryOptions struct {
 	MaxKeys int
 	// Shards is the number of locks (default 64).
 	Shards int
+	// LedgerEntries bounds the in-memory ledger (default 100,000).
+	LedgerEntries int
 }
 
 // ErrMemoryFull: the memory store holds MaxKeys live counters.
@@ -64,7 +69,10 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	if opts.Shards == 0 {
 		opts.Shards = 64
 	}
-	s := &MemoryStore{now: opts.Now, seed: maphash.MakeSeed(), shards: make([]memShard, opts.Shards)}
+	if opts.LedgerEntries == 0 {
+		opts.LedgerEntries = 100_000
+	}
+	s := &MemoryStore{now: opts.Now, seed: maphash.MakeSeed(), shards: make([]memShard, opts.Shards), ledger: newMemLedger(opts.LedgerEntries)}
 	s.max = max(opts.MaxKeys/opts.Shards, 1)
 	for i := range s.shards {
 		s.shards[i] = memShard{counters: map[string]memEntry{}, balances: map[string]int64{}, topups: map[string]memEntry{}}
@@ -245,11 +253,35 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		w.sh.counters[w.key] = memEntry{value: w.value, expires: w.exp}
 	}
 	if out.Charged > 0 {
-		bsh.balances[req.Charge.Account] -= out.Charged
-		out.Balance = bsh.balances[req.Charge.Account]
+		c := req.Charge
+		bsh.balances[c.Account] -= out.Charged
+		out.Balance = bsh.balances[c.Account]
+		s.ledger.add(ledger.Entry{Account: c.Account, Consumer: req.Consumer, Kind: ledger.Charge, Amount: -out.Charged,
+			BalanceAfter: out.Balance, RequestID: req.ID, PolicyRevision: req.Revision, Time: now})
 	}
 	return out, nil
 }
+
+// Refund implements refunder: it gives back amount to account once per
+// request id, and records it in the ledger.
+func (s *MemoryStore) Refund(_ context.Context, account string, amount int64, requestID, reason string) error {
+	sh := s.shard(account)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := s.now()
+	rk := topupKey(account, refundKey(requestID))
+	if e, ok := sh.topups[rk]; ok && e.expires > now.UnixMicro() {
+		return nil // refunded already
+	}
+	sh.balances[account] += amount
+	sh.topups[rk] = memEntry{value: amount, expires: now.UnixMicro() + IdempotencyTTL.Microseconds()}
+	s.ledger.add(ledger.Entry{Account: account, Kind: ledger.Refund, Amount: amount, BalanceAfter: sh.balances[account],
+		RequestID: requestID, Reason: reason, Time: now})
+	return nil
+}
+
+// refundKey is the idempotency key of a request's refund.
+func refundKey(id string) string { return "refund:" + id }
 
 // Credit implements Store.
 func (s *MemoryStore) Credit(_ context.Context, account string, amount int64, key string) (*Credit, error) {
@@ -272,6 +304,8 @@ func (s *MemoryStore) Credit(_ context.Context, account string, amount int64, ke
 	}
 	sh.balances[account] += amount
 	sh.topups[tk] = memEntry{value: amount, expires: nowUS + IdempotencyTTL.Microseconds()}
+	s.ledger.add(ledger.Entry{Account: account, Kind: ledger.TopUp, Amount: amount, BalanceAfter: sh.balances[account],
+		RequestID: key, Reason: "topup", Time: s.now()})
 	return &Credit{Balance: sh.balances[account], Applied: true}, nil
 }
 

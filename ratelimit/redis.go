@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,6 +34,10 @@ type RedisStore struct {
 	client  redis.UniversalClient
 	timeout time.Duration
 	skew    time.Duration
+	cluster bool
+	// ledgerMax caps each ledger stream (XADD MAXLEN ~); 0: unbounded,
+	// for a shipper that trims what it has made durable.
+	ledgerMax int64
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -52,8 +55,29 @@ func NewRedisStore(client redis.UniversalClient, timeout time.Duration) *RedisSt
 	if timeout == 0 {
 		timeout = DefaultRedisTimeout
 	}
-	return &RedisStore{client: client, timeout: timeout, skew: DefaultClockSkew}
+	_, cluster := client.(*redis.ClusterClient)
+	return &RedisStore{client: client, timeout: timeout, skew: DefaultClockSkew, cluster: cluster, ledgerMax: DefaultLedgerMaxLen}
 }
+
+// DefaultLedgerMaxLen caps each ledger stream when nothing ships it.
+const DefaultLedgerMaxLen = 1_000_000
+
+// SetLedgerMaxLen caps each ledger stream at about n entries (the oldest
+// go first); 0 leaves them unbounded, for a ledger shipper that trims what
+// it has made durable (call before use).
+func (s *RedisStore) SetLedgerMaxLen(n int64) { s.ledgerMax = n }
+
+// ledgerStream is the ledger stream for account's balance changes: in a
+// Cluster, the stream of the balance's slot; otherwise the one stream.
+func (s *RedisStore) ledgerStream(account string) string {
+	if s.cluster {
+		return ledgerKey(slot(balanceKey(account)))
+	}
+	return singleLedgerKey
+}
+
+// singleLedgerKey is the ledger stream outside a Cluster.
+const singleLedgerKey = "tollgate:{ledger}:ledger"
 
 // SetClockSkew sets how far Tollgate's clock and Redis's may disagree
 // (DefaultClockSkew by default; call before use). A Take reaching Redis
@@ -127,12 +151,15 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		if id == "" {
 			id = newID()
 		}
-		keys = append(keys, balanceKey(c.Account), requestKey(c.Account, id))
+		keys = append(keys, balanceKey(c.Account), requestKey(c.Account, id), s.ledgerStream(c.Account))
 	}
-	if _, cluster := s.client.(*redis.ClusterClient); cluster && !sameTag(keys) {
+	if s.cluster && !sameSlot(keys) {
 		return nil, ErrCrossSlot
 	}
 	args = append(args, deadline.Add(s.skew).UnixMicro())
+	if c := req.Charge; c != nil {
+		args = append(args, c.Account, req.Consumer, req.Revision, req.ID, s.ledgerMax)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	res, err := takeScript.Run(ctx, s.client, keys, args...).Int64Slice()
@@ -169,33 +196,25 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	return out, nil
 }
 
-// sameTag reports whether every key has the same hash tag.
-func sameTag(keys []string) bool {
+// sameSlot reports whether every key is in the same hash slot.
+func sameSlot(keys []string) bool {
 	for _, k := range keys[1:] {
-		if hashTag(k) != hashTag(keys[0]) {
+		if slot(k) != slot(keys[0]) {
 			return false
 		}
 	}
 	return true
 }
 
-func hashTag(key string) string {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key[i+1 : i+1+j]
-		}
-	}
-	return key
-}
-
 // Void implements Voider: it refunds the charge of req if its Take ran,
 // and otherwise makes sure it never will.
-func (s *RedisStore) Void(ctx context.Context, req *Request) (int64, error) {
+func (s *RedisStore) Void(ctx context.Context, req *Request, reason string) (int64, error) {
 	if req.Charge == nil || req.ID == "" {
 		return 0, nil
 	}
 	a := req.Charge.Account
-	return voidScript.Run(ctx, s.client, []string{requestKey(a, req.ID), balanceKey(a)}, requestTTL.Milliseconds()).Int64()
+	return voidScript.Run(ctx, s.client, []string{requestKey(a, req.ID), balanceKey(a), s.ledgerStream(a)},
+		requestTTL.Milliseconds(), a, req.ID, reason, s.ledgerMax).Int64()
 }
 
 // requestTTL is how long a request id is remembered: far longer than any
@@ -210,8 +229,8 @@ func (s *RedisStore) Credit(ctx context.Context, account string, amount int64, k
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	res, err := creditScript.Run(ctx, s.client,
-		[]string{balanceKey(account), topupKey(account, key)},
-		amount, int64(MaxCredits), IdempotencyTTL.Milliseconds()).Int64Slice()
+		[]string{balanceKey(account), topupKey(account, key), s.ledgerStream(account)},
+		amount, int64(MaxCredits), IdempotencyTTL.Milliseconds(), account, key, "topup", "", s.ledgerMax).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis credit: %w", err)
 	}

@@ -2,9 +2,10 @@
 -- Time is the server's (TIME), in microseconds, so replicas agree.
 --
 -- KEYS: one per limit (rate: its TAT key; quota: the quota hash of its tag),
---       then, when there is a charge, the balance key and the request's id
+--       then, when there is a charge, the balance key, the request's id
 --       key (set when the request is taken, so that void.lua can refund it,
---       and set to "void" by void.lua so that a late Take refuses).
+--       and set to "void" by void.lua so that a late Take refuses) and the
+--       ledger stream of the balance's slot (a charge is recorded there).
 -- ARGV: n, has_charge, credits, overdraft, overage_only,
 --       then 8 per limit: kind, cost, limit, a, b, c, d, e
 --         kind "r"/"R" (rate / shadow rate): a = emission interval µs,
@@ -13,7 +14,9 @@
 --               a..d = starts of the previous, current, next and following
 --               period by the caller's clock, e = hash field prefix
 --       then the deadline: the latest server time (µs) at which the request
---       may be applied (its caller has given up after that)
+--       may be applied (its caller has given up after that), and for the
+--       ledger: account, consumer, policy revision, request id, and the
+--       stream's MAXLEN (0: unbounded, entries are shipped then trimmed)
 -- Returns {-3} for a voided request, {-4} for one past its deadline, else: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
 --           charged, retry_after, then per limit: remaining, reset, window, flags}
 --           flags: 1 exceeded, 2 overage; a shadow limit that is exceeded
@@ -146,6 +149,14 @@ if allowed == 1 then
   end
   if charged > 0 then
     balance = redis.call('DECRBY', KEYS[n + 1], charged)
+    local l = 6 + 8 * n
+    local entry = {'k', 'charge', 'a', ARGV[l + 1], 'c', ARGV[l + 2], 'n', string.format('%d', -charged),
+      'b', string.format('%d', balance), 'r', ARGV[l + 4], 'p', ARGV[l + 3], 't', string.format('%d', now)}
+    if ARGV[l + 5] ~= '0' then
+      redis.call('XADD', KEYS[n + 3], 'MAXLEN', '~', ARGV[l + 5], '*', unpack(entry))
+    else
+      redis.call('XADD', KEYS[n + 3], '*', unpack(entry))
+    end
   end
   if has_charge then
     -- remembered for void.lua (10 minutes: requestTTL in redis.go)

@@ -136,6 +136,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		Logger:     log.With("component", "authz"),
 		Registerer: reg,
 		Limiter:    limits,
+		Revision:   a.engine.Revision,
 	})
 	if err != nil {
 		return nil, err

@@ -23,12 +23,18 @@ type Server struct {
 	Addr string
 	dir  string
 	cmd  *exec.Cmd
+	args []string // extra redis-server arguments
 }
 
 // Start starts redis-server from PATH and stops it when the test ends.
 // Without the binary the test fails when CI is set, and is skipped
 // otherwise, saying how to install it.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t)
+}
+
+func start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		msg := "redis-server is not on PATH (install it: apt-get install redis-server, or brew install redis)"
@@ -37,7 +43,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip(msg)
 	}
-	s := &Server{t: t, dir: t.TempDir()}
+	s := &Server{t: t, dir: t.TempDir(), args: args}
 	for attempt := 0; ; attempt++ {
 		s.Addr = freeAddr(t)
 		err := s.start()
@@ -63,9 +69,9 @@ func freeAddr(t testing.TB) string {
 
 func (s *Server) start() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command("redis-server",
+	s.cmd = exec.Command("redis-server", append([]string{
 		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log")}, s.args...)...)
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
@@ -150,4 +156,62 @@ func (s *Server) Client() redis.UniversalClient {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: time.Second})
 	s.t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// Cluster is a Redis Cluster of masters (no replicas) owned by one test,
+// on loopback ports, built with redis-cli --cluster create.
+type Cluster struct {
+	t     testing.TB
+	Nodes []*Server
+}
+
+// StartCluster starts a Cluster of n masters (at least 3) and stops it when
+// the test ends. It returns once every node reports cluster_state:ok.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		msg := "redis-cli is not on PATH (install it: apt-get install redis-tools)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	c := &Cluster{t: t}
+	addrs := make([]string, n)
+	for i := range n {
+		c.Nodes = append(c.Nodes, start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"))
+		addrs[i] = c.Nodes[i].Addr
+	}
+	out, err := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, lastLines(string(out), 10))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, node := range c.Nodes {
+		rc := redis.NewClient(&redis.Options{Addr: node.Addr})
+		for {
+			info, err := rc.ClusterInfo(t.Context()).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				rc.Close()
+				t.Fatalf("cluster node %s never reported cluster_state:ok: %v %s", node.Addr, err, info)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		rc.Close()
+	}
+	return c
+}
+
+// Client returns a new Cluster client, closed when the test ends.
+func (c *Cluster) Client() *redis.ClusterClient {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRetries: -1, DialTimeout: time.Second})
+	c.t.Cleanup(func() { cc.Close() })
+	return cc
 }

@@ -55,3 +55,27 @@ type Entry struct {
 type Sink interface {
 	Write(ctx context.Context, entries []Entry) error
 }
+
+// Source is a store's record of entries: one or more streams, each read in
+// the order it was written. Each stream has a short name; an entry's ID is
+// "<stream>/<position>", its position in the stream.
+type Source interface {
+	// Streams names the streams to ship; they are fixed for a store.
+	Streams() []string
+	// Read returns, for each stream in after, up to n entries recorded
+	// after the position after[stream] ("": from the oldest), in order.
+	Read(ctx context.Context, after map[string]string, n int) (map[string][]Entry, error)
+	// Trim forgets the entries of each stream up to and including the
+	// position given (they are durable elsewhere).
+	Trim(ctx context.Context, through map[string]string) error
+}
+
+// Position is the position part of an entry's ID ("<stream>/<position>").
+func Position(id string) string {
+	for i := len(id) - 1; i >= 0; i-- {
+		if id[i] == '/' {
+			return id[i+1:]
+		}
+	}
+	return id
+}
