@@ -58,7 +58,9 @@ type flaky struct {
 	fail bool
 }
 
-func (f *flaky) Checkpoints(context.Context) (map[string]string, error) { return maps.Clone(f.cps), nil }
+func (f *flaky) Checkpoints(context.Context) (map[string]string, error) {
+	return maps.Clone(f.cps), nil
+}
 
 func (f *flaky) WriteFrom(_ context.Context, name string, entries []ledger.Entry, pos string) error {
 	if f.fail {
