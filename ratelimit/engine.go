@@ -147,6 +147,9 @@ type Options struct {
 	// ErrorLogInterval limits store error logs to one per interval
 	// (default 10s); every error is counted.
 	ErrorLogInterval time.Duration
+	// PendingVoids bounds the voids waiting to be retried (default
+	// 100,000); see Engine.Run.
+	PendingVoids int
 }
 
 // Engine carries out requests on a Store, applying each limit's failure
@@ -159,6 +162,7 @@ type Engine struct {
 	decisions *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
+	voids     *voidQueue
 }
 
 // NewEngine returns an engine over store.
@@ -187,8 +191,9 @@ func NewEngine(store Store, opts Options) (*Engine, error) {
 			Help: "Store operations that failed or timed out.",
 		}, []string{"store"}),
 	}
+	e.voids = newVoidQueue(opts.PendingVoids)
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{e.decisions, e.duration, e.errors} {
+		for _, c := range []prometheus.Collector{e.decisions, e.duration, e.errors, e.voids.pending, e.voids.results} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("ratelimit: register metrics: %w", err)
 			}
@@ -348,16 +353,83 @@ func (e *Engine) void(ctx context.Context, req *Request, reason string) {
 	if !ok || req.Charge == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	// One quick try on the request path; Run retries it until the store
+	// acknowledges it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 100*time.Millisecond)
 	defer cancel()
 	refunded, err := v.Void(ctx, req, reason)
 	switch {
 	case err != nil:
-		e.log.Error("could not void a charge whose outcome is unknown; the account may have been charged for a refused request",
-			"account", req.Charge.Account, "credits", req.Charge.Credits, "request_id", req.ID, "error", err)
+		if !e.voids.add(pendingVoid{req: voidable(req), reason: reason}) {
+			e.log.Error("could not void a charge whose outcome is unknown, and too many voids are pending to retry it; the account may have been charged for a refused request",
+				"account", req.Charge.Account, "credits", req.Charge.Credits, "request_id", req.ID, "error", err)
+		}
 	case refunded > 0:
+		e.voids.results.WithLabelValues("refunded").Inc()
 		e.log.Warn("refunded the charge of a refused request", "account", req.Charge.Account, "credits", refunded, "request_id", req.ID, "reason", reason)
+	default:
+		e.voids.results.WithLabelValues("nothing_taken").Inc()
 	}
+}
+
+// voidable is what a void needs of a request: its charge and id.
+func voidable(req *Request) *Request {
+	c := *req.Charge
+	return &Request{Charge: &c, ID: req.ID}
+}
+
+// Run retries, until ctx is done, the voids that failed on the request
+// path (the store was down or saturated), each until the store
+// acknowledges it. A Take whose outcome was unknown is then either
+// refunded or can no longer run. Pending voids are kept in memory: a
+// restart forgets them (they are counted and logged at shutdown).
+func (e *Engine) Run(ctx context.Context) error {
+	v, ok := e.store.(voider)
+	if !ok {
+		<-ctx.Done()
+		return nil
+	}
+	backoff := 100 * time.Millisecond
+	t := time.NewTimer(backoff)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if n := e.voids.len(); n > 0 {
+				e.log.Error("shutting down with voids pending: those accounts may have been charged for refused requests", "pending", n)
+			}
+			return nil
+		case <-t.C:
+		}
+		if e.retryVoids(ctx, v) {
+			backoff = 100 * time.Millisecond
+		} else {
+			backoff = min(2*backoff, 5*time.Second)
+		}
+		t.Reset(backoff)
+	}
+}
+
+// retryVoids tries every pending void once; it reports whether all that
+// were tried succeeded.
+func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
+	ok := true
+	for _, p := range e.voids.take() {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		refunded, err := v.Void(cctx, p.req, p.reason)
+		cancel()
+		switch {
+		case err != nil:
+			ok = false
+			e.voids.add(p)
+		case refunded > 0:
+			e.voids.results.WithLabelValues("refunded").Inc()
+			e.log.Warn("refunded the charge of a refused request after retrying its void", "account", p.req.Charge.Account, "credits", refunded, "request_id", p.req.ID, "reason", p.reason)
+		default:
+			e.voids.results.WithLabelValues("nothing_taken").Inc()
+		}
+	}
+	return ok
 }
 
 func (e *Engine) logError(op string, err error) {

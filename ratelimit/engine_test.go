@@ -699,11 +699,87 @@ func TestLostReplyIsRefunded(t *testing.T) {
 	}
 }
 
+// TestFailedVoidIsRetried: the reply of a charged Take is lost and its
+// void cannot reach Redis either (its own connection is refused): the void
+// waits, Run retries it once Redis can be reached, and the charge is
+// refunded.
+func TestFailedVoidIsRetried(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := newDropProxy(t, srv.Addr)
+	voids := newDropProxy(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	voidClient := redis.NewClient(&redis.Options{Addr: voids.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { client.Close(); voidClient.Close() })
+	store := ratelimit.NewRedisStore(client, 500*time.Millisecond)
+	store.SetVoidClient(voidClient)
+	reg := prometheus.NewPedanticRegistry()
+	eng, err := ratelimit.NewEngine(store, ratelimit.Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := store.Credit(ctx, "acme", 20, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	req := func() *ratelimit.Request {
+		return &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 5}}
+	}
+	if _, err := eng.Take(ctx, req()); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	voids.refuse.Store(true)
+	proxy.dropNextReply.Store(true)
+	if _, err := eng.Take(ctx, req()); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
+		t.Fatalf("Take with its reply dropped: %v, want ErrStoreUnavailable", err)
+	}
+	if b := balance(t, store, "acme"); b != 10 {
+		t.Fatalf("balance %d: want 10 (charged, the void not through yet)", b)
+	}
+	if got := gaugeValue(t, reg, "tollgate_voids_pending"); got != 1 {
+		t.Fatalf("tollgate_voids_pending = %v, want 1", got)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(runCtx) }()
+	voids.refuse.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for balance(t, store, "acme") != 15 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pending void was never retried")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := gaugeValue(t, reg, "tollgate_voids_pending"); got != 0 {
+		t.Errorf("tollgate_voids_pending = %v after the retry, want 0", got)
+	}
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
 // dropProxy forwards TCP to Redis and can swallow one reply.
 type dropProxy struct {
 	addr          string
 	dropNextReply atomic.Bool
 	dropped       atomic.Int64
+	refuse        atomic.Bool // close every new connection at once
 }
 
 func newDropProxy(t *testing.T, target string) *dropProxy {
@@ -719,6 +795,10 @@ func newDropProxy(t *testing.T, target string) *dropProxy {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if p.refuse.Load() {
+				c.Close()
+				continue
 			}
 			s, err := net.Dial("tcp", target)
 			if err != nil {

@@ -38,6 +38,9 @@ type RedisStore struct {
 	// ledgerMax caps each ledger stream (XADD MAXLEN ~); 0: unbounded,
 	// for a shipper that trims what it has made durable.
 	ledgerMax int64
+	// voids is the client voids use: its own pool, so that voids get
+	// through when request traffic saturates client's (default: client).
+	voids redis.UniversalClient
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -61,6 +64,11 @@ func NewRedisStore(client redis.UniversalClient, timeout time.Duration) *RedisSt
 
 // DefaultLedgerMaxLen caps each ledger stream when nothing ships it.
 const DefaultLedgerMaxLen = 1_000_000
+
+// SetVoidClient gives voids a client of their own (call before use): a
+// void must get through when the request path's pool is saturated — that
+// is when Takes time out and need voiding.
+func (s *RedisStore) SetVoidClient(c redis.UniversalClient) { s.voids = c }
 
 // SetLedgerMaxLen caps each ledger stream at about n entries (the oldest
 // go first); 0 leaves them unbounded, for a ledger shipper that trims what
@@ -213,7 +221,11 @@ func (s *RedisStore) Void(ctx context.Context, req *Request, reason string) (int
 		return 0, nil
 	}
 	a := req.Charge.Account
-	return voidScript.Run(ctx, s.client, []string{requestKey(a, req.ID), balanceKey(a), s.ledgerStream(a)},
+	c := s.client
+	if s.voids != nil {
+		c = s.voids
+	}
+	return voidScript.Run(ctx, c, []string{requestKey(a, req.ID), balanceKey(a), s.ledgerStream(a)},
 		requestTTL.Milliseconds(), a, req.ID, reason, s.ledgerMax).Int64()
 }
 

@@ -131,6 +131,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
+	a.runners = append(a.runners, runner{"pending voids", limits.Run})
 	authzSrv, err := authz.New(query, authz.Options{
 		DenyStatus: cfg.Authz.DenyStatus,
 		Logger:     log.With("component", "authz"),

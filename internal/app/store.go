@@ -50,10 +50,15 @@ func newStore(ctx context.Context, c config.Store, log *slog.Logger) (*store, er
 	if err != nil {
 		return nil, err
 	}
-	client := ratelimit.NewRedisClient(ratelimit.RedisOptions{
+	opts := ratelimit.RedisOptions{
 		Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: password,
 		DB: r.DB, PoolSize: r.PoolSize, Timeout: time.Duration(r.Timeout),
-	}, tlsConfig)
+	}
+	client := ratelimit.NewRedisClient(opts, tlsConfig)
+	// Voids get a pool of their own, so they get through when request
+	// traffic saturates the main pool (which is when Takes time out).
+	opts.PoolSize, opts.Timeout = voidPoolSize, max(opts.Timeout, time.Second)
+	voidClient := ratelimit.NewRedisClient(opts, tlsConfig)
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if err := client.Ping(pctx).Err(); err != nil {
@@ -61,8 +66,12 @@ func newStore(ctx context.Context, c config.Store, log *slog.Logger) (*store, er
 	}
 	rs := ratelimit.NewRedisStore(client, time.Duration(r.Timeout))
 	rs.SetClockSkew(time.Duration(r.ClockSkew))
-	return &store{Store: rs, close: rs.Close}, nil
+	rs.SetVoidClient(voidClient)
+	return &store{Store: rs, close: func() error { return errors.Join(rs.Close(), voidClient.Close()) }}, nil
 }
+
+// voidPoolSize is the connections of the voids' own pool.
+const voidPoolSize = 4
 
 func redisTLS(t config.TLS) (*tls.Config, error) {
 	if !t.Enabled {

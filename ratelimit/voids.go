@@ -1,0 +1,71 @@
+package ratelimit
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// pendingVoid is a void that failed and waits to be retried.
+type pendingVoid struct {
+	req    *Request
+	reason string
+}
+
+// voidQueue holds the pending voids, bounded.
+type voidQueue struct {
+	mu      sync.Mutex
+	q       []pendingVoid
+	max     int
+	pending prometheus.Gauge
+	results *prometheus.CounterVec
+}
+
+func newVoidQueue(max int) *voidQueue {
+	if max <= 0 {
+		max = 100_000
+	}
+	q := &voidQueue{max: max,
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tollgate_voids_pending",
+			Help: "Voids of requests whose store outcome is unknown, waiting to be retried.",
+		}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_voids_total",
+			Help: "Voids by result: refunded (the request had been charged), nothing_taken, dropped (too many pending: the account may have been charged).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"refunded", "nothing_taken", "dropped"} {
+		q.results.WithLabelValues(r)
+	}
+	return q
+}
+
+// add queues p; it reports false (and counts a drop) when the queue is full.
+func (q *voidQueue) add(p pendingVoid) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.q) >= q.max {
+		q.results.WithLabelValues("dropped").Inc()
+		return false
+	}
+	q.q = append(q.q, p)
+	q.pending.Set(float64(len(q.q)))
+	return true
+}
+
+// take empties the queue and returns what it held.
+func (q *voidQueue) take() []pendingVoid {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.q
+	q.q = nil
+	q.pending.Set(0)
+	return out
+}
+
+func (q *voidQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.q)
+}
