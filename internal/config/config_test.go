@@ -306,7 +306,9 @@ func TestParse(t *testing.T) {
 				return c.Postgres.Enabled() && c.Postgres.MaxConns == 3 && c.Postgres.ConnectTimeout == config.DefaultPostgresConnectTimeout
 			}},
 		{name: "postgres off by default", doc: "log: {level: info}\n",
-			check: func(c *config.Config) bool { return !c.Postgres.Enabled() && c.Postgres.MaxConns == config.DefaultPostgresMaxConns }},
+			check: func(c *config.Config) bool {
+				return !c.Postgres.Enabled() && c.Postgres.MaxConns == config.DefaultPostgresMaxConns
+			}},
 		{name: "syntax error on line 1", doc: `grpc: "\q"`, err: "f.yaml:1: invalid YAML: found unknown escape character"},
 		{name: "tab on line 1", doc: "\t- a", err: "f.yaml:1: invalid YAML:"},
 		{name: "YAML version on line 1", doc: "%YAML 2.0\n---\na: 1", err: "f.yaml:1: invalid YAML:"},
