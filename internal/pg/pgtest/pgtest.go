@@ -316,4 +316,3 @@ func (r replies) Read(b []byte) (int, error) {
 		}
 	}
 }
-
