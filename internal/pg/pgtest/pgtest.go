@@ -21,6 +21,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tollgate-dev/tollgate/internal/config"
 )
 
 // EnvVar names the server the tests use; DefaultServer is used when it is
@@ -56,9 +58,12 @@ func New(t testing.TB) *DB {
 	if server == "" {
 		server = DefaultServer
 	}
+	if _, err := config.ParsePostgresDSN(server); err != nil { // a message that shows no password
+		t.Fatalf("%s: %v", EnvVar, err)
+	}
 	cfg, err := pgx.ParseConfig(server)
 	if err != nil {
-		t.Fatalf("%s: cannot parse it (%s): %v", EnvVar, install, err)
+		t.Fatalf("%s: %v", EnvVar, err)
 	}
 	cfg.ConnectTimeout = 3 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
