@@ -261,7 +261,9 @@ func TestEntriesPagination(t *testing.T) {
 			if !slices.Equal(got, all) {
 				t.Errorf("pages of %d gave %d entries:\n%v\nwant %d:\n%v", size, len(got), ids(got), len(all), ids(all))
 			}
-			if want := (25 + size) / size; pages != want && !(25%size == 0 && pages == want) {
+			// A full last page is followed by an empty one: it cannot
+			// know it was the last.
+			if want := 25/size + 1; pages != want {
 				t.Errorf("%d pages, want %d", pages, want)
 			}
 		})
