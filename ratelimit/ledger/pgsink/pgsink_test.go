@@ -326,11 +326,23 @@ func TestOutageMidWrite(t *testing.T) {
 
 	// The write commits but its reply is lost: the shipper sees a
 	// failure and will deliver the batch again.
+	// It waits for the reply until the shipper gives up, once the write
+	// has committed (seen on a direct connection; a fixed timeout could
+	// cancel it before).
 	proxy.DropReplies()
-	cctx, cancel = context.WithTimeout(ctx, time.Second)
-	_, err = s.WriteFrom(cctx, "s", entries("acme", 10, 20), "1-19")
+	cctx, cancel = context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.WriteFrom(cctx, "s", entries("acme", 10, 20), "1-19")
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, count, err := direct.Sum(ctx, "acme"); err != nil || count == 20 || time.Now().After(deadline) {
+			break
+		}
+	}
 	cancel()
-	if err == nil {
+	if err := <-done; err == nil {
 		t.Fatal("WriteFrom without a reply succeeded")
 	}
 	wantSum(t, direct, "acme", 20) // committed all the same
