@@ -17,6 +17,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tollgate-dev/tollgate/internal/yamlstrict"
 )
 
@@ -28,6 +31,9 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	Authz  Authz  `yaml:"authz"`
 	Store  Store  `yaml:"store"`
+	// Postgres holds what must last and be audited (the ledger); empty:
+	// no PostgreSQL.
+	Postgres Postgres `yaml:"postgres"`
 	// RateLimit is the rate limit service (RLS) for Envoy's ratelimit filter.
 	RateLimit RateLimit `yaml:"ratelimit"`
 	// XDS is the control plane pushing routes files to Envoys.
@@ -151,6 +157,63 @@ type TLS struct {
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 }
 
+// Postgres is the PostgreSQL server. With neither DSN nor DSNFile set,
+// Tollgate uses no PostgreSQL. TLS is the DSN's: sslmode, sslrootcert,
+// sslcert and sslkey, as libpq reads them.
+type Postgres struct {
+	// DSN is a connection string: a URL (postgres://user@host:5432/db?
+	// sslmode=verify-full) or key=value pairs.
+	DSN string `yaml:"dsn"`
+	// DSNFile reads the DSN from a file (a mounted secret), trimmed.
+	DSNFile string `yaml:"dsn_file"`
+	// MaxConns is the size of the connection pool; it overrides the
+	// DSN's pool_max_conns.
+	MaxConns int `yaml:"max_conns"`
+	// ConnectTimeout bounds each new connection, TLS included; it
+	// overrides the DSN's connect_timeout.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+}
+
+// Enabled reports whether a PostgreSQL server is configured.
+func (p Postgres) Enabled() bool { return p.DSN != "" || p.DSNFile != "" }
+
+// Defaults of the PostgreSQL connection pool.
+const (
+	DefaultPostgresMaxConns       = 10
+	DefaultPostgresConnectTimeout = Duration(5 * time.Second)
+)
+
+// ParsePostgresDSN parses a PostgreSQL connection string as pgxpool does
+// (environment variables such as PGHOST fill what it leaves out). Its
+// error never quotes the string, which may hold a password: pgx's own
+// messages redact passwords only on a best-effort basis.
+func ParsePostgresDSN(dsn string) (*pgxpool.Config, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err == nil {
+		return pc, nil
+	}
+	reason := "not a connection string"
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		// pgx's message without the string, and without the cause (a
+		// URL parse error quotes the URL) but for TLS settings.
+		bare := *pe
+		bare.ConnString = ""
+		msg := strings.TrimPrefix(bare.Error(), "cannot parse ``: ")
+		if cause := pe.Unwrap(); cause != nil {
+			msg = strings.TrimSuffix(msg, " ("+cause.Error()+")")
+			if msg == "failed to configure TLS" {
+				msg += ": " + strings.ReplaceAll(cause.Error(), "(", "")
+			}
+		}
+		if !strings.Contains(msg, "`") && !strings.Contains(msg, "(") {
+			reason = msg
+		}
+	}
+	return nil, fmt.Errorf("pgx cannot parse it: %s (the value is not shown, it may hold a password; "+
+		"allowed: a URL such as postgres://tollgate@db:5432/tollgate?sslmode=verify-full, or key=value pairs such as \"host=db dbname=tollgate\")", reason)
+}
+
 // Log selects the slog handler.
 type Log struct {
 	Level  string `yaml:"level"`
@@ -247,6 +310,12 @@ func (c *Config) applyDefaults() {
 	if c.Store.Redis.ClockSkew == 0 {
 		c.Store.Redis.ClockSkew = DefaultClockSkew
 	}
+	if c.Postgres.MaxConns == 0 {
+		c.Postgres.MaxConns = DefaultPostgresMaxConns
+	}
+	if c.Postgres.ConnectTimeout == 0 {
+		c.Postgres.ConnectTimeout = DefaultPostgresConnectTimeout
+	}
 }
 
 // DefaultClockSkew is how far Tollgate's and Redis's clocks may disagree.
@@ -323,6 +392,7 @@ func (c *Config) validate(k *checker) {
 		k.errorf("admin.token_file", "set token or token_file, not both")
 	}
 	c.Store.validate(k)
+	c.Postgres.validate(k)
 	if c.RateLimit.Address != "" {
 		k.check("ratelimit.address", validAddress(c.RateLimit.Address, "0.0.0.0:8081"))
 	}
@@ -430,5 +500,24 @@ func (s *Store) validate(k *checker) {
 		}
 	default:
 		k.errorf("store.kind", "%q is not a store (allowed: memory, redis)", s.Kind)
+	}
+}
+
+func (p *Postgres) validate(k *checker) {
+	switch {
+	case p.DSN != "" && p.DSNFile != "":
+		k.errorf("postgres.dsn_file", "set dsn or dsn_file, not both")
+	case p.DSN != "":
+		if _, err := ParsePostgresDSN(p.DSN); err != nil {
+			k.check("postgres.dsn", err)
+		}
+	case p.DSNFile != "":
+		k.path("postgres.dsn_file", p.DSNFile, "empty path", "the path of a file holding the DSN")
+	}
+	if p.MaxConns < 1 || p.MaxConns > 1000 {
+		k.errorf("postgres.max_conns", "%d is out of range (allowed: 1 to 1000)", p.MaxConns)
+	}
+	if t := time.Duration(p.ConnectTimeout); t < 10*time.Millisecond || t > 5*time.Minute {
+		k.errorf("postgres.connect_timeout", "%s is out of range (allowed: 10ms to 5m)", t)
 	}
 }

@@ -301,6 +301,14 @@ func TestParse(t *testing.T) {
 			err: `f.yaml:1: shutdown_timeout "-1s" is negative (allowed: a duration such as 200ms, 15s or 1m, or 0s for the default)`},
 		{name: "null duration is the default", doc: "shutdown_timeout: ~\n",
 			check: func(c *config.Config) bool { return c.ShutdownTimeout == config.DefaultShutdownTimeout }},
+		{name: "postgres dsn", doc: "postgres: {dsn: \"postgres://tollgate@db:5432/tollgate?sslmode=verify-full\", max_conns: 3}\n",
+			check: func(c *config.Config) bool {
+				return c.Postgres.Enabled() && c.Postgres.MaxConns == 3 && c.Postgres.ConnectTimeout == config.DefaultPostgresConnectTimeout
+			}},
+		{name: "postgres off by default", doc: "log: {level: info}\n",
+			check: func(c *config.Config) bool {
+				return !c.Postgres.Enabled() && c.Postgres.MaxConns == config.DefaultPostgresMaxConns
+			}},
 		{name: "syntax error on line 1", doc: `grpc: "\q"`, err: "f.yaml:1: invalid YAML: found unknown escape character"},
 		{name: "tab on line 1", doc: "\t- a", err: "f.yaml:1: invalid YAML:"},
 		{name: "YAML version on line 1", doc: "%YAML 2.0\n---\na: 1", err: "f.yaml:1: invalid YAML:"},
@@ -319,6 +327,42 @@ func TestParse(t *testing.T) {
 			}
 			if !tt.check(c) {
 				t.Errorf("got %+v, not what the document says", c)
+			}
+		})
+	}
+}
+
+// TestPostgresDSNNeverEchoed: a DSN pgx cannot parse is refused with a
+// message naming the field, without any part of the password.
+func TestPostgresDSNNeverEchoed(t *testing.T) {
+	tests := []struct {
+		name, dsn, reason string
+	}{
+		{"password with a slash", "postgres://tollgate:s3cr/etpw@db:5432/tollgate", "invalid port"},
+		{"bad port after a password", "postgres://tollgate:s3cretpw@db:x5432/tollgate", "invalid port"},
+		{"bad sslmode", "postgres://tollgate:s3cretpw@db/tollgate?sslmode=maybe", "failed to configure TLS: sslmode is invalid"},
+		{"URL that does not parse", "postgres://tollgate:s3cretpw@db/%zz", "failed to parse as URL"},
+		{"key=value bad port", "host=db port=x5432 password=s3cretpw", "invalid port"},
+		{"key=value unterminated quote", "host=db password='s3cretpw", "failed to parse as keyword/value"},
+		{"password in the query", "postgres://db/tollgate?password=s3cretpw&connect_timeout=x", "invalid connect_timeout"},
+		{"bad pool_max_conns", "postgres://tollgate:s3cretpw@db/tollgate?pool_max_conns=many", "cannot parse pool_max_conns"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := fmt.Sprintf("postgres:\n  dsn: %q\n", tt.dsn)
+			_, err := config.Parse("f.yaml", []byte(doc))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			want := "f.yaml:2: postgres.dsn: pgx cannot parse it: " + tt.reason + " (the value is not shown"
+			if !strings.Contains(msg, want) {
+				t.Errorf("got %q, want it to contain %q", msg, want)
+			}
+			for _, secret := range []string{"s3cr", "etpw"} {
+				if strings.Contains(msg, secret) {
+					t.Errorf("message %q shows part of the password (%q)", msg, secret)
+				}
 			}
 		})
 	}
