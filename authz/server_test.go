@@ -46,6 +46,12 @@ type checkCase struct {
 // connection (bufconn) and returns a client.
 func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClient {
 	t.Helper()
+	return startServerWith(t, policy, decision, authz.Options{})
+}
+
+// startServerWith is startServer with more options (the Limiter is set).
+func startServerWith(t testing.TB, policy, decision string, aopts authz.Options) authv3.AuthorizationClient {
+	t.Helper()
 	opts := policies.Options{Queries: []string{decision}}
 	if policy != "demo" {
 		opts.Paths = []string{filepath.Join("testdata", "policies", policy)}
@@ -65,7 +71,8 @@ func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClie
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := authz.New(q, authz.Options{Limiter: eng})
+	aopts.Limiter = eng
+	srv, err := authz.New(q, aopts)
 	if err != nil {
 		t.Fatal(err)
 	}

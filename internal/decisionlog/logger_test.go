@@ -189,7 +189,7 @@ func TestMask(t *testing.T) {
 	l, _ := newLogger(t, sink, decisionlog.Options{Sample: 1, Mask: []string{"X-Session-Token", "user_key"}})
 	headers := map[string]string{
 		"x-api-key": secret, "Authorization": "Bearer " + secret, "cookie": "sid=" + secret,
-		"x-session-token": secret, "user-agent": "curl/8",
+		"x-session-token": secret, "user-agent": "curl/8", ":path": "/v1/a?api_key=" + secret,
 	}
 	descriptors := []*ratelimitv3.RateLimitDescriptor{
 		{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "remote_address", Value: "10.0.0.1"}}},
@@ -205,7 +205,7 @@ func TestMask(t *testing.T) {
 		t.Errorf("the credential appears in the output:\n%s", out)
 	}
 	for _, want := range []string{`"x-api-key":"[masked]"`, `"Authorization":"[masked]"`, `"cookie":"[masked]"`,
-		`"x-session-token":"[masked]"`, `"user-agent":"curl/8"`, `{"key":"remote_address","value":"10.0.0.1"}`,
+		`"x-session-token":"[masked]"`, `"user-agent":"curl/8"`, `":path":"/v1/a"`, `{"key":"remote_address","value":"10.0.0.1"}`,
 		`{"key":"user_key","value":"[masked]"}`, `{"key":"api_key","value":"[masked]"}`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %s:\n%s", want, out)

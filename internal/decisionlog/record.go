@@ -39,7 +39,8 @@ type Record struct {
 	// ext_authz requests. Path has no query string nor fragment (SetPath).
 	Method, Host, Path string
 	// Headers are the request's headers; Authorization, cookies, API keys
-	// and the configured names are masked before any sink sees them.
+	// and the configured names are masked, and the query string is cut
+	// from :path, before any sink sees them.
 	Headers map[string]string
 	// RLS requests.
 	Domain      string
@@ -76,15 +77,24 @@ const Masked = "[masked]"
 var DefaultMask = []string{"authorization", "proxy-authorization", "cookie", "set-cookie",
 	"x-api-key", "api-key", "api_key", "apikey", "x-auth-token"}
 
+// pathHeaders hold the request path, query string included: it is cut.
+var pathHeaders = map[string]bool{":path": true, "x-envoy-original-path": true}
+
 // mask replaces the values of masked headers and descriptor entries with
-// Masked, in copies: the request's own map and descriptors are left alone.
+// Masked, and cuts the query string from the path headers, in copies: the
+// request's own map and descriptors are left alone.
 func (r *Record) mask(names map[string]bool) {
 	for k := range r.Headers {
-		if names[strings.ToLower(k)] {
+		if k = strings.ToLower(k); names[k] || pathHeaders[k] {
 			m := make(map[string]string, len(r.Headers))
 			for k, v := range r.Headers {
-				if names[strings.ToLower(k)] {
+				switch lk := strings.ToLower(k); {
+				case names[lk]:
 					v = Masked
+				case pathHeaders[lk]:
+					if i := strings.IndexAny(v, "?#"); i >= 0 {
+						v = v[:i]
+					}
 				}
 				m[k] = v
 			}
