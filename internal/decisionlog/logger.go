@@ -19,10 +19,11 @@ import (
 	"log/slog"
 	randv2 "math/rand/v2"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/throttle"
 )
 
 // Sink writes records. Write is called from one goroutine at a time, with
@@ -74,7 +75,7 @@ type Logger struct {
 	log      *slog.Logger
 	prefix   string // of the decision ids
 	seq      uint64 // written by Run only
-	lastLog  atomic.Int64
+	errLog   throttle.Every
 
 	written            prometheus.Counter
 	dropFull, dropSink prometheus.Counter
@@ -231,9 +232,7 @@ func (l *Logger) write(ctx context.Context, batch []*Record) {
 
 // logOnce logs at most once per 10 s.
 func (l *Logger) logOnce(msg string, err error) {
-	now := time.Now().UnixNano()
-	last := l.lastLog.Load()
-	if now-last < int64(10*time.Second) || !l.lastLog.CompareAndSwap(last, now) {
+	if !l.errLog.Allow(10 * time.Second) {
 		return
 	}
 	l.log.Error(msg+" (logged once per 10 s)", "error", err)

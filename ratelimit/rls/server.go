@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
+	"github.com/tollgate-dev/tollgate/internal/throttle"
 	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/rls/rlsconfig"
@@ -37,7 +38,7 @@ type Server struct {
 	config   atomic.Pointer[rlsconfig.Config]
 	source   DescriptorSource
 	failOpen bool
-	lastLog  atomic.Int64
+	errLog   throttle.Every
 	dlog     DecisionLogger
 }
 
@@ -65,9 +66,7 @@ type Options struct {
 
 // logOnce logs at most once per 10 s.
 func (s *Server) logOnce(msg string, err error) {
-	now := time.Now().UnixNano()
-	last := s.lastLog.Load()
-	if now-last < int64(10*time.Second) || !s.lastLog.CompareAndSwap(last, now) {
+	if !s.errLog.Allow(10 * time.Second) {
 		return
 	}
 	s.log.Error(msg+" (logged once per 10 s)", "error", err)
