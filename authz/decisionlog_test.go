@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,44 +14,12 @@ import (
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
+	"github.com/tollgate-dev/tollgate/internal/decisionlog/decisionlogtest"
 	"github.com/tollgate-dev/tollgate/policies"
 )
 
-// lineSink sends each encoded record to lines, after block (if any) is
-// closed; entered is told when a Write starts.
-type lineSink struct {
-	lines   chan string
-	block   chan struct{}
-	entered chan struct{}
-}
-
-func (s *lineSink) Write(ctx context.Context, rs []*decisionlog.Record) error {
-	if s.entered != nil {
-		select {
-		case s.entered <- struct{}{}:
-		default:
-		}
-	}
-	if s.block != nil {
-		select {
-		case <-s.block:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	for _, r := range rs {
-		b, err := r.MarshalJSON()
-		if err != nil {
-			return err
-		}
-		s.lines <- string(b)
-	}
-	return nil
-}
-
-func (*lineSink) Close() error { return nil }
-
-// runLogger runs a decision logger over sink for the test's lifetime.
+// runLogger runs a decision logger for the test's lifetime, its metrics
+// on a registry of its own, the policy revision "rev-1".
 func runLogger(t testing.TB, sink decisionlog.Sink, opts decisionlog.Options) (*decisionlog.Logger, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
@@ -60,48 +27,8 @@ func runLogger(t testing.TB, sink decisionlog.Sink, opts decisionlog.Options) (*
 	if opts.Revision == nil {
 		opts.Revision = func() string { return "rev-1" }
 	}
-	l, err := decisionlog.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = l.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	l, _ := decisionlogtest.Run(t, opts)
 	return l, reg
-}
-
-// record is the part of a decision record the tests read.
-type record struct {
-	ID        string `json:"decision_id"`
-	Service   string `json:"service"`
-	RequestID string `json:"request_id"`
-	Time      string `json:"time"`
-	Revision  string `json:"revision"`
-	Consumer  string `json:"consumer"`
-	Plan      string `json:"plan"`
-	Request   struct {
-		Method  string            `json:"method"`
-		Host    string            `json:"host"`
-		Path    string            `json:"path"`
-		Headers map[string]string `json:"headers"`
-	} `json:"request"`
-	Decision struct {
-		Allow  bool   `json:"allow"`
-		Status int    `json:"status"`
-		Reason string `json:"reason"`
-		Limit  string `json:"limit"`
-		Limits []struct {
-			Name      string `json:"name"`
-			Remaining *int64 `json:"remaining"`
-			Exceeded  bool   `json:"exceeded"`
-		} `json:"limits"`
-		Charge *struct {
-			Account string `json:"account"`
-			Credits int64  `json:"credits"`
-			Balance *int64 `json:"balance"`
-		} `json:"charge"`
-	} `json:"decision"`
 }
 
 // TestDecisionLogRecords: one record per Check, for an allow, each kind of
@@ -109,7 +36,7 @@ type record struct {
 // and the query cut.
 func TestDecisionLogRecords(t *testing.T) {
 	const key = "tg_live_3f9a1c0d5e7b4a2c" // acme's demo key, in the 200 fixture
-	sink := &lineSink{lines: make(chan string, 16)}
+	sink := decisionlogtest.NewSink(16)
 	dl, _ := runLogger(t, sink, decisionlog.Options{Sample: 1})
 	clients := map[string]authv3.AuthorizationClient{}
 	client := func(policy string) authv3.AuthorizationClient {
@@ -129,10 +56,10 @@ func TestDecisionLogRecords(t *testing.T) {
 		name, policy string
 		req          *authv3.CheckRequest
 		repeat       int
-		check        func(t *testing.T, r record)
+		check        func(t *testing.T, r decisionlog.Document)
 	}{{
 		name: "allow", policy: "demo", req: withKey,
-		check: func(t *testing.T, r record) {
+		check: func(t *testing.T, r decisionlog.Document) {
 			if !r.Decision.Allow || r.Decision.Status != 200 || r.Consumer != "acme" || r.Plan != "pro" {
 				t.Errorf("got %+v, want allowed 200 for acme on pro", r)
 			}
@@ -145,28 +72,28 @@ func TestDecisionLogRecords(t *testing.T) {
 		},
 	}, {
 		name: "401", policy: "demo", req: fixture(t, "demo_401_unknown_key"),
-		check: func(t *testing.T, r record) {
+		check: func(t *testing.T, r decisionlog.Document) {
 			if r.Decision.Allow || r.Decision.Status != 401 || r.Decision.Reason != "invalid_credential" {
 				t.Errorf("decision %+v, want 401 invalid_credential", r.Decision)
 			}
 		},
 	}, {
 		name: "403", policy: "demo", req: fixture(t, "demo_403_route_not_in_plan"),
-		check: func(t *testing.T, r record) {
+		check: func(t *testing.T, r decisionlog.Document) {
 			if r.Decision.Status != 403 || r.Consumer == "" {
 				t.Errorf("got %+v, want 403 with its consumer", r)
 			}
 		},
 	}, {
 		name: "402 past due", policy: "demo", req: fixture(t, "demo_402_past_due"),
-		check: func(t *testing.T, r record) {
+		check: func(t *testing.T, r decisionlog.Document) {
 			if r.Decision.Status != 402 || r.Decision.Reason == "" {
 				t.Errorf("decision %+v, want 402 with a reason", r.Decision)
 			}
 		},
 	}, {
 		name: "402 credits", policy: "limits", req: fixture(t, "limits_credits"),
-		check: func(t *testing.T, r record) {
+		check: func(t *testing.T, r decisionlog.Document) {
 			c := r.Decision.Charge
 			if r.Decision.Status != 402 || r.Decision.Reason != "credits_exhausted" || c == nil || c.Credits != 5 || c.Balance == nil || *c.Balance != 0 {
 				t.Errorf("decision %+v (charge %+v), want 402 credits_exhausted, 5 credits, balance 0", r.Decision, c)
@@ -174,7 +101,7 @@ func TestDecisionLogRecords(t *testing.T) {
 		},
 	}, {
 		name: "429", policy: "limits", req: fixture(t, "limits_rate"), repeat: 3,
-		check: func(t *testing.T, r record) {
+		check: func(t *testing.T, r decisionlog.Document) {
 			d := r.Decision
 			if d.Status != 429 || d.Reason != "rate_limited" || d.Limit != "per_second" || len(d.Limits) != 2 ||
 				!d.Limits[0].Exceeded || d.Limits[0].Remaining == nil || r.RequestID != "req-rate" {
@@ -185,7 +112,7 @@ func TestDecisionLogRecords(t *testing.T) {
 		name: "policy failure", policy: "faulty", req: &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Path: "/conflict"}},
 		}},
-		check: func(t *testing.T, r record) {
+		check: func(t *testing.T, r decisionlog.Document) {
 			if r.Decision.Status != 403 || r.Decision.Reason != "policy_error" || r.Request.Path != "/conflict" {
 				t.Errorf("got %+v, want 403 policy_error on /conflict", r)
 			}
@@ -198,12 +125,12 @@ func TestDecisionLogRecords(t *testing.T) {
 				if _, err := c.Check(context.Background(), tt.req); err != nil {
 					t.Fatal(err)
 				}
-				line = <-sink.lines // one record per Check
+				line = <-sink.Lines // one record per Check
 			}
 			if strings.Contains(line, key) {
 				t.Errorf("the API key appears in the record: %s", line)
 			}
-			var r record
+			var r decisionlog.Document
 			if err := json.Unmarshal([]byte(line), &r); err != nil {
 				t.Fatalf("%v: %s", err, line)
 			}
@@ -218,15 +145,16 @@ func TestDecisionLogRecords(t *testing.T) {
 // TestDecisionLogBlockedSink: with the sink stuck, Checks go on at their
 // usual pace; the records that do not fit are dropped and counted.
 func TestDecisionLogBlockedSink(t *testing.T) {
-	sink := &lineSink{lines: make(chan string, 64), block: make(chan struct{}), entered: make(chan struct{}, 1)}
+	sink := decisionlogtest.NewSink(64)
+	sink.Block, sink.Entered = make(chan struct{}), make(chan struct{}, 1)
 	dl, reg := runLogger(t, sink, decisionlog.Options{Sample: 1, Buffer: 4})
-	t.Cleanup(func() { close(sink.block) }) // before the logger stops (cleanups run last first)
+	t.Cleanup(func() { close(sink.Block) }) // before the logger stops (cleanups run last first)
 	c := startServerWith(t, "demo", "tollgate/decision", authz.Options{DecisionLog: dl})
 	req := fixture(t, "demo_401_unknown_key")
 	if _, err := c.Check(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
-	<-sink.entered // the runner holds the first record, stuck in the sink
+	<-sink.Entered // the runner holds the first record, stuck in the sink
 	const n = 20
 	for i := range n {
 		start := time.Now()
@@ -270,7 +198,7 @@ func TestDenialDebugLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	q, _ := engine.Query("tollgate/decision")
-	sink := &lineSink{lines: make(chan string, 4)}
+	sink := decisionlogtest.NewSink(4)
 	dl, _ := runLogger(t, sink, decisionlog.Options{Sample: 1})
 	for _, tt := range []struct {
 		name  string
@@ -302,7 +230,7 @@ func TestDenialDebugLog(t *testing.T) {
 				t.Errorf("logged %s, want it to contain %s and the request id", got, tt.want)
 			}
 			if tt.dl != nil {
-				<-sink.lines
+				<-sink.Lines
 			}
 		})
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,82 +15,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
+	"github.com/tollgate-dev/tollgate/internal/decisionlog/decisionlogtest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
-// memorySink keeps what it is given, encoded, and can be made to block.
-type memorySink struct {
-	mu      sync.Mutex
-	lines   []string
-	block   chan struct{} // non-nil: Write waits for it to close (or ctx)
-	entered chan struct{} // non-nil: told when Write is entered
-	writes  chan int      // non-nil: told each batch's size
-	closed  bool
-}
-
-func (s *memorySink) Write(ctx context.Context, rs []*decisionlog.Record) error {
-	if s.entered != nil {
-		s.entered <- struct{}{}
-	}
-	if s.block != nil {
-		select {
-		case <-s.block:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	s.mu.Lock()
-	for _, r := range rs {
-		b, err := r.MarshalJSON()
-		if err != nil {
-			s.mu.Unlock()
-			return err
-		}
-		s.lines = append(s.lines, string(b))
-	}
-	s.mu.Unlock()
-	if s.writes != nil {
-		s.writes <- len(rs)
-	}
-	return nil
-}
-
-func (s *memorySink) Close() error { s.closed = true; return nil }
-
-func (s *memorySink) all() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.lines...)
-}
-
-// run runs l until the returned stop is called; stop waits for Run.
-func run(t *testing.T, l *decisionlog.Logger) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-func newLogger(t *testing.T, sink decisionlog.Sink, opts decisionlog.Options) (*decisionlog.Logger, *prometheus.Registry) {
+// newLogger runs a Logger over sink until stop (or the test's end), its
+// metrics on a registry of its own.
+func newLogger(t *testing.T, sink decisionlog.Sink, opts decisionlog.Options) (*decisionlog.Logger, *prometheus.Registry, func()) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	opts.Sink, opts.Registerer = sink, reg
-	l, err := decisionlog.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, reg
+	l, stop := decisionlogtest.Run(t, opts)
+	return l, reg, stop
 }
 
 func counter(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
@@ -185,8 +120,8 @@ func TestSetPath(t *testing.T) {
 }
 
 func TestMask(t *testing.T) {
-	sink := &memorySink{writes: make(chan int, 10)}
-	l, _ := newLogger(t, sink, decisionlog.Options{Sample: 1, Mask: []string{"X-Session-Token", "user_key"}})
+	sink := decisionlogtest.NewSink(10)
+	l, _, _ := newLogger(t, sink, decisionlog.Options{Sample: 1, Mask: []string{"X-Session-Token", "user_key"}})
 	headers := map[string]string{
 		"x-api-key": secret, "Authorization": "Bearer " + secret, "cookie": "sid=" + secret,
 		"x-session-token": secret, "user-agent": "curl/8", ":path": "/v1/a?api_key=" + secret,
@@ -195,12 +130,9 @@ func TestMask(t *testing.T) {
 		{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "remote_address", Value: "10.0.0.1"}}},
 		{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "user_key", Value: secret}, {Key: "api_key", Value: secret}}},
 	}
-	run(t, l)
 	l.Log(&decisionlog.Record{Service: decisionlog.ServiceAuthz, Headers: headers})
 	l.Log(&decisionlog.Record{Service: decisionlog.ServiceRateLimit, Domain: "edge", Descriptors: descriptors})
-	for n := 0; n < 2; n += <-sink.writes {
-	}
-	out := strings.Join(sink.all(), "\n")
+	out := <-sink.Lines + "\n" + <-sink.Lines
 	if strings.Contains(out, secret) {
 		t.Errorf("the credential appears in the output:\n%s", out)
 	}
@@ -221,17 +153,16 @@ func TestSampling(t *testing.T) {
 	draws := []float64{0.05, 0.5, 0.09, 0.95}
 	i := 0
 	rnd := func() float64 { v := draws[i%len(draws)]; i++; return v }
-	sink := &memorySink{}
-	l, _ := newLogger(t, sink, decisionlog.Options{Sample: 0.1, Rand: rnd})
+	sink := decisionlogtest.NewSink(10)
+	l, _, stop := newLogger(t, sink, decisionlog.Options{Sample: 0.1, Rand: rnd})
 	for n := range 4 {
 		l.Log(&decisionlog.Record{Allow: true, Status: 200, RequestID: "allowed-" + string(rune('a'+n))})
 	}
 	l.Log(&decisionlog.Record{Status: 429, Reason: "rate_limited", RequestID: "denied"})
 	l.Log(&decisionlog.Record{Reason: "unavailable", RequestID: "failed"})
-	stop := run(t, l)
 	stop() // flushes the buffer
 	var got []string
-	for _, line := range sink.all() {
+	for _, line := range sink.Drain() {
 		var doc struct {
 			RequestID string `json:"request_id"`
 		}
@@ -250,13 +181,13 @@ func TestSampling(t *testing.T) {
 }
 
 func TestFullBufferDropsWithoutBlocking(t *testing.T) {
-	sink := &memorySink{block: make(chan struct{}), entered: make(chan struct{}, 10)}
-	l, reg := newLogger(t, sink, decisionlog.Options{Sample: 1, Buffer: 2})
-	stop := run(t, l)
+	sink := decisionlogtest.NewSink(10)
+	sink.Block, sink.Entered = make(chan struct{}), make(chan struct{}, 10)
+	l, reg, stop := newLogger(t, sink, decisionlog.Options{Sample: 1, Buffer: 2})
 	// The runner takes the first record and blocks in the sink; two more
 	// fill the buffer; the next three are dropped, each Log returning at once.
 	l.Log(&decisionlog.Record{RequestID: "taken"})
-	<-sink.entered
+	<-sink.Entered
 	for n := range 5 {
 		start := time.Now()
 		l.Log(&decisionlog.Record{Status: 403})
@@ -267,29 +198,33 @@ func TestFullBufferDropsWithoutBlocking(t *testing.T) {
 	if got := counter(t, reg, "tollgate_decision_logs_dropped_total", "buffer_full"); got != 3 {
 		t.Errorf("dropped{buffer_full} = %v, want 3", got)
 	}
-	close(sink.block)
+	close(sink.Block)
 	stop()
-	if got, written := len(sink.all()), counter(t, reg, "tollgate_decision_logs_written_total", ""); got != 3 || written != 3 {
+	if got, written := len(sink.Drain()), counter(t, reg, "tollgate_decision_logs_written_total", ""); got != 3 || written != 3 {
 		t.Errorf("wrote %d records, counted %v; want the taken one and the two buffered (3)", got, written)
 	}
 }
 
 func TestFlushOnShutdown(t *testing.T) {
-	sink := &memorySink{}
-	l, reg := newLogger(t, sink, decisionlog.Options{Sample: 1})
-	for range 1000 { // more than one batch
+	sink := decisionlogtest.NewSink(1000)
+	sink.Block = make(chan struct{})
+	l, reg, stop := newLogger(t, sink, decisionlog.Options{Sample: 1})
+	for range 1000 { // more than one batch, held up by the sink
 		l.Log(&decisionlog.Record{Allow: true, Status: 200})
 	}
-	stop := run(t, l)
-	stop()
-	if got := len(sink.all()); got != 1000 {
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); stop() }()
+	close(sink.Block)
+	<-stopped // Run has returned: everything buffered was written
+	lines := sink.Drain()
+	if got := len(lines); got != 1000 {
 		t.Errorf("wrote %d records at shutdown, want 1000", got)
 	}
 	if got := counter(t, reg, "tollgate_decision_logs_written_total", ""); got != 1000 {
 		t.Errorf("written_total = %v, want 1000", got)
 	}
 	ids := map[string]bool{}
-	for _, line := range sink.all() {
+	for _, line := range lines {
 		var doc struct {
 			ID string `json:"decision_id"`
 		}
@@ -299,34 +234,33 @@ func TestFlushOnShutdown(t *testing.T) {
 		}
 		ids[doc.ID] = true
 	}
-	if err := l.Close(); err != nil || !sink.closed {
-		t.Errorf("Close: %v, sink closed %v", err, sink.closed)
+	if err := l.Close(); err != nil || !sink.Closed() {
+		t.Errorf("Close: %v, sink closed %v", err, sink.Closed())
 	}
 }
 
 func TestFlushTimeoutBoundsABlockedSink(t *testing.T) {
-	sink := &memorySink{block: make(chan struct{})} // never unblocked
-	l, reg := newLogger(t, sink, decisionlog.Options{Sample: 1, FlushTimeout: 10 * time.Millisecond})
+	sink := decisionlogtest.NewSink(10)
+	sink.Block = make(chan struct{}) // never unblocked
+	l, reg, stop := newLogger(t, sink, decisionlog.Options{Sample: 1, FlushTimeout: 10 * time.Millisecond})
 	for range 3 {
 		l.Log(&decisionlog.Record{Status: 401})
 	}
-	stop := run(t, l)
 	stop() // returns: the flush gives up after its timeout
 	if got := counter(t, reg, "tollgate_decision_logs_dropped_total", "sink_error"); got != 3 {
 		t.Errorf("dropped{sink_error} = %v, want 3", got)
 	}
 }
 
-type failingSink struct{ memorySink }
+type failingSink struct{ decisionlogtest.Sink }
 
 func (*failingSink) Write(context.Context, []*decisionlog.Record) error {
 	return errors.New("disk full")
 }
 
 func TestSinkErrorCounted(t *testing.T) {
-	l, reg := newLogger(t, &failingSink{}, decisionlog.Options{Sample: 1, Logger: discardLogger()})
+	l, reg, stop := newLogger(t, &failingSink{}, decisionlog.Options{Sample: 1, Logger: discardLogger()})
 	l.Log(&decisionlog.Record{Status: 403})
-	stop := run(t, l)
 	stop()
 	if got := counter(t, reg, "tollgate_decision_logs_dropped_total", "sink_error"); got != 1 {
 		t.Errorf("dropped{sink_error} = %v, want 1", got)
@@ -342,10 +276,9 @@ func TestFileSink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, _ := newLogger(t, sink, decisionlog.Options{Sample: 1})
+	l, _, stop := newLogger(t, sink, decisionlog.Options{Sample: 1})
 	l.Log(&decisionlog.Record{Allow: true, Status: 200, RequestID: "one"})
 	l.Log(&decisionlog.Record{Status: 401, RequestID: "two"})
-	stop := run(t, l)
 	stop()
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
@@ -370,8 +303,8 @@ func TestNewRefuses(t *testing.T) {
 		want string
 	}{
 		{"no sink", decisionlog.Options{}, "no sink"},
-		{"sample", decisionlog.Options{Sink: &memorySink{}, Sample: 2}, "sample 2 is out of range"},
-		{"buffer", decisionlog.Options{Sink: &memorySink{}, Buffer: -1}, "buffer -1 is negative"},
+		{"sample", decisionlog.Options{Sink: decisionlogtest.NewSink(1), Sample: 2}, "sample 2 is out of range"},
+		{"buffer", decisionlog.Options{Sink: decisionlogtest.NewSink(1), Buffer: -1}, "buffer -1 is negative"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := decisionlog.New(tt.opts); err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -130,43 +130,45 @@ func maskDescriptors(ds []*ratelimitv3.RateLimitDescriptor, from int, names map[
 	return out
 }
 
-// The JSON document of a record.
+// Document is a record as written: the JSON shape of the README, with
+// masked values. Sinks that store fields apart (a database) read it; tests
+// decode lines into it.
 type (
-	document struct {
-		ID        string     `json:"decision_id"`
-		Service   string     `json:"service"`
-		RequestID string     `json:"request_id,omitempty"`
-		Time      string     `json:"time"`
-		LatencyUS int64      `json:"latency_us"`
-		Revision  string     `json:"revision,omitempty"`
-		Consumer  string     `json:"consumer,omitempty"`
-		Plan      string     `json:"plan,omitempty"`
-		Request   docRequest `json:"request"`
-		Decision  docResult  `json:"decision"`
+	Document struct {
+		ID        string      `json:"decision_id"`
+		Service   string      `json:"service"`
+		RequestID string      `json:"request_id,omitempty"`
+		Time      string      `json:"time"` // RFC 3339, UTC, nanoseconds
+		LatencyUS int64       `json:"latency_us"`
+		Revision  string      `json:"revision,omitempty"`
+		Consumer  string      `json:"consumer,omitempty"`
+		Plan      string      `json:"plan,omitempty"`
+		Request   DocRequest  `json:"request"`
+		Decision  DocDecision `json:"decision"`
 	}
-	docRequest struct {
+	DocRequest struct {
 		Method      string            `json:"method,omitempty"`
 		Host        string            `json:"host,omitempty"`
 		Path        string            `json:"path,omitempty"`
 		Headers     map[string]string `json:"headers,omitempty"`
 		Domain      string            `json:"domain,omitempty"`
-		Descriptors [][]docEntry      `json:"descriptors,omitempty"`
+		Descriptors [][]DocEntry      `json:"descriptors,omitempty"`
 	}
-	docEntry struct {
+	DocEntry struct {
 		Key   string `json:"key"`
 		Value string `json:"value"`
 	}
-	docResult struct {
+	DocDecision struct {
 		Allow  bool       `json:"allow"`
 		Status int        `json:"status,omitempty"`
 		Reason string     `json:"reason,omitempty"`
 		Limit  string     `json:"limit,omitempty"`
-		Limits []docLimit `json:"limits,omitempty"`
-		Charge *docCharge `json:"charge,omitempty"`
+		Limits []DocLimit `json:"limits,omitempty"`
+		Charge *DocCharge `json:"charge,omitempty"`
 	}
-	// docLimit is a limit and its state; never its counter key, which may
-	// hold descriptor values (an API key read from a header).
-	docLimit struct {
+	// DocLimit is a limit and its state once applied; never its counter
+	// key, which may hold descriptor values (an API key from a header).
+	DocLimit struct {
 		Name      string `json:"name"`
 		Limit     int64  `json:"limit"`
 		Window    string `json:"window,omitempty"`
@@ -178,7 +180,7 @@ type (
 		Exceeded  bool   `json:"exceeded,omitempty"`
 		Overage   bool   `json:"overage,omitempty"`
 	}
-	docCharge struct {
+	DocCharge struct {
 		Account string `json:"account"`
 		Credits int64  `json:"credits"`
 		Charged *int64 `json:"charged,omitempty"`
@@ -186,21 +188,27 @@ type (
 	}
 )
 
-// MarshalJSON encodes the record as one JSON object (the record shape in
-// the README). Sinks call it off the request path.
+// MarshalJSON encodes the record's Document as one JSON object. Sinks
+// call it off the request path.
 func (r *Record) MarshalJSON() ([]byte, error) {
-	doc := document{
+	doc := r.Document()
+	return json.Marshal(&doc)
+}
+
+// Document is the record as written. Sinks call it off the request path.
+func (r *Record) Document() Document {
+	doc := Document{
 		ID: r.ID, Service: r.Service, RequestID: r.RequestID,
 		Time:      r.Time.UTC().Format(time.RFC3339Nano),
 		LatencyUS: r.Latency.Microseconds(),
 		Revision:  r.Revision, Consumer: r.Consumer, Plan: r.Plan,
-		Request:  docRequest{Method: r.Method, Host: r.Host, Path: r.Path, Headers: r.Headers, Domain: r.Domain},
-		Decision: docResult{Allow: r.Allow, Status: r.Status, Reason: r.Reason, Limit: r.Limit},
+		Request:  DocRequest{Method: r.Method, Host: r.Host, Path: r.Path, Headers: r.Headers, Domain: r.Domain},
+		Decision: DocDecision{Allow: r.Allow, Status: r.Status, Reason: r.Reason, Limit: r.Limit},
 	}
 	for _, d := range r.Descriptors {
-		es := make([]docEntry, len(d.GetEntries()))
+		es := make([]DocEntry, len(d.GetEntries()))
 		for i, e := range d.GetEntries() {
-			es[i] = docEntry{Key: e.GetKey(), Value: e.GetValue()}
+			es[i] = DocEntry{Key: e.GetKey(), Value: e.GetValue()}
 		}
 		doc.Request.Descriptors = append(doc.Request.Descriptors, es)
 	}
@@ -210,7 +218,7 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 	}
 	for i := range r.Limits {
 		l := &r.Limits[i]
-		dl := docLimit{Name: l.Name, Limit: l.Limit, Period: string(l.Period), Cost: l.Cost, Shadow: l.Shadow}
+		dl := DocLimit{Name: l.Name, Limit: l.Limit, Period: string(l.Period), Cost: l.Cost, Shadow: l.Shadow}
 		if l.Window > 0 {
 			dl.Window = l.Window.String()
 		}
@@ -222,7 +230,7 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 		doc.Decision.Limits = append(doc.Decision.Limits, dl)
 	}
 	if c := r.Charge; c != nil {
-		dc := &docCharge{Account: c.Account, Credits: c.Credits}
+		dc := &DocCharge{Account: c.Account, Credits: c.Credits}
 		switch {
 		case out != nil:
 			charged, balance := out.Charged, out.Balance
@@ -233,7 +241,7 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 		}
 		doc.Decision.Charge = dc
 	}
-	return json.Marshal(&doc)
+	return doc
 }
 
 // appendID is the decision id of the n-th record of a process: its random

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,39 +12,18 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
+	"github.com/tollgate-dev/tollgate/internal/decisionlog/decisionlogtest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/rls"
 )
-
-type lineSink struct{ lines chan string }
-
-func (s *lineSink) Write(_ context.Context, rs []*decisionlog.Record) error {
-	for _, r := range rs {
-		b, err := r.MarshalJSON()
-		if err != nil {
-			return err
-		}
-		s.lines <- string(b)
-	}
-	return nil
-}
-
-func (*lineSink) Close() error { return nil }
 
 // TestDecisionLogRecords: one record per ShouldRateLimit, OK and
 // OVER_LIMIT and an invalid request, over real gRPC, the descriptor entry
 // holding a key masked, the request id from the gRPC metadata.
 func TestDecisionLogRecords(t *testing.T) {
 	const key = "tg_live_3f9a1c0d5e7b4a2c"
-	sink := &lineSink{lines: make(chan string, 8)}
-	dl, err := decisionlog.New(decisionlog.Options{Sink: sink, Sample: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = dl.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	sink := decisionlogtest.NewSink(8)
+	dl, _ := decisionlogtest.Run(t, decisionlog.Options{Sink: sink, Sample: 1})
 
 	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	eng, err := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: func() time.Time { return clock }}), ratelimit.Options{})
@@ -59,24 +37,6 @@ func TestDecisionLogRecords(t *testing.T) {
 		{Entries: []*commonv3.RateLimitDescriptor_Entry{{Key: "generic_key", Value: "api"}}},
 		{Entries: []*commonv3.RateLimitDescriptor_Entry{{Key: "api_key", Value: key}}},
 	}}
-	type rec struct {
-		Service   string `json:"service"`
-		RequestID string `json:"request_id"`
-		Request   struct {
-			Domain      string `json:"domain"`
-			Descriptors [][]struct{ Key, Value string }
-		} `json:"request"`
-		Decision struct {
-			Allow  bool   `json:"allow"`
-			Status int    `json:"status"`
-			Reason string `json:"reason"`
-			Limit  string `json:"limit"`
-			Limits []struct {
-				Name      string `json:"name"`
-				Remaining *int64 `json:"remaining"`
-			} `json:"limits"`
-		} `json:"decision"`
-	}
 	for i, want := range []struct {
 		status        int
 		reason, limit string
@@ -86,11 +46,11 @@ func TestDecisionLogRecords(t *testing.T) {
 		if _, err := client.ShouldRateLimit(mctx, req); err != nil {
 			t.Fatal(err)
 		}
-		line := <-sink.lines
+		line := <-sink.Lines
 		if strings.Contains(line, key) {
 			t.Errorf("call %d: the key appears in the record: %s", i, line)
 		}
-		var r rec
+		var r decisionlog.Document
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +67,7 @@ func TestDecisionLogRecords(t *testing.T) {
 	if _, err := client.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "golden"}); err == nil {
 		t.Fatal("a request without descriptors was accepted")
 	}
-	if line := <-sink.lines; !strings.Contains(line, `"decision":{"allow":false,"reason":"invalid_request"}`) {
+	if line := <-sink.Lines; !strings.Contains(line, `"decision":{"allow":false,"reason":"invalid_request"}`) {
 		t.Errorf("invalid request logged as %s", line)
 	}
 }
