@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
 	"github.com/tollgate-dev/tollgate/internal/decisionlog/decisionlogtest"
 	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
 // runLogger runs a decision logger for the test's lifetime, its metrics
@@ -138,6 +139,53 @@ func TestDecisionLogRecords(t *testing.T) {
 				t.Errorf("record %s lacks its id, service, revision or time", line)
 			}
 			tt.check(t, r)
+		})
+	}
+}
+
+// down is a Limiter whose store is unreachable, limits failing closed.
+type down struct{}
+
+func (down) Take(context.Context, *ratelimit.Request) (*ratelimit.Outcome, error) {
+	return nil, ratelimit.ErrStoreUnavailable
+}
+
+// TestDecisionLogGRPCErrors: a Check answered with a gRPC error (the store
+// down under fail-closed limits; the deadline passed) has its record too,
+// without a status, the reason saying which.
+func TestDecisionLogGRPCErrors(t *testing.T) {
+	engine, err := policies.New(context.Background(), policies.Options{
+		Paths: []string{"testdata/policies/limits"}, Queries: []string{"tollgate/decision"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := engine.Query("tollgate/decision")
+	sink := decisionlogtest.NewSink(4)
+	dl, _ := runLogger(t, sink, decisionlog.Options{Sample: 0}) // denials only: failures are always logged
+	for _, tt := range []struct {
+		name    string
+		limiter authz.Limiter
+		reason  string
+	}{{"unavailable", down{}, "unavailable"}, {"expired", late{}, "expired"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, err := authz.New(q, authz.Options{Limiter: tt.limiter, DecisionLog: dl, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/rate"}},
+			}}
+			if _, err := serve(t, srv).Check(context.Background(), req); err == nil {
+				t.Fatal("Check succeeded, want a gRPC error")
+			}
+			var r decisionlog.Document
+			if err := json.Unmarshal([]byte(<-sink.Lines), &r); err != nil {
+				t.Fatal(err)
+			}
+			if d := r.Decision; d.Allow || d.Status != 0 || d.Reason != tt.reason || r.Consumer != "c1" || len(d.Limits) != 2 {
+				t.Errorf("record %+v, want not allowed, no status, reason %q, consumer c1 and its two limits", r, tt.reason)
+			}
 		})
 	}
 }
