@@ -143,40 +143,23 @@ func TestDecisionLogRecords(t *testing.T) {
 	}
 }
 
-// down is a Limiter whose store is unreachable, limits failing closed.
-type down struct{}
-
-func (down) Take(context.Context, *ratelimit.Request) (*ratelimit.Outcome, error) {
-	return nil, ratelimit.ErrStoreUnavailable
-}
-
 // TestDecisionLogGRPCErrors: a Check answered with a gRPC error (the store
 // down under fail-closed limits; the deadline passed) has its record too,
 // without a status, the reason saying which.
 func TestDecisionLogGRPCErrors(t *testing.T) {
-	engine, err := policies.New(context.Background(), policies.Options{
-		Paths: []string{"testdata/policies/limits"}, Queries: []string{"tollgate/decision"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, _ := engine.Query("tollgate/decision")
 	sink := decisionlogtest.NewSink(4)
 	dl, _ := runLogger(t, sink, decisionlog.Options{Sample: 0}) // denials only: failures are always logged
 	for _, tt := range []struct {
 		name    string
 		limiter authz.Limiter
 		reason  string
-	}{{"unavailable", down{}, "unavailable"}, {"expired", late{}, "expired"}} {
+	}{
+		{"unavailable", failing{ratelimit.ErrStoreUnavailable}, "unavailable"},
+		{"expired", failing{ratelimit.ErrDeadline}, "expired"},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv, err := authz.New(q, authz.Options{Limiter: tt.limiter, DecisionLog: dl, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/rate"}},
-			}}
-			if _, err := serve(t, srv).Check(context.Background(), req); err == nil {
+			c := limitsServer(t, authz.Options{Limiter: tt.limiter, DecisionLog: dl, Logger: slog.New(slog.DiscardHandler)})
+			if _, err := c.Check(context.Background(), rateRequest()); err == nil {
 				t.Fatal("Check succeeded, want a gRPC error")
 			}
 			var r decisionlog.Document
@@ -307,34 +290,3 @@ func (nopSink) Close() error                                       { return nil 
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
-// dropLogger takes records and keeps none.
-type dropLogger struct{}
-
-func (dropLogger) Log(*decisionlog.Record) {}
-
-// TestDecisionLogHotPathAllocs: on the request's goroutine a record costs
-// one allocation (itself): nothing is copied or encoded there.
-func TestDecisionLogHotPathAllocs(t *testing.T) {
-	engine, err := policies.New(context.Background(), policies.Options{Queries: []string{"tollgate/decision"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, _ := engine.Query("tollgate/decision")
-	req := fixture(t, "demo_200_api_key")
-	allocs := func(dl authz.DecisionLogger) float64 {
-		srv, err := authz.New(q, authz.Options{DecisionLog: dl})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return testing.AllocsPerRun(200, func() {
-			if _, err := srv.Check(context.Background(), req); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-	off, on := allocs(nil), allocs(dropLogger{})
-	if on-off > 1 {
-		t.Errorf("Check allocates %v times with decision logs, %v without: want one more at most", on, off)
-	}
-}
