@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/tollgate-dev/tollgate/internal/decisionlog"
 	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/policies/decision"
 	"github.com/tollgate-dev/tollgate/ratelimit"
@@ -51,6 +52,15 @@ type Options struct {
 	// Revision names the policy in force (policies.Engine.Revision); the
 	// ledger records it with each charge. Nil: none.
 	Revision func() string
+	// DecisionLog receives one record per Check; nil: none, and each
+	// denial is logged at debug level instead.
+	DecisionLog DecisionLogger
+}
+
+// DecisionLogger takes decision records; it must not block.
+// *decisionlog.Logger implements it.
+type DecisionLogger interface {
+	Log(*decisionlog.Record)
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -120,6 +130,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// The caller has given up (nothing was charged): no one to answer.
 		s.duration.Observe(time.Since(start).Seconds())
 		s.decisions.WithLabelValues("expired").Inc()
+		s.logDecision(req, d, start, 0, "expired")
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
@@ -129,10 +140,22 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// failure, so Envoy's failure_mode_allow / status_on_error decide.
 		s.duration.Observe(time.Since(start).Seconds())
 		s.decisions.WithLabelValues("unavailable").Inc()
+		s.logDecision(req, d, start, 0, "unavailable")
 		return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
 	}
 	resp := Respond(req, d)
 	s.observe(d, start)
+	switch {
+	case s.opts.DecisionLog != nil:
+		code := http.StatusOK
+		if !d.Allow {
+			code = d.Status
+		}
+		s.logDecision(req, d, start, code, d.Reason)
+	case !d.Allow && s.log.Enabled(ctx, slog.LevelDebug):
+		s.log.LogAttrs(ctx, slog.LevelDebug, "denied", slog.Int("status", d.Status), slog.String("reason", d.Reason),
+			slog.String("consumer", d.Consumer), slog.String("request_id", requestID(req)))
+	}
 	return resp, nil
 }
 
@@ -141,6 +164,38 @@ func (s *Server) revision() string {
 		return ""
 	}
 	return s.opts.Revision()
+}
+
+// logDecision hands the decision log a record of d, answered with the
+// HTTP status code (0: a gRPC error, which reason names). The record only
+// refers to the request's and the decision's values: neither changes once
+// Check has answered.
+func (s *Server) logDecision(req *authv3.CheckRequest, d *decision.Decision, start time.Time, code int, reason string) {
+	if s.opts.DecisionLog == nil {
+		return
+	}
+	h := req.GetAttributes().GetRequest().GetHttp()
+	r := &decisionlog.Record{
+		Service:   decisionlog.ServiceAuthz,
+		RequestID: h.GetHeaders()["x-request-id"],
+		Time:      start,
+		Latency:   time.Since(start),
+		Method:    h.GetMethod(),
+		Host:      h.GetHost(),
+		Headers:   h.GetHeaders(),
+		Consumer:  d.Consumer,
+		Plan:      d.Plan,
+		Allow:     code == http.StatusOK && d.Allow,
+		Status:    code,
+		Reason:    reason,
+		Limit:     d.Limit,
+		Limits:    d.Limits,
+		Outcome:   d.Outcome,
+		Charge:    d.Charge,
+		Balance:   d.Balance,
+	}
+	r.SetPath(h.GetPath())
+	s.opts.DecisionLog.Log(r)
 }
 
 // Decide evaluates the policy for req. Failures become denials with the

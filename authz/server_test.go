@@ -46,6 +46,12 @@ type checkCase struct {
 // connection (bufconn) and returns a client.
 func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClient {
 	t.Helper()
+	return startServerWith(t, policy, decision, authz.Options{})
+}
+
+// startServerWith is startServer with more options (the Limiter is set).
+func startServerWith(t testing.TB, policy, decision string, aopts authz.Options) authv3.AuthorizationClient {
+	t.Helper()
 	opts := policies.Options{Queries: []string{decision}}
 	if policy != "demo" {
 		opts.Paths = []string{filepath.Join("testdata", "policies", policy)}
@@ -65,7 +71,8 @@ func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClie
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := authz.New(q, authz.Options{Limiter: eng})
+	aopts.Limiter = eng
+	srv, err := authz.New(q, aopts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,18 +221,16 @@ func TestPolicyFailuresCounted(t *testing.T) {
 	}
 }
 
-// refusing is a Limiter that refuses every request as the engine refuses
-// one whose limits break its invariants.
-type refusing struct{}
+// failing is a Limiter whose every Take fails with err.
+type failing struct{ err error }
 
-func (refusing) Take(context.Context, *ratelimit.Request) (*ratelimit.Outcome, error) {
-	return nil, fmt.Errorf("%w: limits[0]: bad", ratelimit.ErrInvalidRequest)
+func (f failing) Take(context.Context, *ratelimit.Request) (*ratelimit.Outcome, error) {
+	return nil, f.err
 }
 
-// TestInvalidLimitsDeny: limits the engine refuses as invalid are the
-// policy's fault — an invalid_decision denial, not an UNAVAILABLE that
-// Envoy's failure_mode_allow would let through.
-func TestInvalidLimitsDeny(t *testing.T) {
+// limitsServer serves testdata/policies/limits with opts over real gRPC.
+func limitsServer(t *testing.T, opts authz.Options) authv3.AuthorizationClient {
+	t.Helper()
 	engine, err := policies.New(context.Background(), policies.Options{
 		Paths: []string{"testdata/policies/limits"}, Queries: []string{"tollgate/decision"},
 	})
@@ -233,14 +238,27 @@ func TestInvalidLimitsDeny(t *testing.T) {
 		t.Fatal(err)
 	}
 	q, _ := engine.Query("tollgate/decision")
-	srv, err := authz.New(q, authz.Options{Limiter: refusing{}})
+	srv, err := authz.New(q, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+	return serve(t, srv)
+}
+
+// rateRequest is a GET /rate: two limits in testdata/policies/limits.
+func rateRequest() *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/rate"}},
 	}}
-	resp, err := serve(t, srv).Check(context.Background(), req)
+}
+
+// TestInvalidLimitsDeny: limits the engine refuses as invalid are the
+// policy's fault — an invalid_decision denial, not an UNAVAILABLE that
+// Envoy's failure_mode_allow would let through.
+func TestInvalidLimitsDeny(t *testing.T) {
+	// The engine refuses limits that break its invariants so.
+	refusing := failing{fmt.Errorf("%w: limits[0]: bad", ratelimit.ErrInvalidRequest)}
+	resp, err := limitsServer(t, authz.Options{Limiter: refusing}).Check(context.Background(), rateRequest())
 	if err != nil {
 		t.Fatalf("Check = %v, want a denial", err)
 	}
@@ -249,33 +267,13 @@ func TestInvalidLimitsDeny(t *testing.T) {
 	}
 }
 
-// late is a Limiter whose store reached the request after its deadline.
-type late struct{}
-
-func (late) Take(context.Context, *ratelimit.Request) (*ratelimit.Outcome, error) {
-	return nil, ratelimit.ErrDeadline
-}
-
 // TestExpiredIsNotAnOutage: a request whose limits reached the store after
 // its deadline (nothing charged) is answered DEADLINE_EXCEEDED and counted
 // as expired, not as a store outage.
 func TestExpiredIsNotAnOutage(t *testing.T) {
-	engine, err := policies.New(context.Background(), policies.Options{
-		Paths: []string{"testdata/policies/limits"}, Queries: []string{"tollgate/decision"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, _ := engine.Query("tollgate/decision")
 	reg := prometheus.NewPedanticRegistry()
-	srv, err := authz.New(q, authz.Options{Limiter: late{}, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/rate"}},
-	}}
-	if _, err := serve(t, srv).Check(context.Background(), req); status.Code(err) != codes.DeadlineExceeded {
+	late := failing{ratelimit.ErrDeadline} // the store reached the request after its deadline
+	if _, err := limitsServer(t, authz.Options{Limiter: late, Registerer: reg}).Check(context.Background(), rateRequest()); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("Check = %v, want DEADLINE_EXCEEDED", err)
 	}
 	mfs, err := reg.Gather()

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ import (
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
+	"github.com/tollgate-dev/tollgate/internal/decisionlog"
 	"github.com/tollgate-dev/tollgate/internal/reload"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
@@ -63,6 +65,12 @@ type App struct {
 type runner struct {
 	name string
 	run  func(context.Context) error
+	// afterDrain runners stop once the listeners have drained, not when
+	// the drain begins: the decision log writes the draining calls too.
+	afterDrain bool
+	// by, when set, is told the shutdown deadline before the runner stops,
+	// so its last work ends by then too.
+	by func(time.Time)
 }
 
 // cleanup is a stack of undo steps.
@@ -125,20 +133,28 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	}
 	a.undo.push(st.close)
 	if st.run != nil {
-		a.runners = append(a.runners, runner{"store sweeper", st.run})
+		a.runners = append(a.runners, runner{name: "store sweeper", run: st.run})
 	}
 	limits, err := ratelimit.NewEngine(st.Store, ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
-	a.runners = append(a.runners, runner{"pending voids", limits.Run})
-	authzSrv, err := authz.New(query, authz.Options{
+	a.runners = append(a.runners, runner{name: "pending voids", run: limits.Run})
+	dlog, err := a.decisionLog(reg)
+	if err != nil {
+		return nil, err
+	}
+	authzOpts := authz.Options{
 		DenyStatus: cfg.Authz.DenyStatus,
 		Logger:     log.With("component", "authz"),
 		Registerer: reg,
 		Limiter:    limits,
 		Revision:   a.engine.Revision,
-	})
+	}
+	if dlog != nil { // not a typed nil in the interface
+		authzOpts.DecisionLog = dlog
+	}
+	authzSrv, err := authz.New(query, authzOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +163,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	rlsOpts := rls.Options{FailClosed: cfg.RateLimit.FailureMode == "closed", Logger: log.With("component", "rls")}
+	if dlog != nil {
+		rlsOpts.DecisionLog = dlog
+	}
 	if cfg.RateLimit.Decision != "" {
 		q, err := a.engine.Query(cfg.RateLimit.Decision)
 		if err != nil {
@@ -205,11 +224,45 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	return a, nil
 }
 
+// decisionLog builds the decision log when decision_logs.enabled: its sink
+// (closed by undo), and its writer, a runner that stops after the drain.
+func (a *App) decisionLog(reg prometheus.Registerer) (*decisionlog.Logger, error) {
+	c := a.cfg.DecisionLogs
+	if !c.Enabled {
+		return nil, nil
+	}
+	var sink decisionlog.Sink = decisionlog.NewWriter(os.Stdout)
+	if c.Sink == "file" {
+		f, err := decisionlog.OpenFile(c.Path)
+		if err != nil {
+			return nil, fmt.Errorf("decision_logs.path: %w", err)
+		}
+		sink = f
+	}
+	l, err := decisionlog.New(decisionlog.Options{
+		Sink:         sink,
+		Buffer:       c.Buffer,
+		Sample:       *c.Sample,
+		Mask:         c.Mask,
+		Revision:     a.engine.Revision,
+		FlushTimeout: time.Duration(a.cfg.ShutdownTimeout),
+		Registerer:   reg,
+		Logger:       a.log.With("component", "decisionlog"),
+	})
+	if err != nil {
+		_ = sink.Close()
+		return nil, err
+	}
+	a.undo.push(l.Close)
+	a.runners = append(a.runners, runner{name: "decision log", run: l.Run, afterDrain: true, by: l.FlushBy})
+	return l, nil
+}
+
 // reloader makes a component's file reloader a runner (watching, when on,
 // from its construction) and closes its watches if New fails.
 func (a *App) reloader(component string, r *reload.Reloader) {
 	a.undo.pushQuiet(r.Close)
-	a.runners = append(a.runners, runner{component + " reloader", r.Run})
+	a.runners = append(a.runners, runner{name: component + " reloader", run: r.Run})
 }
 
 // grpcListener is one gRPC server and the address it serves.
@@ -319,8 +372,9 @@ func (a *App) status() any {
 // Run serves until ctx is done, then drains: health and /readyz flip to
 // not serving first, the runners stop, and the gRPC and admin listeners
 // finish their in-flight calls within one shutdown_timeout, after which the
-// rest are closed. A listener or runner failure ends Run the same way, with
-// its error.
+// rest are closed; then the decision log writes what it holds (the
+// draining calls' records too) within another shutdown_timeout at most. A
+// listener or runner failure ends Run the same way, with its error.
 func (a *App) Run(ctx context.Context) error {
 	// The listeners are bound: a call made now waits in the backlog until
 	// Serve takes it, so Tollgate is ready before the first Serve runs (a
@@ -344,9 +398,15 @@ func (a *App) Run(ctx context.Context) error {
 	})
 	background, stopBackground := context.WithCancel(gctx)
 	defer stopBackground()
+	afterDrain, stopAfterDrain := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopAfterDrain()
 	for _, r := range a.runners {
+		rctx := background
+		if r.afterDrain {
+			rctx = afterDrain
+		}
 		g.Go(func() error {
-			if err := r.run(background); err != nil {
+			if err := r.run(rctx); err != nil {
 				return fmt.Errorf("%s: %w", r.name, err)
 			}
 			return nil
@@ -361,7 +421,16 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		a.setServing(false)
 		stopBackground()
-		a.drain(time.Duration(a.cfg.ShutdownTimeout))
+		// One deadline for all of it: the listeners' drain, then what the
+		// after-drain runners (the decision log) still have to write.
+		deadline := time.Now().Add(time.Duration(a.cfg.ShutdownTimeout))
+		a.drain(deadline)
+		for _, r := range a.runners {
+			if r.afterDrain && r.by != nil {
+				r.by(deadline)
+			}
+		}
+		stopAfterDrain()
 		return nil
 	})
 	err := g.Wait()
@@ -371,11 +440,11 @@ func (a *App) Run(ctx context.Context) error {
 	return err
 }
 
-// drain stops every listener gracefully within one timeout shared by all
-// of them, then closes whatever is still open. The admin listener goes
+// drain stops every listener gracefully by one deadline shared by all of
+// them, then closes whatever is still open. The admin listener goes
 // last, so /readyz answers 503 while the gRPC calls drain.
-func (a *App) drain(timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+func (a *App) drain(deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, l := range a.grpcs {

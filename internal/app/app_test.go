@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -334,6 +336,15 @@ func TestNewFailsCleanly(t *testing.T) {
 		!strings.Contains(err.Error(), "grpc.address") {
 		t.Errorf("New error = %v, want it to name grpc.address", err)
 	}
+	cfg = testConfig()
+	cfg.DecisionLogs.Enabled, cfg.DecisionLogs.Sink = true, "file"
+	cfg.DecisionLogs.Path = filepath.Join(t.TempDir(), "no-such-dir", "decisions.jsonl")
+	if _, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil ||
+		!strings.Contains(err.Error(), "decision_logs.path") {
+		t.Errorf("New error = %v, want it to name decision_logs.path", err)
+	}
+	cfg = testConfig()
+	cfg.GRPC.Address = "203.0.113.1:1"
 	// Watched policy files: their watches are released too (goleak, in
 	// TestMain, would see the watcher's goroutine).
 	cfg.Policy.Paths = []string{"testdata/hook.rego"}
@@ -590,5 +601,65 @@ func TestWatchSwitches(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecisionLogs: with decision_logs on (a file), every Check and
+// ShouldRateLimit has its record, the call still draining when shutdown
+// began included, and the records are in the file when Run returns.
+func TestDecisionLogs(t *testing.T) {
+	cfg := testConfig()
+	cfg.Policy.Paths = []string{"testdata/hook.rego"}
+	cfg.DecisionLogs.Enabled = true
+	cfg.DecisionLogs.Sink = "file"
+	cfg.DecisionLogs.Path = filepath.Join(t.TempDir(), "decisions.jsonl")
+	r := start(t, cfg)
+	h := newHook(t)
+	ctx := context.Background()
+	if _, err := rlsv3.NewRateLimitServiceClient(r.conn).ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: "d",
+		Descriptors: []*commonv3.RateLimitDescriptor{{Entries: []*commonv3.RateLimitDescriptor_Entry{{Key: "k", Value: "v"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, metrics := get(t, "http://"+r.app.AdminAddr()+"/metrics")
+	for _, m := range []string{"tollgate_decision_logs_written_total", `tollgate_decision_logs_dropped_total{reason="buffer_full"} 0`} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+
+	client := authv3.NewAuthorizationClient(r.conn)
+	inflight := make(chan error, 1)
+	go func() {
+		req := hookRequest(h.url)
+		req.Attributes.Request.Http.Path = "/draining?api_key=secret"
+		req.Attributes.Request.Http.Headers["x-request-id"] = "req-draining"
+		_, err := client.Check(ctx, req)
+		inflight <- err
+	}()
+	h.wait(t)
+	r.cancel() // shutdown begins while the Check is being evaluated
+	for code := 0; code != http.StatusServiceUnavailable; runtime.Gosched() {
+		code, _ = get(t, "http://"+r.app.AdminAddr()+"/readyz")
+	}
+	close(h.release)
+	if err := <-inflight; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-r.done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	close(r.done)
+
+	b, err := os.ReadFile(cfg.DecisionLogs.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("the file holds %d records, want 2 (one ShouldRateLimit, one Check):\n%s", len(lines), b)
+	}
+	if !strings.Contains(lines[0], `"service":"ratelimit"`) || !strings.Contains(lines[1], `"request_id":"req-draining"`) ||
+		!strings.Contains(lines[1], `"path":"/draining"`) || strings.Contains(string(b), "secret") {
+		t.Errorf("records:\n%s\nwant the RLS call's, then the draining Check's (path without its query)", b)
 	}
 }

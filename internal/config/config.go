@@ -38,6 +38,8 @@ type Config struct {
 	RateLimit RateLimit `yaml:"ratelimit"`
 	// XDS is the control plane pushing routes files to Envoys.
 	XDS XDS `yaml:"xds"`
+	// DecisionLogs writes one record per Check and per ShouldRateLimit.
+	DecisionLogs DecisionLogs `yaml:"decision_logs"`
 	// ShutdownTimeout bounds how long in-flight calls may drain after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -242,6 +244,31 @@ type Authz struct {
 	DenyStatus int `yaml:"deny_status"`
 }
 
+// DecisionLogs configures the decision logs: one JSON record per ext_authz
+// Check and rate limit service call, written by a background runner.
+type DecisionLogs struct {
+	Enabled bool `yaml:"enabled"`
+	// Sink is stdout (JSON lines, the default) or file (JSON lines
+	// appended to Path).
+	Sink string `yaml:"sink"`
+	Path string `yaml:"path"`
+	// Buffer is how many records may wait for the sink; more are dropped
+	// and counted, never waited for.
+	Buffer int `yaml:"buffer"`
+	// Sample is the fraction of allowed requests logged (default 1);
+	// denials are always logged.
+	Sample *float64 `yaml:"sample"`
+	// Mask lists more header names (and rate limit descriptor keys) whose
+	// values are masked, beyond Authorization, cookies and API keys.
+	Mask []string `yaml:"mask"`
+}
+
+// Defaults of the decision logs.
+const (
+	DefaultDecisionLogBuffer = 10000
+	DefaultDecisionLogSample = 1.0
+)
+
 // Duration is a time.Duration written as a Go duration string ("10s"), 0
 // for the default.
 type Duration = yamlstrict.Duration
@@ -315,6 +342,16 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Postgres.ConnectTimeout == 0 {
 		c.Postgres.ConnectTimeout = DefaultPostgresConnectTimeout
+	}
+	if c.DecisionLogs.Sink == "" {
+		c.DecisionLogs.Sink = "stdout"
+	}
+	if c.DecisionLogs.Buffer == 0 {
+		c.DecisionLogs.Buffer = DefaultDecisionLogBuffer
+	}
+	if c.DecisionLogs.Sample == nil {
+		f := DefaultDecisionLogSample
+		c.DecisionLogs.Sample = &f
 	}
 }
 
@@ -411,6 +448,39 @@ func (c *Config) validate(k *checker) {
 		k.path("xds.fleets."+fleet, c.XDS.Fleets[fleet], fmt.Sprintf("empty routes file for fleet %q", fleet), "the path of a routes file")
 	}
 	k.paths("ratelimit.config_paths", c.RateLimit.ConfigPaths, "a .yaml file or a directory of them")
+	c.DecisionLogs.validate(k)
+}
+
+// validate checks the decision logs' settings, enabled or not, so that
+// turning them on later cannot fail.
+func (l *DecisionLogs) validate(k *checker) {
+	switch l.Sink {
+	case "stdout":
+		if l.Path != "" {
+			k.errorf("decision_logs.path", "%q is set with sink stdout (allowed: a path with sink: file only)", l.Path)
+		}
+	case "file":
+		if strings.TrimSpace(l.Path) == "" {
+			at := "decision_logs.path"
+			if k.pos[at] == nil {
+				at = "decision_logs.sink" // no path written: point at the sink that needs one
+			}
+			k.d.Errorf(k.pos.Of(at), "decision_logs.path: empty path with sink: file (allowed: the path of a file to append JSON lines to)")
+		}
+	default:
+		k.errorf("decision_logs.sink", "%q is not a sink (allowed: stdout, file)", l.Sink)
+	}
+	if l.Buffer < 1 || l.Buffer > 10_000_000 {
+		k.errorf("decision_logs.buffer", "%d is out of range (allowed: 1 to 10000000 records)", l.Buffer)
+	}
+	if f := *l.Sample; !(f >= 0 && f <= 1) { // NaN too
+		k.errorf("decision_logs.sample", "%v is out of range (allowed: 0 to 1; 0 logs denials only)", f)
+	}
+	for i, m := range l.Mask {
+		if strings.TrimSpace(m) == "" {
+			k.errorf(fmt.Sprintf("decision_logs.mask[%d]", i), "empty name (allowed: a header name or a descriptor key, such as x-session-token)")
+		}
+	}
 }
 
 // path checks that the file path p set at is not blank; empty says what

@@ -135,6 +135,10 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value, path string, pos Positio
 		if i, ok := d.integer(n, what, int64(-1)<<(bits-1), int64(1)<<(bits-1)-1); ok {
 			v.SetInt(i)
 		}
+	case reflect.Float32, reflect.Float64:
+		if f, ok := d.Float(n, what); ok {
+			v.SetFloat(f)
+		}
 	case reflect.Slice:
 		allowed := "a list"
 		if v.Type().Elem().Kind() == reflect.String {

@@ -568,6 +568,31 @@ func (d *Decoder) integer(n *yaml.Node, what string, lo, hi int64) (int64, bool)
 	return i, true
 }
 
+// Float reads a finite number (an !!int or an !!float such as 0.25 or 1e-3).
+func (d *Decoder) Float(n *yaml.Node, what string) (float64, bool) {
+	n = deref(n)
+	var tag string
+	if n.Kind == yaml.ScalarNode {
+		tag = n.ShortTag()
+	}
+	if tag != "!!int" && tag != "!!float" {
+		d.Errorf(n, "%s is %s (allowed: a number such as 0.25)", what, KindName(n))
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
+	if tag == "!!int" && err != nil { // 0x10, 0o17: as yaml.v3 reads ints
+		var i int64
+		if i, err = strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64); err == nil {
+			f = float64(i)
+		}
+	}
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		d.Errorf(n, "%s %s is not a finite number (allowed: a number such as 0.25)", what, n.Value)
+		return 0, false
+	}
+	return f, true
+}
+
 // parseInt reads an !!int, or a !!float that is a whole number.
 func parseInt(s, tag string) (int64, error) {
 	s = strings.ReplaceAll(s, "_", "")

@@ -574,3 +574,36 @@ func BenchmarkUnknownKeys(b *testing.B) {
 		d.DecodeDocument(data, &s)
 	}
 }
+
+func TestDecodeFloat(t *testing.T) {
+	type sampled struct {
+		Sample float64 `yaml:"sample"`
+	}
+	for _, tt := range []struct {
+		name, doc string
+		want      float64
+		err       string
+	}{
+		{name: "fraction", doc: "sample: 0.25", want: 0.25},
+		{name: "whole", doc: "sample: 1", want: 1},
+		{name: "exponent", doc: "sample: 1e-3", want: 0.001},
+		{name: "text", doc: "sample: often", err: `c.yaml:1: sample is the scalar "often" (allowed: a number such as 0.25)`},
+		{name: "nan", doc: "sample: .nan", err: `c.yaml:1: sample .nan is not a finite number (allowed: a number such as 0.25)`},
+		{name: "list", doc: "sample: [1]", err: `c.yaml:1: sample is a list (allowed: a number such as 0.25)`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := yamlstrict.NewDecoder("c.yaml")
+			var s sampled
+			d.DecodeDocument([]byte(tt.doc), &s)
+			err := d.Err()
+			switch {
+			case tt.err == "" && err != nil:
+				t.Fatalf("got error %v, want %v", err, tt.want)
+			case tt.err == "" && s.Sample != tt.want:
+				t.Errorf("got %v, want %v", s.Sample, tt.want)
+			case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+				t.Errorf("got error:\n%v\nwant it to contain:\n%s", err, tt.err)
+			}
+		})
+	}
+}

@@ -14,9 +14,12 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tollgate-dev/tollgate/internal/decisionlog"
+	"github.com/tollgate-dev/tollgate/internal/throttle"
 	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/rls/rlsconfig"
@@ -35,7 +38,14 @@ type Server struct {
 	config   atomic.Pointer[rlsconfig.Config]
 	source   DescriptorSource
 	failOpen bool
-	lastLog  atomic.Int64
+	errLog   throttle.Every
+	dlog     DecisionLogger
+}
+
+// DecisionLogger takes decision records; it must not block.
+// *decisionlog.Logger implements it.
+type DecisionLogger interface {
+	Log(*decisionlog.Record)
 }
 
 // Options configure a Server.
@@ -50,13 +60,13 @@ type Options struct {
 	Source DescriptorSource
 	// Logger receives store and policy failures; slog.Default() when nil.
 	Logger *slog.Logger
+	// DecisionLog receives one record per call; nil: none.
+	DecisionLog DecisionLogger
 }
 
 // logOnce logs at most once per 10 s.
 func (s *Server) logOnce(msg string, err error) {
-	now := time.Now().UnixNano()
-	last := s.lastLog.Load()
-	if now-last < int64(10*time.Second) || !s.lastLog.CompareAndSwap(last, now) {
+	if !s.errLog.Allow(10 * time.Second) {
 		return
 	}
 	s.log.Error(msg+" (logged once per 10 s)", "error", err)
@@ -79,7 +89,7 @@ func New(engine *ratelimit.Engine, opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{engine: engine, log: log, failOpen: !opts.FailClosed, source: opts.Source}
+	s := &Server{engine: engine, log: log, failOpen: !opts.FailClosed, source: opts.Source, dlog: opts.DecisionLog}
 	s.config.Store(&rlsconfig.Config{})
 	return s
 }
@@ -91,6 +101,73 @@ func (s *Server) SetConfig(c *rlsconfig.Config) { s.config.Store(c) }
 // InvalidArgument; a store failure under a fail-closed limit is
 // Unavailable, so Envoy's failure_mode_deny decides.
 func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if s.dlog == nil {
+		return s.shouldRateLimit(ctx, req, nil)
+	}
+	start := time.Now()
+	var t taken
+	resp, err := s.shouldRateLimit(ctx, req, &t)
+	s.logDecision(ctx, req, start, &t, resp, err)
+	return resp, err
+}
+
+// taken is what the engine was asked and answered, for the decision log.
+type taken struct {
+	limits []ratelimit.Limit
+	out    *ratelimit.Outcome
+}
+
+// logDecision hands the decision log a record of one call. The RLS request
+// carries no request id: the caller's x-request-id gRPC metadata is used
+// when there is one.
+func (s *Server) logDecision(ctx context.Context, req *rlsv3.RateLimitRequest, start time.Time, t *taken, resp *rlsv3.RateLimitResponse, err error) {
+	r := &decisionlog.Record{
+		Service:     decisionlog.ServiceRateLimit,
+		Time:        start,
+		Latency:     time.Since(start),
+		Domain:      req.GetDomain(),
+		Descriptors: req.GetDescriptors(),
+		Limits:      t.limits,
+		Outcome:     t.out,
+	}
+	if id := metadata.ValueFromIncomingContext(ctx, "x-request-id"); len(id) > 0 {
+		r.RequestID = id[0]
+	}
+	switch {
+	case err != nil:
+		r.Reason = rlsFailure(status.Code(err))
+	case resp.GetOverallCode() == rlsv3.RateLimitResponse_OVER_LIMIT:
+		r.Status, r.Reason = http.StatusTooManyRequests, "rate_limited"
+		if t.out != nil && t.out.Denied >= 0 && t.out.Denied < len(t.limits) {
+			r.Limit = t.limits[t.out.Denied].Name
+		} else {
+			for _, st := range resp.GetStatuses() { // a limit of zero, refused before the engine
+				if st.GetCode() == rlsv3.RateLimitResponse_OVER_LIMIT {
+					r.Limit = st.GetCurrentLimit().GetName()
+					break
+				}
+			}
+		}
+	default:
+		r.Allow, r.Status = true, http.StatusOK
+	}
+	s.dlog.Log(r)
+}
+
+// rlsFailure names a gRPC error answer in a decision record.
+func rlsFailure(c codes.Code) string {
+	switch c {
+	case codes.InvalidArgument:
+		return "invalid_request"
+	case codes.Unavailable:
+		return "unavailable"
+	case codes.DeadlineExceeded, codes.Canceled:
+		return "expired"
+	}
+	return "error"
+}
+
+func (s *Server) shouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest, t *taken) (*rlsv3.RateLimitResponse, error) {
 	if req.GetDomain() == "" {
 		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
 	}
@@ -186,6 +263,9 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	// Each counter is tagged by its own key: counters spread over Redis
 	// slots and memory shards instead of piling into one per domain.
 	out, err := s.engine.Take(ctx, &ratelimit.Request{Limits: limits})
+	if t != nil {
+		t.limits, t.out = limits, out
+	}
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:

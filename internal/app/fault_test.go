@@ -1,0 +1,260 @@
+//go:build faulttest
+
+// The money fault test: `go test -tags faulttest -run TestFault ./internal/app/`
+// (its own .ci/run step, without -race). Two Tollgate replicas share one
+// redis-server; a client plays Envoy (Check with a 200 ms deadline) against
+// both; every allowed request costs 1 credit. After each phase the credits
+// charged (top-ups minus the final balance) are compared with the requests
+// the client saw allowed, and the ledger with the balance.
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tollgate-dev/tollgate/internal/app"
+	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
+)
+
+// replica is one running Tollgate of the fault test.
+type replica struct {
+	app    *app.App
+	client authv3.AuthorizationClient
+}
+
+func startReplica(t *testing.T, redisAddr string) *replica {
+	t.Helper()
+	cfg := testConfig()
+	cfg.Policy.Paths = []string{"testdata/charge.rego"}
+	cfg.Store.Kind = "redis"
+	cfg.Store.Redis.Addrs = []string{redisAddr}
+	cfg.Store.Redis.PoolSize = 64
+	a, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "fault")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	conn, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("replica Run: %v", err)
+		}
+	})
+	return &replica{app: a, client: authv3.NewAuthorizationClient(conn)}
+}
+
+// load sends n Checks at the given concurrency, alternating replicas, each
+// with Envoy's 200 ms deadline, and returns how many were allowed.
+func load(replicas []*replica, n, concurrency int) int64 {
+	var allowed, next atomic.Int64
+	var wg sync.WaitGroup
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/v1/x", Host: "api.example.com"},
+	}}}
+	for range concurrency {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				resp, err := replicas[i%int64(len(replicas))].client.Check(ctx, req)
+				cancel()
+				if err == nil && resp.GetOkResponse() != nil {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return allowed.Load()
+}
+
+// TestFault: charged never less than allowed, and equal to it under Redis
+// pauses and restarts at moderate concurrency; under overload at most 0.1 %
+// more (answers sent in time that reach the client after its deadline: the
+// server cannot know). The ledger sums to the balance throughout.
+func TestFault(t *testing.T) {
+	srv := redistest.StartWith(t, "--appendonly", "yes", "--appendfsync", "always")
+	replicas := []*replica{startReplica(t, srv.Addr), startReplica(t, srv.Addr)}
+	store := ratelimit.NewRedisStore(srv.Client(), time.Second)
+	ctx := context.Background()
+	const topUp = 10_000_000
+	if _, err := store.Credit(ctx, "acme", topUp, "fault-seed"); err != nil {
+		t.Fatal(err)
+	}
+	balance := func() int64 {
+		t.Helper()
+		for {
+			a, err := store.Account(ctx, "acme")
+			if err == nil {
+				return a.Balance
+			}
+			time.Sleep(50 * time.Millisecond) // Redis restarting
+		}
+	}
+	var totalAllowed, servedBefore int64
+	settle := func() {
+		// Pending voids are retried until Redis acknowledges them: wait
+		// until neither replica has any left.
+		deadline := time.Now().Add(30 * time.Second)
+		for _, r := range replicas {
+			for pendingVoids(t, r) != 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("voids still pending after 30 s")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+	phase := func(name string, n, concurrency int, fault func(stop <-chan struct{}), maxOver float64) {
+		t.Helper()
+		before := balance()
+		stop := make(chan struct{})
+		faulted := make(chan struct{})
+		go func() { defer close(faulted); fault(stop) }()
+		allowed := load(replicas, n, concurrency)
+		close(stop)
+		<-faulted
+		settle()
+		charged := before - balance()
+		totalAllowed += allowed
+		over := charged - allowed
+		served := 0.0
+		for _, r := range replicas {
+			served += metric(t, r, `tollgate_authz_decisions_total{status="200"} `)
+		}
+		answered := int64(served) - servedBefore
+		servedBefore = int64(served)
+		t.Logf("%-28s requests %6d  allowed %6d  charged %6d  charged for refused %d (answered OK by the server %d: %d reached the client late)",
+			name, n, allowed, charged, over, answered, answered-allowed)
+		if charged < allowed {
+			t.Errorf("%s: %d allowed but only %d charged", name, allowed, charged)
+		}
+		if float64(over) > maxOver*float64(allowed) {
+			t.Errorf("%s: %d charged for refused requests (%d allowed), more than %.1f%%", name, over, allowed, 100*maxOver)
+		}
+	}
+	none := func(<-chan struct{}) {}
+	pauses := func(stop <-chan struct{}) {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			srv.Pause()
+			time.Sleep(time.Duration(30+rand.IntN(1470)) * time.Millisecond)
+			srv.Resume()
+		}
+	}
+	restarts := func(stop <-chan struct{}) {
+		for range 3 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			srv.Restart() // kill -9, then start on the same AOF
+		}
+	}
+	phase("no fault, concurrency 64", 20_000, 64, none, 0)
+	phase("Redis pauses, concurrency 64", 10_000, 64, pauses, 0)
+	phase("Redis kill/restart, conc. 64", 10_000, 64, restarts, 0)
+	phase("overload, concurrency 1,000", 20_000, 1000, none, 0.001)
+
+	// The ledger: one entry per balance change, summing to the balance.
+	b := &faultBook{}
+	sh, err := ledger.NewShipper(store, b, ledger.ShipOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := sh.Once(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if final := balance(); b.sum != final {
+		t.Errorf("ledger sums to %d, balance is %d", b.sum, final)
+	}
+	t.Logf("ledger: %d entries (%d charges, %d refunds), %d allowed in all", b.n, b.kinds[ledger.Charge], b.kinds[ledger.Refund], totalAllowed)
+}
+
+// pendingVoids reads tollgate_voids_pending from a replica's /metrics.
+func pendingVoids(t *testing.T, r *replica) float64 {
+	t.Helper()
+	return metric(t, r, "tollgate_voids_pending ")
+}
+
+// metric reads one sample from a replica's /metrics; prefix is the
+// sample's name and labels, up to the value.
+func metric(t *testing.T, r *replica, prefix string) float64 {
+	t.Helper()
+	_, body := get(t, "http://"+r.app.AdminAddr()+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %q in /metrics", prefix)
+	return 0
+}
+
+// faultBook sums shipped entries, one per ID.
+type faultBook struct {
+	seen  map[string]bool
+	sum   int64
+	n     int
+	kinds map[ledger.Kind]int
+	cps   map[string]string
+}
+
+func (b *faultBook) Checkpoints(context.Context) (map[string]string, error) { return b.cps, nil }
+
+func (b *faultBook) WriteFrom(_ context.Context, stream string, entries []ledger.Entry, pos string) error {
+	if b.seen == nil {
+		b.seen, b.kinds, b.cps = map[string]bool{}, map[ledger.Kind]int{}, map[string]string{}
+	}
+	for _, e := range entries {
+		if b.seen[e.ID] {
+			return fmt.Errorf("entry %s delivered twice in one run", e.ID)
+		}
+		b.seen[e.ID] = true
+		b.sum += e.Amount
+		b.n++
+		b.kinds[e.Kind]++
+	}
+	b.cps[stream] = pos
+	return nil
+}
