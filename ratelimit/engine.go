@@ -150,6 +150,10 @@ type Options struct {
 	// PendingVoids bounds the voids waiting to be retried (default
 	// 100,000); see Engine.Run.
 	PendingVoids int
+	// AnswerMargin: a charged request taken with less than this left
+	// before its caller's deadline is refunded and refused, since its
+	// answer would likely arrive too late (0: none).
+	AnswerMargin time.Duration
 }
 
 // Engine carries out requests on a Store, applying each limit's failure
@@ -163,6 +167,7 @@ type Engine struct {
 	duration  *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 	voids     *voidQueue
+	margin    time.Duration
 }
 
 // NewEngine returns an engine over store.
@@ -192,6 +197,7 @@ func NewEngine(store Store, opts Options) (*Engine, error) {
 		}, []string{"store"}),
 	}
 	e.voids = newVoidQueue(opts.PendingVoids)
+	e.margin = opts.AnswerMargin
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{e.decisions, e.duration, e.errors, e.voids.pending, e.voids.results} {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -239,6 +245,14 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		// delivered, so the request must not cost anything.
 		e.refund(ctx, req, out)
 		return nil, ctx.Err()
+	}
+	if err == nil && e.margin > 0 && out.Charged > 0 && !req.Deadline.IsZero() && time.Until(req.Deadline) < e.margin {
+		// Taken, but too close to the caller's deadline for the answer to
+		// reach it in time: refunded and refused rather than charged for
+		// an answer the caller may never see.
+		e.refund(ctx, req, out)
+		e.count(req, "expired")
+		return nil, ErrDeadline
 	}
 	if err != nil {
 		e.errors.WithLabelValues(e.store.Kind()).Inc()
@@ -418,10 +432,14 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		refunded, err := v.Void(cctx, p.req, p.reason)
 		cancel()
+		if err != nil {
+			// Add back before done, so it is never uncounted.
+			e.voids.add(p)
+		}
+		e.voids.done()
 		switch {
 		case err != nil:
 			ok = false
-			e.voids.add(p)
 		case refunded > 0:
 			e.voids.results.WithLabelValues("refunded").Inc()
 			e.log.Warn("refunded the charge of a refused request after retrying its void", "account", p.req.Charge.Account, "credits", refunded, "request_id", p.req.ID, "reason", p.reason)

@@ -31,20 +31,22 @@ func (b *book) Checkpoints(context.Context) (map[string]string, error) {
 	return maps.Clone(b.cps), nil
 }
 
-func (b *book) WriteFrom(_ context.Context, stream string, entries []ledger.Entry, pos string) error {
+func (b *book) WriteFrom(_ context.Context, stream string, entries []ledger.Entry, pos string) (int64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.fail != nil {
-		return b.fail
+		return 0, b.fail
 	}
+	n := int64(0)
 	for _, e := range entries {
 		if _, ok := b.entries[e.ID]; !ok {
 			b.entries[e.ID] = e
 			b.order = append(b.order, e.ID)
+			n++
 		}
 	}
 	b.cps[stream] = pos
-	return nil
+	return n, nil
 }
 
 // sums returns each account's ledger sum and entry count by kind.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +34,7 @@ func newMemLedger(max int) *memLedger {
 func (l *memLedger) add(e ledger.Entry) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e.ID = l.stream + "/" + strconv.FormatUint(l.next, 10)
+	e.ID = l.stream + "/" + strconv.FormatUint(l.next, 10) + "-0" // shaped like a Redis stream ID
 	l.next++
 	if len(l.ring) < l.max {
 		l.ring = append(l.ring, e)
@@ -57,9 +58,9 @@ func (s *MemoryStore) Read(_ context.Context, after map[string]string, n int) (m
 	}
 	from := uint64(0)
 	if pos != "" {
-		p, err := strconv.ParseUint(pos, 10, 64)
+		p, err := strconv.ParseUint(strings.TrimSuffix(pos, "-0"), 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("memory ledger: position %q is not a number", pos)
+			return nil, fmt.Errorf("memory ledger: position %q is not <number>-0", pos)
 		}
 		from = p
 	}

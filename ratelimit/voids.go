@@ -14,9 +14,10 @@ type pendingVoid struct {
 
 // voidQueue holds the pending voids, bounded.
 type voidQueue struct {
-	mu      sync.Mutex
-	q       []pendingVoid
-	max     int
+	mu       sync.Mutex
+	q        []pendingVoid
+	inflight int // taken by a retry pass, not yet done
+	max      int
 	pending prometheus.Gauge
 	results *prometheus.CounterVec
 }
@@ -50,22 +51,31 @@ func (q *voidQueue) add(p pendingVoid) bool {
 		return false
 	}
 	q.q = append(q.q, p)
-	q.pending.Set(float64(len(q.q)))
+	q.pending.Set(float64(len(q.q) + q.inflight))
 	return true
 }
 
-// take empties the queue and returns what it held.
+// take empties the queue and returns what it held; they stay counted as
+// pending until done.
 func (q *voidQueue) take() []pendingVoid {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	out := q.q
 	q.q = nil
-	q.pending.Set(0)
+	q.inflight += len(out)
 	return out
+}
+
+// done ends one taken void's retry (re-add it first if it failed).
+func (q *voidQueue) done() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.inflight--
+	q.pending.Set(float64(len(q.q) + q.inflight))
 }
 
 func (q *voidQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.q)
+	return len(q.q) + q.inflight
 }

@@ -32,9 +32,12 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
+	"github.com/tollgate-dev/tollgate/internal/pg"
 	"github.com/tollgate-dev/tollgate/internal/reload"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger/pgsink"
 	"github.com/tollgate-dev/tollgate/ratelimit/rls"
 	"github.com/tollgate-dev/tollgate/xds"
 )
@@ -127,7 +130,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	st, err := newStore(ctx, cfg.Store, log.With("component", "store"))
+	st, err := newStore(ctx, cfg.Store, cfg.Postgres.Enabled(), log.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +138,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if st.run != nil {
 		a.runners = append(a.runners, runner{name: "store sweeper", run: st.run})
 	}
-	limits, err := ratelimit.NewEngine(st.Store, ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg})
+	if err := a.shipLedger(ctx, st.ledger, reg); err != nil {
+		return nil, err
+	}
+	limits, err := ratelimit.NewEngine(st.Store, ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg,
+		AnswerMargin: time.Duration(cfg.Store.AnswerMargin)})
 	if err != nil {
 		return nil, err
 	}
@@ -263,6 +270,30 @@ func (a *App) decisionLog(reg prometheus.Registerer) (*decisionlog.Logger, error
 func (a *App) reloader(component string, r *reload.Reloader) {
 	a.undo.pushQuiet(r.Close)
 	a.runners = append(a.runners, runner{name: component + " reloader", run: r.Run})
+}
+
+// shipLedger, with PostgreSQL configured, opens it, migrates the ledger's
+// tables and adds a runner shipping the store's ledger there.
+func (a *App) shipLedger(ctx context.Context, src ledger.Source, reg prometheus.Registerer) error {
+	if !a.cfg.Postgres.Enabled() {
+		return nil
+	}
+	pool, err := pg.Open(ctx, a.cfg.Postgres)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	a.undo.push(func() error { pool.Close(); return nil })
+	if err := pgsink.Migrate(ctx, pool); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	sh, err := ledger.NewShipper(src, pgsink.New(pool), ledger.ShipOptions{
+		Logger: a.log.With("component", "ledger"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	a.runners = append(a.runners, runner{name: "ledger shipper", run: sh.Run})
+	return nil
 }
 
 // grpcListener is one gRPC server and the address it serves.

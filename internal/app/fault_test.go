@@ -242,13 +242,13 @@ type faultBook struct {
 
 func (b *faultBook) Checkpoints(context.Context) (map[string]string, error) { return b.cps, nil }
 
-func (b *faultBook) WriteFrom(_ context.Context, stream string, entries []ledger.Entry, pos string) error {
+func (b *faultBook) WriteFrom(_ context.Context, stream string, entries []ledger.Entry, pos string) (int64, error) {
 	if b.seen == nil {
 		b.seen, b.kinds, b.cps = map[string]bool{}, map[ledger.Kind]int{}, map[string]string{}
 	}
 	for _, e := range entries {
 		if b.seen[e.ID] {
-			return fmt.Errorf("entry %s delivered twice in one run", e.ID)
+			return 0, fmt.Errorf("entry %s delivered twice in one run", e.ID)
 		}
 		b.seen[e.ID] = true
 		b.sum += e.Amount
@@ -256,5 +256,5 @@ func (b *faultBook) WriteFrom(_ context.Context, stream string, entries []ledger
 		b.kinds[e.Kind]++
 	}
 	b.cps[stream] = pos
-	return nil
+	return int64(len(entries)), nil
 }

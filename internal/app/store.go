@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
 )
 
 // store is the configured limit store with its background work (nil:
@@ -21,6 +22,8 @@ type store struct {
 	ratelimit.Store
 	run   func(context.Context) error
 	close func() error
+	// ledger is where the store records balance changes.
+	ledger ledger.Source
 }
 
 // sweepInterval is how often the memory store reclaims expired counters.
@@ -29,10 +32,12 @@ const sweepInterval = 10 * time.Second
 // newStore builds the configured limit store. A Redis store that cannot be
 // reached at start-up is logged, not fatal: limits follow their failure
 // modes until it answers.
-func newStore(ctx context.Context, c config.Store, log *slog.Logger) (*store, error) {
+// With shipped set, a ledger shipper makes the entries durable and trims
+// them; otherwise the store keeps a bounded recent history.
+func newStore(ctx context.Context, c config.Store, shipped bool, log *slog.Logger) (*store, error) {
 	if c.Kind == "memory" {
 		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys})
-		return &store{Store: m, close: func() error { return nil }, run: func(ctx context.Context) error {
+		return &store{Store: m, ledger: m, close: func() error { return nil }, run: func(ctx context.Context) error {
 			m.Run(ctx, sweepInterval)
 			return nil
 		}}, nil
@@ -67,7 +72,10 @@ func newStore(ctx context.Context, c config.Store, log *slog.Logger) (*store, er
 	rs := ratelimit.NewRedisStore(client, time.Duration(r.Timeout))
 	rs.SetClockSkew(time.Duration(r.ClockSkew))
 	rs.SetVoidClient(voidClient)
-	return &store{Store: rs, close: func() error { return errors.Join(rs.Close(), voidClient.Close()) }}, nil
+	if shipped {
+		rs.SetLedgerMaxLen(0) // the shipper trims what is durable
+	}
+	return &store{Store: rs, ledger: rs, close: func() error { return errors.Join(rs.Close(), voidClient.Close()) }}, nil
 }
 
 // voidPoolSize is the connections of the voids' own pool.

@@ -121,9 +121,13 @@ func (x XDS) Files() map[string]string {
 // Store is where counters and balances live.
 type Store struct {
 	// Kind is memory (one replica, not durable; the default) or redis.
-	Kind   string      `yaml:"kind"`
-	Memory MemoryStore `yaml:"memory"`
-	Redis  RedisStore  `yaml:"redis"`
+	Kind string `yaml:"kind"`
+	// AnswerMargin: a charged request taken with less than this left
+	// before its caller's deadline is refunded and refused, since its
+	// answer would likely reach the caller too late.
+	AnswerMargin Duration    `yaml:"answer_margin"`
+	Memory       MemoryStore `yaml:"memory"`
+	Redis        RedisStore  `yaml:"redis"`
 }
 
 // MemoryStore settings.
@@ -337,6 +341,9 @@ func (c *Config) applyDefaults() {
 	if c.Store.Redis.ClockSkew == 0 {
 		c.Store.Redis.ClockSkew = DefaultClockSkew
 	}
+	if c.Store.AnswerMargin == 0 {
+		c.Store.AnswerMargin = DefaultAnswerMargin
+	}
 	if c.Postgres.MaxConns == 0 {
 		c.Postgres.MaxConns = DefaultPostgresMaxConns
 	}
@@ -354,6 +361,10 @@ func (c *Config) applyDefaults() {
 		c.DecisionLogs.Sample = &f
 	}
 }
+
+// DefaultAnswerMargin is the least time left before a caller's deadline
+// for a charged request to be answered.
+const DefaultAnswerMargin = Duration(20 * time.Millisecond)
 
 // DefaultClockSkew is how far Tollgate's and Redis's clocks may disagree.
 const DefaultClockSkew = Duration(500 * time.Millisecond)
@@ -537,6 +548,9 @@ func validAddress(a, example string) error {
 }
 
 func (s *Store) validate(k *checker) {
+	if t := time.Duration(s.AnswerMargin); t < time.Millisecond || t > time.Second {
+		k.errorf("store.answer_margin", "%s is out of range (allowed: 1ms to 1s; Envoy waits 200ms by default)", t)
+	}
 	switch s.Kind {
 	case "memory":
 		if s.Memory.MaxKeys < 1 {

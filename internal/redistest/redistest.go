@@ -34,6 +34,13 @@ func Start(t testing.TB) *Server {
 	return start(t)
 }
 
+// StartWith starts redis-server with more arguments (such as
+// "--appendonly", "yes" to persist across Restart).
+func StartWith(t testing.TB, args ...string) *Server {
+	t.Helper()
+	return start(t, args...)
+}
+
 func start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -141,8 +148,8 @@ func (s *Server) Resume() {
 	}
 }
 
-// Restart starts the server again on the same address, empty (nothing is
-// persisted), as after a crash.
+// Restart starts the server again on the same address, as after a crash:
+// empty, unless it was started with persistence (StartWith).
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()

@@ -14,8 +14,9 @@ type Checkpointer interface {
 	// Checkpoints returns the position last shipped of each stream.
 	Checkpoints(ctx context.Context) (map[string]string, error)
 	// WriteFrom records entries of stream (exactly once, by ID) and the
-	// stream's new checkpoint, position, atomically.
-	WriteFrom(ctx context.Context, stream string, entries []Entry, position string) error
+	// stream's new checkpoint, position, atomically; it reports how many
+	// entries were new.
+	WriteFrom(ctx context.Context, stream string, entries []Entry, position string) (int64, error)
 }
 
 // ShipOptions configure a Shipper.
@@ -111,7 +112,7 @@ func (s *Shipper) Once(ctx context.Context) (int, error) {
 	through := make(map[string]string, len(batches))
 	for stream, entries := range batches {
 		pos := Position(entries[len(entries)-1].ID)
-		if err := s.dst.WriteFrom(ctx, stream, entries, pos); err != nil {
+		if _, err := s.dst.WriteFrom(ctx, stream, entries, pos); err != nil {
 			return n, err
 		}
 		s.after[stream] = pos

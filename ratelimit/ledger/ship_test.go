@@ -62,15 +62,15 @@ func (f *flaky) Checkpoints(context.Context) (map[string]string, error) {
 	return maps.Clone(f.cps), nil
 }
 
-func (f *flaky) WriteFrom(_ context.Context, name string, entries []ledger.Entry, pos string) error {
+func (f *flaky) WriteFrom(_ context.Context, name string, entries []ledger.Entry, pos string) (int64, error) {
 	if f.fail {
-		return errors.New("database down")
+		return 0, errors.New("database down")
 	}
 	for _, e := range entries {
 		f.rows[e.ID] = e
 	}
 	f.cps[name] = pos
-	return nil
+	return int64(len(entries)), nil
 }
 
 // TestShipperRetriesAndResumes: a failed write leaves the stream where it

@@ -126,6 +126,29 @@ func (s *Sink) Checkpoint(ctx context.Context, stream string) (lastID string, er
 	return lastID, nil
 }
 
+// Checkpoints returns every stream's checkpoint (ledger.Checkpointer), in
+// one query: a Cluster's ledger has a stream per hash slot.
+func (s *Sink) Checkpoints(ctx context.Context) (map[string]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT stream, last_id FROM tollgate_ledger_checkpoints`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: checkpoints: %w", err)
+	}
+	out := map[string]string{}
+	for rows.Next() {
+		var stream, last string
+		if err := rows.Scan(&stream, &last); err != nil {
+			return nil, fmt.Errorf("ledger: checkpoints: %w", err)
+		}
+		out[stream] = last
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+var _ ledger.Checkpointer = (*Sink)(nil)
+
 // SetCheckpoint moves stream's checkpoint to lastID, forward only, with no
 // entries: WriteFrom with none.
 func (s *Sink) SetCheckpoint(ctx context.Context, stream, lastID string) error {

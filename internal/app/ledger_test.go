@@ -1,0 +1,96 @@
+package app_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/tollgate-dev/tollgate/internal/pg/pgtest"
+	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger/pgsink"
+)
+
+// TestLedgerShippedToPostgres: with a Redis store and PostgreSQL
+// configured, every charge of a served Check and every top-up reaches the
+// ledger table, once, and the ledger sums to the balance; what is shipped
+// leaves Redis.
+func TestLedgerShippedToPostgres(t *testing.T) {
+	db := pgtest.New(t)
+	srv := redistest.Start(t)
+	cfg := testConfig()
+	cfg.Policy.Paths = []string{"testdata/charge.rego"}
+	cfg.Store.Kind = "redis"
+	cfg.Store.Redis.Addrs = []string{srv.Addr}
+	cfg.Postgres.DSN = db.DSN
+	r := start(t, cfg)
+	ctx := context.Background()
+	store := ratelimit.NewRedisStore(srv.Client(), time.Second)
+	if _, err := store.Credit(ctx, "acme", 100, "invoice-1"); err != nil {
+		t.Fatal(err)
+	}
+	client := authv3.NewAuthorizationClient(r.conn)
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/v1/x", Headers: map[string]string{"x-request-id": "r1"}},
+	}}}
+	const checks = 7
+	for range checks {
+		resp, err := client.Check(ctx, req)
+		if err != nil || resp.GetOkResponse() == nil {
+			t.Fatalf("Check: %v %v", resp, err)
+		}
+	}
+	sink := pgsink.New(db.Pool())
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sum, n, err := sink.Sum(ctx, "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == checks+1 {
+			if sum != 100-checks {
+				t.Errorf("ledger sum %d, want %d", sum, 100-checks)
+			}
+			break
+		}
+		if n > checks+1 || time.Now().After(deadline) {
+			t.Fatalf("%d ledger entries in PostgreSQL, want %d", n, checks+1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a, err := store.Account(ctx, "acme")
+	if err != nil || a.Balance != 100-checks {
+		t.Errorf("balance %v %v, want %d", a, err, 100-checks)
+	}
+	entries, _, err := sink.Entries(ctx, "acme", pgsink.Cursor{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	charges := 0
+	for _, e := range entries {
+		if e.Kind == "charge" {
+			charges++
+			if e.Consumer != "acme" || e.PolicyRevision == "" || e.Amount != -1 {
+				t.Errorf("charge entry %+v: want consumer acme, a policy revision, amount -1", e)
+			}
+		}
+	}
+	if charges != checks {
+		t.Errorf("%d charge entries, want %d", charges, checks)
+	}
+	for {
+		n, err := srv.Client().XLen(ctx, "tollgate:{ledger}:ledger").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d shipped entries still in Redis", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
