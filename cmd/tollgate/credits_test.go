@@ -24,7 +24,7 @@ func adminServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(admin.AccountsHandler(e, testAdminToken, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(admin.AccountsHandler(e, testAdminToken, slog.New(slog.DiscardHandler), nil))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }

@@ -5,6 +5,7 @@
 //	tollgate policy test [-v] PATH...
 //	tollgate policy eval --input FILE [--config FILE] [--policy PATH]... [--decision PATH]
 //	tollgate credits add|show ...
+//	tollgate ledger show|verify ...
 //	tollgate routes validate|render FILE
 //	tollgate version
 package main
@@ -51,6 +52,10 @@ Usage:
                                              top up prepaid credits (admin API)
   tollgate credits show ACCOUNT [--admin URL] [--token TOKEN]
                                              show an account's balance and quota usage
+  tollgate ledger show ACCOUNT [--limit N] [--after CURSOR] [--admin URL] [--token TOKEN]
+                                             an account's ledger entries (admin API, PostgreSQL)
+  tollgate ledger verify ACCOUNT... [--admin URL] [--token TOKEN]
+                                             reconcile balances with the ledger; exit 1 on drift
   tollgate routes validate FILE              check an xDS routes file without a server
   tollgate routes render FILE                print the Envoy resources it becomes (JSON)
   tollgate version                           print version information
@@ -79,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	case "credits":
 		return creditsCmd(ctx, args[1:], stdout, stderr)
+	case "ledger":
+		return ledgerCmd(ctx, args[1:], stdout, stderr)
 	case "routes":
 		return routesCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

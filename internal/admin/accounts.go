@@ -48,6 +48,7 @@ const (
 	problemInvalidRequest      = "invalid_request"
 	problemIdempotencyConflict = "idempotency_conflict"
 	problemBalanceOverflow     = "balance_overflow"
+	problemLedgerOff           = "ledger_off"
 )
 
 // AccountsHandler serves the prepaid-credit API of the admin listener:
@@ -55,6 +56,12 @@ const (
 //	GET  /v1/accounts/{id}          balance and quota usage of an account
 //	POST /v1/accounts/{id}/credits  top up an account: {"amount": N} and an
 //	                                Idempotency-Key header
+//	GET  /v1/accounts/{id}/ledger   the account's ledger entries, oldest
+//	                                first, ?limit=N&after=<next>
+//	GET  /v1/accounts/{id}/ledger/verify
+//	                                balance, ledger sum and their drift
+//
+// book is the durable ledger; nil answers the ledger routes 404.
 //
 // Mount it at "/v1/accounts/". Every request must carry
 // "Authorization: Bearer <token>"; every error is an RFC 9457
@@ -67,7 +74,7 @@ const (
 //
 // log receives one info line per top-up (never the token); nil means
 // slog.Default().
-func AccountsHandler(accounts Accounts, token string, log *slog.Logger) http.Handler {
+func AccountsHandler(accounts Accounts, token string, log *slog.Logger, book Ledger) http.Handler {
 	if token == "" {
 		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			writeProblem(w, http.StatusForbidden, "", "admin API disabled: set admin.token")
@@ -76,10 +83,12 @@ func AccountsHandler(accounts Accounts, token string, log *slog.Logger) http.Han
 	if log == nil {
 		log = slog.Default()
 	}
-	api := &accountsAPI{accounts: accounts, log: log}
+	api := &accountsAPI{accounts: accounts, log: log, book: book}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/accounts/{id}", api.show)
 	mux.HandleFunc("POST /v1/accounts/{id}/credits", api.credit)
+	mux.HandleFunc("GET /v1/accounts/{id}/ledger", api.ledger)
+	mux.HandleFunc("GET /v1/accounts/{id}/ledger/verify", api.verify)
 	// The rest answers in problem+json too, instead of ServeMux's text.
 	mux.HandleFunc("/v1/accounts/{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeProblem(w, http.StatusBadRequest, problemInvalidRequest,
@@ -87,9 +96,11 @@ func AccountsHandler(accounts Accounts, token string, log *slog.Logger) http.Han
 	})
 	mux.HandleFunc("/v1/accounts/{id}", methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("/v1/accounts/{id}/credits", methodNotAllowed("POST"))
+	mux.HandleFunc("/v1/accounts/{id}/ledger", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/v1/accounts/{id}/ledger/verify", methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "", fmt.Sprintf(
-			"no route for %s %s: the accounts API serves GET /v1/accounts/{id} and POST /v1/accounts/{id}/credits (escape \"/\" in an id as %%2F)",
+			"no route for %s %s: the accounts API serves GET /v1/accounts/{id}, POST /v1/accounts/{id}/credits, GET /v1/accounts/{id}/ledger and GET /v1/accounts/{id}/ledger/verify (escape \"/\" in an id as %%2F)",
 			r.Method, r.URL.EscapedPath()))
 	})
 
@@ -114,6 +125,7 @@ func AccountsHandler(accounts Accounts, token string, log *slog.Logger) http.Han
 type accountsAPI struct {
 	accounts Accounts
 	log      *slog.Logger
+	book     Ledger // nil: no durable ledger
 }
 
 // creditResponse is the body of a top-up's 200 response.
@@ -371,6 +383,7 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 }
 
 var problemTitles = map[string]string{
+	problemLedgerOff:           "No durable ledger",
 	problemInvalidRequest:      "Invalid request",
 	problemIdempotencyConflict: "Idempotency key reused with a different amount",
 	problemBalanceOverflow:     "Balance would exceed the maximum",

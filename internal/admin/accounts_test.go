@@ -52,7 +52,7 @@ func redisEngine(t testing.TB, srv *redistest.Server, timeout time.Duration) *ra
 // serve runs the accounts API over accounts on a real HTTP server.
 func serve(t testing.TB, accounts admin.Accounts, tok string) string {
 	t.Helper()
-	srv := httptest.NewServer(admin.AccountsHandler(accounts, tok, discard))
+	srv := httptest.NewServer(admin.AccountsHandler(accounts, tok, discard, nil))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -394,7 +394,7 @@ func TestAuth(t *testing.T) {
 func TestCreditLog(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
-	srv := httptest.NewServer(admin.AccountsHandler(memoryEngine(t), token, log))
+	srv := httptest.NewServer(admin.AccountsHandler(memoryEngine(t), token, log, nil))
 	defer srv.Close()
 	wantCredit(t, do(t, srv.URL, topUp("acme", "k1", 100)))
 	wantCredit(t, do(t, srv.URL, topUp("acme", "k1", 100)))
@@ -591,7 +591,7 @@ func FuzzCreditAmount(f *testing.F) {
 		f.Add(s)
 	}
 	maxCredits := big.NewRat(ratelimit.MaxCredits, 1)
-	h := admin.AccountsHandler(memoryEngine(f), token, discard)
+	h := admin.AccountsHandler(memoryEngine(f), token, discard, nil)
 	var n atomic.Int64 // one account per input, so its balance is the amount
 	f.Fuzz(func(t *testing.T, lit string) {
 		body := `{"amount": ` + lit + `}`
@@ -636,7 +636,7 @@ func FuzzCreditAmount(f *testing.F) {
 
 func ExampleAccountsHandler() {
 	engine, _ := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{}), ratelimit.Options{})
-	srv := httptest.NewServer(admin.AccountsHandler(engine, "s3cret", slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(admin.AccountsHandler(engine, "s3cret", slog.New(slog.DiscardHandler), nil))
 	defer srv.Close()
 
 	for range 2 { // a retry with the same key is not applied twice

@@ -58,6 +58,8 @@ type App struct {
 	// runners are the background work Run starts and stops with the
 	// listeners: the file reloaders and the store's sweeper.
 	runners []runner
+	// book is the durable ledger (nil: no PostgreSQL).
+	book *pgsink.Sink
 	// undo releases what New provisioned, in reverse order: by New when
 	// it fails, by Run when it returns.
 	undo cleanup
@@ -212,7 +214,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		Logger:   log.With("component", "admin"),
 	})
 	if token != "" {
-		a.admin.Handle("/v1/", admin.AccountsHandler(limits, token, log.With("component", "admin")))
+		var book admin.Ledger // no typed nil in the interface
+		if a.book != nil {
+			book = a.book
+		}
+		a.admin.Handle("/v1/", admin.AccountsHandler(limits, token, log.With("component", "admin"), book))
 	} else {
 		log.Info("admin API (accounts, credits) is off: set admin.token or admin.token_file to enable it")
 	}
@@ -286,7 +292,8 @@ func (a *App) shipLedger(ctx context.Context, src ledger.Source, reg prometheus.
 	if err := pgsink.Migrate(ctx, pool); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	sh, err := ledger.NewShipper(src, pgsink.New(pool), ledger.ShipOptions{
+	a.book = pgsink.New(pool)
+	sh, err := ledger.NewShipper(src, a.book, ledger.ShipOptions{
 		Logger: a.log.With("component", "ledger"), Registerer: reg,
 	})
 	if err != nil {

@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
@@ -10,8 +12,30 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/pg/pgtest"
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger/pgsink"
 )
+
+// getJSON GETs url with a bearer token and decodes a 200 answer into v.
+func getJSON(t *testing.T, url, token string, v any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // TestLedgerShippedToPostgres: with a Redis store and PostgreSQL
 // configured, every charge of a served Check and every top-up reaches the
@@ -25,6 +49,7 @@ func TestLedgerShippedToPostgres(t *testing.T) {
 	cfg.Store.Kind = "redis"
 	cfg.Store.Redis.Addrs = []string{srv.Addr}
 	cfg.Postgres.DSN = db.DSN
+	cfg.Admin.Token = "s3cret"
 	r := start(t, cfg)
 	ctx := context.Background()
 	store := ratelimit.NewRedisStore(srv.Client(), time.Second)
@@ -80,6 +105,38 @@ func TestLedgerShippedToPostgres(t *testing.T) {
 	if charges != checks {
 		t.Errorf("%d charge entries, want %d", charges, checks)
 	}
+
+	// The admin API pages through the ledger and verifies it.
+	var all []ledger.Entry
+	next := ""
+	for pages := 0; ; pages++ {
+		url := "http://" + r.app.AdminAddr() + "/v1/accounts/acme/ledger?limit=3"
+		if next != "" {
+			url += "&after=" + next
+		}
+		var page struct {
+			Entries []ledger.Entry `json:"entries"`
+			Next    string         `json:"next"`
+		}
+		getJSON(t, url, "s3cret", &page)
+		all = append(all, page.Entries...)
+		if next = page.Next; next == "" || pages > 10 {
+			break
+		}
+	}
+	if len(all) != checks+1 {
+		t.Errorf("the ledger API listed %d entries, want %d", len(all), checks+1)
+	}
+	var v struct {
+		Balance   int64 `json:"balance"`
+		LedgerSum int64 `json:"ledger_sum"`
+		Drift     int64 `json:"drift"`
+	}
+	getJSON(t, "http://"+r.app.AdminAddr()+"/v1/accounts/acme/ledger/verify", "s3cret", &v)
+	if v.Balance != 100-checks || v.LedgerSum != v.Balance || v.Drift != 0 {
+		t.Errorf("verify: %+v, want balance %d and no drift", v, 100-checks)
+	}
+
 	for {
 		n, err := srv.Client().XLen(ctx, "tollgate:{ledger}:ledger").Result()
 		if err != nil {

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+const ledgerUsage = `Usage:
+  tollgate ledger show ACCOUNT [--limit N] [--after CURSOR] [--admin URL] [--token TOKEN]
+                                    print ACCOUNT's ledger entries, oldest first, a page
+                                    at a time (the page's "next" is the --after of the next)
+  tollgate ledger verify ACCOUNT... [--admin URL] [--token TOKEN]
+                                    reconcile each ACCOUNT's balance with its ledger; exits 1
+                                    when one drifts (entries not shipped yet drift briefly:
+                                    verify waits up to 10 s for the drift to clear)
+
+  --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
+  --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN)
+
+The ledger is kept in PostgreSQL: the server needs postgres configured.
+`
+
+// errDrift: verify found an account whose ledger does not match its
+// balance.
+var errDrift = errors.New("the ledger does not match the balance")
+
+// ledgerCmd runs "tollgate ledger show|verify" against a running server's
+// admin API.
+func ledgerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, ledgerUsage)
+		return errUsage
+	}
+	switch args[0] {
+	case "show":
+		return ledgerShow(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return ledgerVerify(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, ledgerUsage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "tollgate ledger: unknown command %q\n\n%s", args[0], ledgerUsage)
+	return errUsage
+}
+
+func ledgerShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const cmd = "ledger show"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, ledgerUsage) }
+	var af adminFlags
+	af.register(fs)
+	limit := fs.Int("limit", 100, "entries per page (1 to 1000)")
+	after := fs.String("after", "", "the next cursor of the previous page")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return errUsage
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "%s: want ACCOUNT, got %d argument(s)\n\n%s", cmd, len(pos), ledgerUsage)
+		return errUsage
+	}
+	c, err := af.client(cmd, stderr)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"limit": {strconv.Itoa(*limit)}}
+	if *after != "" {
+		q.Set("after", *after)
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(pos[0])+"/ledger?"+q.Encode(), nil, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	return printJSON(stdout, resp)
+}
+
+func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const cmd = "ledger verify"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, ledgerUsage) }
+	var af adminFlags
+	af.register(fs)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return errUsage
+	}
+	if len(pos) == 0 {
+		fmt.Fprintf(stderr, "%s: want one or more ACCOUNTs\n\n%s", cmd, ledgerUsage)
+		return errUsage
+	}
+	c, err := af.client(cmd, stderr)
+	if err != nil {
+		return err
+	}
+	drifted := 0
+	for _, account := range pos {
+		v, err := verifyAccount(ctx, c, account)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		status := "ok"
+		if v.Drift != 0 {
+			status = "DRIFT"
+			drifted++
+		}
+		fmt.Fprintf(stdout, "%-6s %s: balance %d, ledger %d (%d entries), drift %d\n", status, account, v.Balance, v.LedgerSum, v.Entries, v.Drift)
+	}
+	if drifted > 0 {
+		return fmt.Errorf("%s: %d of %d accounts: %w", cmd, drifted, len(pos), errDrift)
+	}
+	return nil
+}
+
+// verification is the admin API's answer to a ledger verify.
+type verification struct {
+	Balance   int64 `json:"balance"`
+	LedgerSum int64 `json:"ledger_sum"`
+	Entries   int64 `json:"entries"`
+	Drift     int64 `json:"drift"`
+}
+
+// How often and how far apart verify asks again while an account drifts.
+var verifyTries, verifyPause = 20, 500 * time.Millisecond
+
+// verifyAccount asks the server to verify account, again for up to 10 s
+// while it drifts: entries on their way to PostgreSQL drift briefly.
+func verifyAccount(ctx context.Context, c *adminClient, account string) (verification, error) {
+	var v verification
+	for attempt := 0; attempt < verifyTries; attempt++ {
+		resp, err := c.do(ctx, http.MethodGet, "/v1/accounts/"+url.PathEscape(account)+"/ledger/verify", nil, nil)
+		if err != nil {
+			return v, err
+		}
+		if err := json.Unmarshal(resp, &v); err != nil {
+			return v, fmt.Errorf("the server answered with invalid JSON: %w", err)
+		}
+		if v.Drift == 0 {
+			return v, nil
+		}
+		if err := sleepCtx(ctx, verifyPause); err != nil {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
+// sleepCtx waits d, or less when ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
