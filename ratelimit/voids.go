@@ -18,8 +18,8 @@ type voidQueue struct {
 	q        []pendingVoid
 	inflight int // taken by a retry pass, not yet done
 	max      int
-	pending prometheus.Gauge
-	results *prometheus.CounterVec
+	pending  prometheus.Gauge
+	results  *prometheus.CounterVec
 }
 
 func newVoidQueue(max int) *voidQueue {
