@@ -4,9 +4,15 @@
 -- has not (the id is marked void and the Take, if it ever arrives, refuses).
 -- KEYS: request key, balance key, ledger stream of the balance's slot.
 -- ARGV: ttl ms, account, request id, reason, stream MAXLEN (0: unbounded).
--- Returns the credits refunded.
+-- Returns the credits refunded, or -1 when the Take reserved its credits
+-- (marked "r<credits>"): the caller then releases the reservation with
+-- settle.lua (idempotent), since only the reservation says whether it is
+-- still pending.
 local v = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], 'void', 'PX', ARGV[1])
+if v and string.sub(v, 1, 1) == 'r' then
+  return -1
+end
 if v and v ~= 'void' then
   local charged = tonumber(v)
   if charged and charged > 0 then
