@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/authz/accesslog"
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/reload"
@@ -119,7 +121,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	st, err := newStore(ctx, cfg.Store, log.With("component", "store"))
+	st, err := newStore(ctx, cfg.Store, cfg.Settle, log.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +130,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		a.runners = append(a.runners, runner{"store sweeper", st.run})
 	}
 	limits, err := ratelimit.NewEngine(st.Store, ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	// Reservations (charges settled on delivery) that no access log entry
+	// settles are released after settle.timeout, by every replica.
+	a.runners = append(a.runners, runner{"settle sweeper", func(ctx context.Context) error {
+		return limits.RunSweeper(ctx, time.Duration(cfg.Settle.SweepInterval))
+	}})
+	alsSrv, err := accesslog.New(limits, accesslog.Options{Logger: log.With("component", "accesslog"), Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +185,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	a.health = health.NewServer()
 	a.setServing(false)
 	authv3.RegisterAuthorizationServer(a.grpcServer(cfg.GRPC.Address, "grpc.address"), authzSrv)
+	// The access log service completes what ext_authz reserved: on its
+	// listener, which Envoy's "tollgate" cluster already reaches.
+	alsv3.RegisterAccessLogServiceServer(a.grpcServer(cfg.GRPC.Address, "grpc.address"), alsSrv)
 	rlsv3.RegisterRateLimitServiceServer(a.grpcServer(cmp.Or(cfg.RateLimit.Address, cfg.GRPC.Address), "ratelimit.address"), rlsSrv)
 	if a.xds != nil {
 		a.xds.Register(a.grpcServer(cmp.Or(cfg.XDS.Address, cfg.GRPC.Address), "xds.address"))
@@ -267,7 +281,8 @@ func (a *App) setServing(on bool) {
 	if on {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName, rlsv3.RateLimitService_ServiceDesc.ServiceName} {
+	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName, rlsv3.RateLimitService_ServiceDesc.ServiceName,
+		alsv3.AccessLogService_ServiceDesc.ServiceName} {
 		a.health.SetServingStatus(svc, st)
 	}
 	a.ready.Store(on)
@@ -404,7 +419,7 @@ func (a *App) Banner(w io.Writer) {
 		policy = "embedded demo (policies/demo)"
 	}
 	fmt.Fprintf(w, "Tollgate %s is serving\n", a.version)
-	fmt.Fprintf(w, "  gRPC              %s   envoy.service.auth.v3.Authorization/Check, envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit\n", a.GRPCAddr())
+	fmt.Fprintf(w, "  gRPC              %s   envoy.service.auth.v3.Authorization/Check, envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit, envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs\n", a.GRPCAddr())
 	for _, g := range a.grpcs[1:] {
 		fmt.Fprintf(w, "  gRPC (%s)  %s\n", g.field, g.ln.Addr())
 	}

@@ -29,9 +29,9 @@ const sweepInterval = 10 * time.Second
 // newStore builds the configured limit store. A Redis store that cannot be
 // reached at start-up is logged, not fatal: limits follow their failure
 // modes until it answers.
-func newStore(ctx context.Context, c config.Store, log *slog.Logger) (*store, error) {
+func newStore(ctx context.Context, c config.Store, settle config.Settle, log *slog.Logger) (*store, error) {
 	if c.Kind == "memory" {
-		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys})
+		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys, SettleTimeout: time.Duration(settle.Timeout)})
 		return &store{Store: m, close: func() error { return nil }, run: func(ctx context.Context) error {
 			m.Run(ctx, sweepInterval)
 			return nil
@@ -61,6 +61,7 @@ func newStore(ctx context.Context, c config.Store, log *slog.Logger) (*store, er
 	}
 	rs := ratelimit.NewRedisStore(client, time.Duration(r.Timeout))
 	rs.SetClockSkew(time.Duration(r.ClockSkew))
+	rs.SetSettleTimeout(time.Duration(settle.Timeout))
 	return &store{Store: rs, close: rs.Close}, nil
 }
 

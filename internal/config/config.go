@@ -32,6 +32,9 @@ type Config struct {
 	RateLimit RateLimit `yaml:"ratelimit"`
 	// XDS is the control plane pushing routes files to Envoys.
 	XDS XDS `yaml:"xds"`
+	// Settle tunes charges settled on delivery (reserved at Check,
+	// captured or released from Envoy's access log).
+	Settle Settle `yaml:"settle"`
 	// ShutdownTimeout bounds how long in-flight calls may drain after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -108,6 +111,18 @@ func (x XDS) Files() map[string]string {
 		m[""] = x.RoutesFile
 	}
 	return m
+}
+
+// Settle tunes reservations: charges with settle "delivery" or "success".
+type Settle struct {
+	// Timeout is how long a reservation waits for its access log entry
+	// before it is released (the request is then not charged). It must be
+	// longer than the longest route or stream timeout of the Envoys in
+	// front: Envoy logs a request when it ends.
+	Timeout Duration `yaml:"timeout"`
+	// SweepInterval is how often each replica releases the reservations
+	// past their timeout.
+	SweepInterval Duration `yaml:"sweep_interval"`
 }
 
 // Store is where counters and balances live.
@@ -247,7 +262,19 @@ func (c *Config) applyDefaults() {
 	if c.Store.Redis.ClockSkew == 0 {
 		c.Store.Redis.ClockSkew = DefaultClockSkew
 	}
+	if c.Settle.Timeout == 0 {
+		c.Settle.Timeout = DefaultSettleTimeout
+	}
+	if c.Settle.SweepInterval == 0 {
+		c.Settle.SweepInterval = DefaultSweepInterval
+	}
 }
+
+// Defaults of the settle section.
+const (
+	DefaultSettleTimeout = Duration(5 * time.Minute)
+	DefaultSweepInterval = Duration(10 * time.Second)
+)
 
 // DefaultClockSkew is how far Tollgate's and Redis's clocks may disagree.
 const DefaultClockSkew = Duration(500 * time.Millisecond)
@@ -341,6 +368,12 @@ func (c *Config) validate(k *checker) {
 		k.path("xds.fleets."+fleet, c.XDS.Fleets[fleet], fmt.Sprintf("empty routes file for fleet %q", fleet), "the path of a routes file")
 	}
 	k.paths("ratelimit.config_paths", c.RateLimit.ConfigPaths, "a .yaml file or a directory of them")
+	if t := time.Duration(c.Settle.Timeout); t < time.Second || t > 24*time.Hour {
+		k.errorf("settle.timeout", "%s is out of range (allowed: 1s to 24h, longer than the longest route or stream timeout)", t)
+	}
+	if i := time.Duration(c.Settle.SweepInterval); i < 100*time.Millisecond || i > time.Duration(c.Settle.Timeout) {
+		k.errorf("settle.sweep_interval", "%s is out of range (allowed: 100ms to settle.timeout, %s)", i, time.Duration(c.Settle.Timeout))
+	}
 }
 
 // path checks that the file path p set at is not blank; empty says what
