@@ -148,7 +148,7 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 			if l.Shadow {
 				kind = "R"
 			}
-			keys = append(keys, rateKey(req.tag(l), l))
+			keys = append(keys, limitKey(req, l))
 			args = append(args, kind, l.Cost, l.Limit, interval, tolerance, l.Window.Microseconds(), capacity, "")
 			continue
 		}
@@ -166,7 +166,7 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		case l.Overage:
 			kind = "o"
 		}
-		keys = append(keys, quotaKey(req.tag(l)))
+		keys = append(keys, limitKey(req, l))
 		args = append(args, kind, l.Cost, l.Limit, prev.UnixMicro(), cur.UnixMicro(), next.UnixMicro(), after.UnixMicro(), quotaField(l))
 	}
 	if c := req.Charge; c != nil {
@@ -229,6 +229,15 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	return out, nil
 }
 
+// limitKey is the Redis key of a limit's counter: a rate's TAT, or the
+// quota hash of its tag.
+func limitKey(req *Request, l *Limit) string {
+	if l.IsRate() {
+		return rateKey(req.tag(l), l)
+	}
+	return quotaKey(req.tag(l))
+}
+
 // sameSlot reports whether every key is in the same hash slot.
 func sameSlot(keys []string) bool {
 	for _, k := range keys[1:] {
@@ -240,15 +249,22 @@ func sameSlot(keys []string) bool {
 }
 
 // Void implements Voider: it refunds the charge of req, or releases its
-// reservation, if its Take ran, and otherwise makes sure it never will.
-// Rates and quotas the Take counted stay counted.
+// reservation, and gives back the quotas it counted, if its Take ran, and
+// otherwise makes sure it never will. Rate limits stay counted.
 func (s *RedisStore) Void(ctx context.Context, req *Request, reason string) (int64, error) {
 	if req.Charge == nil || req.ID == "" {
 		return 0, nil
 	}
 	a := req.Charge.Account
-	n, err := voidScript.Run(ctx, s.client, []string{requestKey(a, req.ID), balanceKey(a), s.ledgerStream(a)},
-		requestTTL.Milliseconds(), a, req.ID, reason, s.ledgerMax).Int64()
+	keys := make([]string, 0, 4+len(req.Limits))
+	keys = append(keys, requestKey(a, req.ID), balanceKey(a), s.ledgerStream(a), reservationsKey(a))
+	for i := range req.Limits {
+		keys = append(keys, limitKey(req, &req.Limits[i]))
+	}
+	if s.cluster && !sameSlot(keys) {
+		keys = keys[:4] // the Take was refused before it was sent (ErrCrossSlot)
+	}
+	n, err := voidScript.Run(ctx, s.client, keys, requestTTL.Milliseconds(), a, req.ID, reason, s.ledgerMax, req.Reservation).Int64()
 	if err != nil || n >= 0 {
 		return n, err
 	}

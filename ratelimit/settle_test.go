@@ -235,8 +235,8 @@ func TestGoneCallerReleasesReservation(t *testing.T) {
 }
 
 // TestVoidReleasesReservation: in Redis, voiding a reserving Take whose
-// reply was lost releases its reservation (once), unless the access log
-// settled it first.
+// reply was lost releases its reservation (once) and gives back the quota
+// it counted, unless the access log captured it first.
 func TestVoidReleasesReservation(t *testing.T) {
 	r := ratelimit.NewRedisStore(redistest.Start(t).Client(), time.Second)
 	ctx := context.Background()
@@ -253,8 +253,8 @@ func TestVoidReleasesReservation(t *testing.T) {
 			t.Errorf("Void #%d = %d, %v; want %d", i+1, n, err, want)
 		}
 	}
-	if b := balance(t, r, "acme"); b != 10 {
-		t.Errorf("balance %d, want 10", b)
+	if b, used := balance(t, r, "acme"), quotaUsed(t, r, "acme"); b != 10 || used != 0 {
+		t.Errorf("balance %d, quota used %d; want 10 and 0", b, used)
 	}
 	if res, err := r.Settle(ctx, "acme", "lost-reply", true, "delivered"); err != nil || res != ratelimit.AlreadySettled {
 		t.Errorf("Settle after the void = %s, %v; want already_settled", res, err)
@@ -270,8 +270,63 @@ func TestVoidReleasesReservation(t *testing.T) {
 	if n, err := r.Void(ctx, req, "void"); err != nil || n != 0 {
 		t.Errorf("Void of a captured reservation = %d, %v; want 0", n, err)
 	}
-	if b := balance(t, r, "acme"); b != 8 {
-		t.Errorf("balance %d, want 8", b)
+	if b, used := balance(t, r, "acme"), quotaUsed(t, r, "acme"); b != 8 || used != 1 {
+		t.Errorf("balance %d, quota used %d; want 8 and 1 (captured: delivered)", b, used)
+	}
+}
+
+// TestVoidRestoresQuotas: in Redis, voiding a Take charged at Check
+// refunds it and gives back the quotas it counted (their period's counter
+// being there); its rate limits stay counted. A void before the Take ran
+// gives back nothing.
+func TestVoidRestoresQuotas(t *testing.T) {
+	r := ratelimit.NewRedisStore(redistest.Start(t).Client(), time.Second)
+	ctx := context.Background()
+	if _, err := r.Credit(ctx, "acme", 10, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	req := &ratelimit.Request{
+		ID: "attempt-1",
+		Limits: []ratelimit.Limit{
+			rate("per_minute", "acme", 10, time.Minute, 0),
+			quota("monthly", "acme", 100, ratelimit.Month),
+			quota("daily|odd:name", "acme", 100, ratelimit.Day),
+		},
+		Charge: &ratelimit.Charge{Account: "acme", Credits: 2},
+	}
+	req.Limits[1].Cost = 3
+	take(t, r, paidRequest("acme")) // another request's quota stays
+	take(t, r, req)
+	if n, err := r.Void(ctx, req, "void"); err != nil || n != 2 {
+		t.Fatalf("Void = %d, %v; want 2 refunded", n, err)
+	}
+	a, err := r.Account(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]int64{}
+	for _, q := range a.Quotas {
+		used[q.Name] = q.Used
+	}
+	if a.Balance != 9 || used["monthly"] != 1 || used["daily|odd:name"] != 0 {
+		t.Errorf("after the void: balance %d, quotas %v; want 9, monthly 1 (the other request's), daily 0", a.Balance, used)
+	}
+	if st := peek(t, r, "acme", rate("per_minute", "acme", 10, time.Minute, 0)); st[0].Remaining != 9 {
+		t.Errorf("per_minute remaining %d, want 9 (rates stay counted)", st[0].Remaining)
+	}
+	if n, err := r.Void(ctx, req, "void"); err != nil || n != 0 {
+		t.Errorf("second Void = %d, %v; want 0", n, err)
+	}
+	if got := quotaUsed(t, r, "acme"); got != 1 {
+		t.Errorf("monthly used %d after a second void, want 1", got)
+	}
+	never := paidRequest("acme")
+	never.ID = "never-ran"
+	if n, err := r.Void(ctx, never, "void"); err != nil || n != 0 {
+		t.Errorf("Void of a Take that never ran = %d, %v; want 0", n, err)
+	}
+	if got := quotaUsed(t, r, "acme"); got != 1 {
+		t.Errorf("monthly used %d, want 1", got)
 	}
 }
 

@@ -112,7 +112,7 @@ for i = 1, n do
       if prev then
         old = ARGV[b + 8] .. ':' .. string.format('%d', prev) .. ':' .. string.format('%d', start)
       end
-      writes[#writes + 1] = {'q', KEYS[i], field, cost, math.ceil((stop - now) / 1000) + 86400000, old}
+      writes[#writes + 1] = {'q', KEYS[i], field, cost, math.ceil((stop - now) / 1000) + 86400000, old, i}
     end
   end
   if flags == 1 and allowed == 1 and not shadow then
@@ -179,10 +179,17 @@ if allowed == 1 then
     end
   end
   if has_charge then
-    -- remembered for void.lua (10 minutes: requestTTL in redis.go); "r":
-    -- reserved, void releases the reservation instead of refunding
+    -- remembered for void.lua (10 minutes: requestTTL in redis.go): the
+    -- credits ("r" first: reserved, void releases the reservation instead
+    -- of refunding), then "|limit:cost:length:field" per quota counted,
+    -- which void gives back
     local mark = string.format('%d', charged)
     if reservation ~= '' and charged > 0 then mark = 'r' .. mark end
+    for _, w in ipairs(writes) do
+      if w[1] == 'q' and w[4] > 0 then
+        mark = mark .. '|' .. string.format('%d', w[7]) .. ':' .. string.format('%d', w[4]) .. ':' .. string.format('%d', #w[3]) .. ':' .. w[3]
+      end
+    end
     redis.call('SET', KEYS[n + 2], mark, 'PX', 600000)
   end
 else
