@@ -225,11 +225,34 @@ func wantedError(file string) (string, error) {
 // nothing else would remove a client's forged copies there and Envoy removes
 // headers by exact name.
 func TestForgedHeadersStripped(t *testing.T) {
+	checked := 0
+	eachHCM(t, func(t *testing.T, _ string, hcm *hcmv3.HttpConnectionManager) {
+		for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				cfg, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]
+				per := &extauthzv3.ExtAuthzPerRoute{}
+				if !ok || cfg.UnmarshalTo(per) != nil || !per.GetDisabled() {
+					continue
+				}
+				checked++
+				if got := r.GetRequestHeadersToRemove(); !slices.Equal(got, wire.Headers()) {
+					t.Errorf("route %v without ext_authz removes %v, want %v", r.GetMatch(), got, wire.Headers())
+				}
+			}
+		}
+	})
+	if checked == 0 {
+		t.Error("no route without ext_authz found: the test checks nothing")
+	}
+}
+
+// eachHCM calls f, in a subtest per top-level *.yaml bootstrap, with every
+// HTTP connection manager of its static listeners.
+func eachHCM(t *testing.T, f func(t *testing.T, listener string, hcm *hcmv3.HttpConnectionManager)) {
 	files, err := filepath.Glob("*.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	checked := 0
 	for _, file := range files {
 		t.Run(file, func(t *testing.T) {
 			b, err := loadBootstrap(file)
@@ -238,31 +261,15 @@ func TestForgedHeadersStripped(t *testing.T) {
 			}
 			for _, l := range b.GetStaticResources().GetListeners() {
 				for _, fc := range l.GetFilterChains() {
-					for _, f := range fc.GetFilters() {
+					for _, flt := range fc.GetFilters() {
 						hcm := &hcmv3.HttpConnectionManager{}
-						if f.GetTypedConfig().UnmarshalTo(hcm) != nil {
-							continue
-						}
-						for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
-							for _, r := range vh.GetRoutes() {
-								cfg, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]
-								per := &extauthzv3.ExtAuthzPerRoute{}
-								if !ok || cfg.UnmarshalTo(per) != nil || !per.GetDisabled() {
-									continue
-								}
-								checked++
-								if got := r.GetRequestHeadersToRemove(); !slices.Equal(got, wire.Headers()) {
-									t.Errorf("route %v without ext_authz removes %v, want %v", r.GetMatch(), got, wire.Headers())
-								}
-							}
+						if flt.GetTypedConfig().UnmarshalTo(hcm) == nil {
+							f(t, l.GetName(), hcm)
 						}
 					}
 				}
 			}
 		})
-	}
-	if checked == 0 {
-		t.Error("no route without ext_authz found: the test checks nothing")
 	}
 }
 
@@ -271,45 +278,25 @@ func TestForgedHeadersStripped(t *testing.T) {
 // cluster ext_authz uses, filtered to the requests that carry a
 // reservation (settle on delivery).
 func TestAccessLogSettles(t *testing.T) {
-	files, err := filepath.Glob("*.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	checked := 0
-	for _, file := range files {
-		t.Run(file, func(t *testing.T) {
-			b, err := loadBootstrap(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, l := range b.GetStaticResources().GetListeners() {
-				for _, fc := range l.GetFilterChains() {
-					for _, f := range fc.GetFilters() {
-						hcm := &hcmv3.HttpConnectionManager{}
-						if f.GetTypedConfig().UnmarshalTo(hcm) != nil {
-							continue
-						}
-						authz := &extauthzv3.ExtAuthz{}
-						for _, hf := range hcm.GetHttpFilters() {
-							if hf.GetName() == wire.MetadataNamespace {
-								if err := hf.GetTypedConfig().UnmarshalTo(authz); err != nil {
-									t.Fatal(err)
-								}
-							}
-						}
-						cluster := authz.GetGrpcService().GetEnvoyGrpc().GetClusterName()
-						if cluster == "" {
-							continue
-						}
-						checked++
-						if err := settlesOnDelivery(hcm.GetAccessLog(), cluster); err != nil {
-							t.Errorf("listener %s: %v", l.GetName(), err)
-						}
-					}
+	eachHCM(t, func(t *testing.T, listener string, hcm *hcmv3.HttpConnectionManager) {
+		authz := &extauthzv3.ExtAuthz{}
+		for _, hf := range hcm.GetHttpFilters() {
+			if hf.GetName() == wire.MetadataNamespace {
+				if err := hf.GetTypedConfig().UnmarshalTo(authz); err != nil {
+					t.Fatal(err)
 				}
 			}
-		})
-	}
+		}
+		cluster := authz.GetGrpcService().GetEnvoyGrpc().GetClusterName()
+		if cluster == "" {
+			return
+		}
+		checked++
+		if err := settlesOnDelivery(hcm.GetAccessLog(), cluster); err != nil {
+			t.Errorf("listener %s: %v", listener, err)
+		}
+	})
 	if checked == 0 {
 		t.Error("no HTTP connection manager with ext_authz found: the test checks nothing")
 	}

@@ -388,7 +388,9 @@ func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			_, _ = e.ExpireReservations(ctx)
+			pass, cancel := context.WithTimeout(ctx, interval) // a stuck pass gives way to the next
+			_, _ = e.ExpireReservations(pass)
+			cancel()
 		}
 	}
 }

@@ -324,10 +324,10 @@ const expireBatch = 1000
 func (s *RedisStore) ExpireReservations(ctx context.Context) (int, error) {
 	names := s.Streams()
 	cmds := make([]*redis.StringSliceCmd, len(names))
-	max := strconv.FormatInt(time.Now().UnixMicro(), 10)
+	due := strconv.FormatInt(time.Now().UnixMicro(), 10)
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, name := range names {
-			cmds[i] = p.ZRangeByScore(ctx, indexKey(name), &redis.ZRangeBy{Min: "-inf", Max: max, Count: expireBatch})
+			cmds[i] = p.ZRangeByScore(ctx, indexKey(name), &redis.ZRangeBy{Min: "-inf", Max: due, Count: expireBatch})
 		}
 		return nil
 	})

@@ -9,6 +9,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger/ledgertest"
 )
 
 // settleEnv is a store under test with its ledger and its time: the memory
@@ -354,13 +355,9 @@ func TestSettleLedgerSumsToBalance(t *testing.T) {
 		if n, err := e.eng.ExpireReservations(ctx); err != nil || n != len(accounts) {
 			t.Fatalf("ExpireReservations = %d, %v; want %d", n, err, len(accounts))
 		}
-		book := newBook()
-		sh, err := ledger.NewShipper(e.src, book, ledger.ShipOptions{Batch: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		shipAll(t, sh)
-		sums, kinds := book.sums()
+		book := ledgertest.NewBook()
+		ledgertest.ShipAll(t, e.src, book, 7)
+		sums, kinds := book.Sums()
 		for _, a := range accounts {
 			bal := balance(t, e.store, a)
 			if bal != 20-1-1 { // one captured credit, one charged

@@ -2,9 +2,7 @@ package accesslog_test
 
 import (
 	"context"
-	"maps"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger/ledgertest"
 )
 
 // TestMain fails the package's tests when any goroutine outlives them.
@@ -46,27 +45,15 @@ type env struct {
 	timeout time.Duration // the store's settle timeout
 }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// eachStore runs f with the memory store (on a fake clock), one Redis and
-// a 3-master Cluster (with a short settle timeout).
+// eachStore runs f with the memory store, one Redis and a 3-master
+// Cluster, each with a short settle timeout (ratelimit's tests drive the
+// memory store's expiry with a fake clock).
 func eachStore(t *testing.T, f func(t *testing.T, e *env)) {
-	t.Run("memory", func(t *testing.T) {
-		c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, SettleTimeout: time.Minute})
-		f(t, start(t, m, m, c.Advance, time.Minute))
-	})
 	const timeout = 300 * time.Millisecond
+	t.Run("memory", func(t *testing.T) {
+		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{SettleTimeout: timeout})
+		f(t, start(t, m, m, time.Sleep, timeout))
+	})
 	t.Run("redis", func(t *testing.T) {
 		r := ratelimit.NewRedisStore(redistest.Start(t).Client(), time.Second)
 		r.SetLedgerMaxLen(0)
@@ -322,21 +309,9 @@ func TestSettleOnDelivery(t *testing.T) {
 			t.Errorf("acme: balance %d after expiry, want 4", b)
 		}
 
-		book := newBook()
-		sh, err := ledger.NewShipper(e.src, book, ledger.ShipOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for range 100 {
-			n, err := sh.Once(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n == 0 {
-				break
-			}
-		}
-		sums := book.sums()
+		book := ledgertest.NewBook()
+		ledgertest.ShipAll(t, e.src, book, 0)
+		sums, _ := book.Sums()
 		for _, a := range accounts {
 			if b := e.balance(t, a); sums[a] != b {
 				t.Errorf("%s: ledger sums to %d, balance is %d", a, sums[a], b)
@@ -374,39 +349,4 @@ func TestMaxEntriesPerMessage(t *testing.T) {
 	if got := e.counter(t, "tollgate_accesslog_entries_total", "settled"); got != 2 {
 		t.Errorf("settled = %v, want 2", got)
 	}
-}
-
-// book is a ledger.Checkpointer in memory, one entry per ID.
-type book struct {
-	mu      sync.Mutex
-	entries map[string]ledger.Entry
-	cps     map[string]string
-}
-
-func newBook() *book { return &book{entries: map[string]ledger.Entry{}, cps: map[string]string{}} }
-
-func (b *book) Checkpoints(context.Context) (map[string]string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return maps.Clone(b.cps), nil
-}
-
-func (b *book) WriteFrom(_ context.Context, stream string, entries []ledger.Entry, pos string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, e := range entries {
-		b.entries[e.ID] = e
-	}
-	b.cps[stream] = pos
-	return nil
-}
-
-func (b *book) sums() map[string]int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	sum := map[string]int64{}
-	for _, e := range b.entries {
-		sum[e.Account] += e.Amount
-	}
-	return sum
 }

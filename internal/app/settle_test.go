@@ -38,7 +38,7 @@ func TestSettleServed(t *testing.T) {
 		t.Errorf("the banner does not name the access log service:\n%s", r.banner)
 	}
 	admin := "http://" + r.app.AdminAddr()
-	if code, body := adminCall(t, http.MethodPost, admin+"/v1/accounts/acme/credits", `{"amount": 10}`); code != 200 {
+	if code, body := adminCall(t, http.MethodPost, admin+"/v1/accounts/acme/credits", "s3cret", "settle-test", `{"amount": 10}`); code != 200 {
 		t.Fatalf("top-up: %d %s", code, body)
 	}
 	client := authv3.NewAuthorizationClient(r.conn)
@@ -86,21 +86,21 @@ func TestSettleServed(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) //nolint:forbidigo // waiting for the sweeper's tick
 	}
-	_, account := adminCall(t, http.MethodGet, admin+"/v1/accounts/acme", "")
+	_, account := adminCall(t, http.MethodGet, admin+"/v1/accounts/acme", "s3cret", "", "")
 	if !strings.Contains(account, `"balance":7`) {
 		t.Errorf("acme = %s; want balance 7 (3 captured, 3 released)", account)
 	}
 }
 
-// adminCall calls the admin API with the token "s3cret".
-func adminCall(t *testing.T, method, url, body string) (int, string) {
+// adminCall calls the admin API with a bearer token and an idempotency key.
+func adminCall(t *testing.T, method, url, token, key, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer s3cret")
-	req.Header.Set("Idempotency-Key", "settle-test")
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Idempotency-Key", key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
