@@ -119,17 +119,35 @@ func deny(d *decision.Decision, status int, reason, detail string) {
 // "settle"}} (internal/wire) into the decision's dynamic metadata; a
 // "tollgate" key the policy set is replaced.
 func setReservation(d *decision.Decision, id string) {
-	if d.DynamicMetadata == nil {
-		d.DynamicMetadata = &structpb.Struct{}
-	} else {
-		d.DynamicMetadata = proto.Clone(d.DynamicMetadata).(*structpb.Struct) // the policy's value may be shared
-	}
-	if d.DynamicMetadata.Fields == nil {
-		d.DynamicMetadata.Fields = map[string]*structpb.Value{}
-	}
+	ownMetadata(d)
 	d.DynamicMetadata.Fields[wire.MetadataKey] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
 		wire.MetadataAccount:     structpb.NewStringValue(d.Charge.Account),
 		wire.MetadataReservation: structpb.NewStringValue(id),
 		wire.MetadataSettle:      structpb.NewStringValue(string(d.Charge.Settle)),
 	}})
+}
+
+// ownMetadata gives the decision dynamic metadata of its own (the
+// policy's may be shared), with a fields map.
+func ownMetadata(d *decision.Decision) {
+	if d.DynamicMetadata == nil {
+		d.DynamicMetadata = &structpb.Struct{}
+	} else {
+		d.DynamicMetadata = proto.Clone(d.DynamicMetadata).(*structpb.Struct)
+	}
+	if d.DynamicMetadata.Fields == nil {
+		d.DynamicMetadata.Fields = map[string]*structpb.Value{}
+	}
+}
+
+// dropForgedReservation removes a "tollgate" key the policy put in the
+// dynamic metadata of a response that reserved nothing: only Tollgate
+// names reservations, or the access log would settle whatever a policy
+// (perhaps echoing the client) wrote there.
+func dropForgedReservation(d *decision.Decision) {
+	if _, ok := d.DynamicMetadata.GetFields()[wire.MetadataKey]; !ok || (d.Allow && d.Outcome != nil && d.Outcome.Reserved) {
+		return
+	}
+	ownMetadata(d)
+	delete(d.DynamicMetadata.Fields, wire.MetadataKey)
 }

@@ -131,6 +131,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.decisions.WithLabelValues("unavailable").Inc()
 		return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
 	}
+	dropForgedReservation(d)
 	resp := Respond(req, d)
 	s.observe(d, start)
 	return resp, nil

@@ -118,9 +118,16 @@ func (e *env) check(t *testing.T, account, settle, id string) *authv3.CheckRespo
 	if id != "" {
 		h["x-request-id"] = id
 	}
+	return e.checkHeaders(t, h)
+}
+
+// checkHeaders sends a Check with headers (and Envoy's id, from
+// x-request-id).
+func (e *env) checkHeaders(t *testing.T, h map[string]string) *authv3.CheckResponse {
+	t.Helper()
 	resp, err := e.authz.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: id, Method: "POST", Path: "/v1/chat/completions", Host: "api.example.com", Headers: h,
+			Id: h["x-request-id"], Method: "POST", Path: "/v1/chat/completions", Host: "api.example.com", Headers: h,
 		}},
 	}})
 	if err != nil {
@@ -318,6 +325,35 @@ func TestSettleOnDelivery(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestForgedReservationDropped: a "tollgate" key the policy puts in the
+// dynamic metadata never reaches Envoy as a reservation: dropped when the
+// request reserved nothing, replaced by Tollgate's own when it did; the
+// policy's other metadata stays.
+func TestForgedReservationDropped(t *testing.T) {
+	m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
+	e := start(t, m, m, time.Sleep, ratelimit.DefaultSettleTimeout)
+	e.credit(t, "acme", 10)
+	for _, settle := range []string{"check", "delivery"} {
+		resp := e.checkHeaders(t, map[string]string{"x-account": "acme", "x-settle": settle, "x-request-id": "own-" + settle, "x-forge": "1"})
+		allowed(t, resp)
+		md := resp.GetDynamicMetadata()
+		tg, ok := md.GetFields()[wire.MetadataKey]
+		switch {
+		case settle == "check" && ok:
+			t.Errorf("settle check: the policy's reservation %v reached Envoy", tg)
+		case settle == "delivery" && (tg.GetStructValue().GetFields()[wire.MetadataAccount].GetStringValue() != "acme" ||
+			tg.GetStructValue().GetFields()[wire.MetadataReservation].GetStringValue() != "own-delivery"):
+			t.Errorf("settle delivery: reservation %v, want acme's own-delivery", tg)
+		}
+		if md.GetFields()["route"].GetStringValue() != "chat" {
+			t.Errorf("settle %s: the policy's metadata was lost: %v", settle, md)
+		}
+	}
+	if b := e.balance(t, "acme"); b != 4 {
+		t.Errorf("balance %d, want 4 (3 charged, 3 reserved)", b)
+	}
 }
 
 // TestMaxEntriesPerMessage: past MaxEntries, a message's entries are
