@@ -2,8 +2,13 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/policies/decision"
@@ -17,16 +22,38 @@ type Limiter interface {
 }
 
 // enforce applies the decision's limits and charge and turns an exceeded
-// limit or a short balance into a denial. It returns an error only when the
-// store failed and the request's limits fail closed.
-func enforce(ctx context.Context, lim Limiter, d *decision.Decision, revision string) error {
+// limit or a short balance into a denial. A charge settled on delivery is
+// reserved under the request's id (Envoy's x-request-id), and the
+// reservation is named in the response's dynamic metadata for the access
+// log to settle. It returns an error only when the store failed and the
+// request's limits fail closed.
+func enforce(ctx context.Context, lim Limiter, d *decision.Decision, revision, requestID string) error {
 	if !d.Allow || (len(d.Limits) == 0 && d.Charge == nil) {
 		return nil
 	}
 	if lim == nil {
 		return nil // no limit engine configured: limits are parsed only
 	}
-	out, err := lim.Take(ctx, &ratelimit.Request{Limits: d.Limits, Charge: d.Charge, Consumer: d.Consumer, Revision: revision})
+	req := &ratelimit.Request{Limits: d.Limits, Charge: d.Charge, Consumer: d.Consumer, Revision: revision}
+	if d.Charge != nil && d.Charge.Reserves() {
+		switch {
+		case requestID == "":
+			deny(d, http.StatusBadRequest, "request_id_required",
+				"This route is charged on delivery, which needs the request's x-request-id; Envoy sets it unless generate_request_id is off.")
+			return nil
+		case len(requestID) > ratelimit.MaxReservationID:
+			deny(d, http.StatusBadRequest, "request_id_too_long",
+				fmt.Sprintf("The request's x-request-id is %d bytes long; at most %d are allowed.", len(requestID), ratelimit.MaxReservationID))
+			return nil
+		}
+		req.Reservation = requestID
+	}
+	out, err := lim.Take(ctx, req)
+	if errors.Is(err, ratelimit.ErrDuplicateReservation) {
+		deny(d, http.StatusConflict, "duplicate_request_id",
+			"Another request with this x-request-id is being charged; send each request with its own id.")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -44,6 +71,9 @@ func enforce(ctx context.Context, lim Limiter, d *decision.Decision, revision st
 			decision.Header{Key: "ratelimit", Value: st})
 	}
 	if out.Allowed {
+		if out.Reserved {
+			setReservation(d, req.Reservation)
+		}
 		return nil
 	}
 	d.Allow = false
@@ -77,4 +107,47 @@ func enforce(ctx context.Context, lim Limiter, d *decision.Decision, revision st
 		d.ResponseHeaders = append(d.ResponseHeaders, decision.Header{Key: "retry-after", Value: strconv.FormatInt(ratelimit.Seconds(out.RetryAfter), 10)})
 	}
 	return nil
+}
+
+// deny turns an allowing decision into a denial with status and reason.
+func deny(d *decision.Decision, status int, reason, detail string) {
+	d.Allow, d.Headers = false, nil
+	d.Status, d.Reason, d.Detail = status, reason, detail
+}
+
+// setReservation merges {"tollgate": {"account", "reservation",
+// "settle"}} (internal/wire) into the decision's dynamic metadata; a
+// "tollgate" key the policy set is replaced.
+func setReservation(d *decision.Decision, id string) {
+	ownMetadata(d)
+	d.DynamicMetadata.Fields[wire.MetadataKey] = structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+		wire.MetadataAccount:     structpb.NewStringValue(d.Charge.Account),
+		wire.MetadataReservation: structpb.NewStringValue(id),
+		wire.MetadataSettle:      structpb.NewStringValue(string(d.Charge.Settle)),
+	}})
+}
+
+// ownMetadata gives the decision dynamic metadata of its own (the
+// policy's may be shared), with a fields map.
+func ownMetadata(d *decision.Decision) {
+	if d.DynamicMetadata == nil {
+		d.DynamicMetadata = &structpb.Struct{}
+	} else {
+		d.DynamicMetadata = proto.Clone(d.DynamicMetadata).(*structpb.Struct)
+	}
+	if d.DynamicMetadata.Fields == nil {
+		d.DynamicMetadata.Fields = map[string]*structpb.Value{}
+	}
+}
+
+// dropForgedReservation removes a "tollgate" key the policy put in the
+// dynamic metadata of a response that reserved nothing: only Tollgate
+// names reservations, or the access log would settle whatever a policy
+// (perhaps echoing the client) wrote there.
+func dropForgedReservation(d *decision.Decision) {
+	if _, ok := d.DynamicMetadata.GetFields()[wire.MetadataKey]; !ok || (d.Allow && d.Outcome != nil && d.Outcome.Reserved) {
+		return
+	}
+	ownMetadata(d)
+	delete(d.DynamicMetadata.Fields, wire.MetadataKey)
 }

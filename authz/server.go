@@ -121,7 +121,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := enforce(ctx, s.opts.Limiter, d, s.revision()); errors.Is(err, ratelimit.ErrInvalidRequest) {
+	if err := enforce(ctx, s.opts.Limiter, d, s.revision(), requestID(req)); errors.Is(err, ratelimit.ErrInvalidRequest) {
 		// The engine refused the decision's limits or charge (nothing was
 		// taken): the policy's fault, denied like any invalid decision.
 		s.log.Error("invalid decision document; denying", "error", err, "request_id", requestID(req))
@@ -143,6 +143,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.logDecision(req, d, start, 0, "unavailable")
 		return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
 	}
+	dropForgedReservation(d)
 	resp := Respond(req, d)
 	s.observe(d, start)
 	switch {
@@ -252,8 +253,14 @@ func statusLabel(code int) string {
 	return strconv.Itoa(code)
 }
 
+// requestID is Envoy's request id: attributes.request.http.id, or the
+// x-request-id header (the same value when Envoy sends both).
 func requestID(req *authv3.CheckRequest) string {
-	return req.GetAttributes().GetRequest().GetHttp().GetHeaders()["x-request-id"]
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if id := h.GetId(); id != "" {
+		return id
+	}
+	return h.GetHeaders()["x-request-id"]
 }
 
 // Respond turns a decision into Envoy's CheckResponse.

@@ -18,6 +18,9 @@ import (
 	// Every typed_config / typed_*_config "@type" in the YAML files must be
 	// registered with the protobuf registry to be resolvable. Add an import
 	// here when a configuration starts using a new extension.
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -222,11 +225,34 @@ func wantedError(file string) (string, error) {
 // nothing else would remove a client's forged copies there and Envoy removes
 // headers by exact name.
 func TestForgedHeadersStripped(t *testing.T) {
+	checked := 0
+	eachHCM(t, func(t *testing.T, _ string, hcm *hcmv3.HttpConnectionManager) {
+		for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+			for _, r := range vh.GetRoutes() {
+				cfg, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]
+				per := &extauthzv3.ExtAuthzPerRoute{}
+				if !ok || cfg.UnmarshalTo(per) != nil || !per.GetDisabled() {
+					continue
+				}
+				checked++
+				if got := r.GetRequestHeadersToRemove(); !slices.Equal(got, wire.Headers()) {
+					t.Errorf("route %v without ext_authz removes %v, want %v", r.GetMatch(), got, wire.Headers())
+				}
+			}
+		}
+	})
+	if checked == 0 {
+		t.Error("no route without ext_authz found: the test checks nothing")
+	}
+}
+
+// eachHCM calls f, in a subtest per top-level *.yaml bootstrap, with every
+// HTTP connection manager of its static listeners.
+func eachHCM(t *testing.T, f func(t *testing.T, listener string, hcm *hcmv3.HttpConnectionManager)) {
 	files, err := filepath.Glob("*.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	checked := 0
 	for _, file := range files {
 		t.Run(file, func(t *testing.T) {
 			b, err := loadBootstrap(file)
@@ -235,30 +261,66 @@ func TestForgedHeadersStripped(t *testing.T) {
 			}
 			for _, l := range b.GetStaticResources().GetListeners() {
 				for _, fc := range l.GetFilterChains() {
-					for _, f := range fc.GetFilters() {
+					for _, flt := range fc.GetFilters() {
 						hcm := &hcmv3.HttpConnectionManager{}
-						if f.GetTypedConfig().UnmarshalTo(hcm) != nil {
-							continue
-						}
-						for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
-							for _, r := range vh.GetRoutes() {
-								cfg, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]
-								per := &extauthzv3.ExtAuthzPerRoute{}
-								if !ok || cfg.UnmarshalTo(per) != nil || !per.GetDisabled() {
-									continue
-								}
-								checked++
-								if got := r.GetRequestHeadersToRemove(); !slices.Equal(got, wire.Headers()) {
-									t.Errorf("route %v without ext_authz removes %v, want %v", r.GetMatch(), got, wire.Headers())
-								}
-							}
+						if flt.GetTypedConfig().UnmarshalTo(hcm) == nil {
+							f(t, l.GetName(), hcm)
 						}
 					}
 				}
 			}
 		})
 	}
+}
+
+// TestAccessLogSettles: every HTTP connection manager that runs ext_authz
+// also sends its access log to Tollgate's access log service, through the
+// cluster ext_authz uses, filtered to the requests that carry a
+// reservation (settle on delivery).
+func TestAccessLogSettles(t *testing.T) {
+	checked := 0
+	eachHCM(t, func(t *testing.T, listener string, hcm *hcmv3.HttpConnectionManager) {
+		authz := &extauthzv3.ExtAuthz{}
+		for _, hf := range hcm.GetHttpFilters() {
+			if hf.GetName() == wire.MetadataNamespace {
+				if err := hf.GetTypedConfig().UnmarshalTo(authz); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		cluster := authz.GetGrpcService().GetEnvoyGrpc().GetClusterName()
+		if cluster == "" {
+			return
+		}
+		checked++
+		if err := settlesOnDelivery(hcm.GetAccessLog(), cluster); err != nil {
+			t.Errorf("listener %s: %v", listener, err)
+		}
+	})
 	if checked == 0 {
-		t.Error("no route without ext_authz found: the test checks nothing")
+		t.Error("no HTTP connection manager with ext_authz found: the test checks nothing")
 	}
+}
+
+// settlesOnDelivery reports whether logs has a gRPC HTTP access logger that
+// reaches Tollgate through cluster, for the requests with a reservation.
+func settlesOnDelivery(logs []*accesslogv3.AccessLog, cluster string) error {
+	for _, al := range logs {
+		cfg := &grpcalsv3.HttpGrpcAccessLogConfig{}
+		if al.GetName() != "envoy.access_loggers.http_grpc" || al.GetTypedConfig().UnmarshalTo(cfg) != nil {
+			continue
+		}
+		c := cfg.GetCommonConfig()
+		m := al.GetFilter().GetMetadataFilter().GetMatcher()
+		switch {
+		case c.GetGrpcService().GetEnvoyGrpc().GetClusterName() != cluster:
+			return fmt.Errorf("the access logger's cluster is %q, want ext_authz's %q", c.GetGrpcService().GetEnvoyGrpc().GetClusterName(), cluster)
+		case c.GetTransportApiVersion() != corev3.ApiVersion_V3:
+			return fmt.Errorf("the access logger speaks %v, want V3", c.GetTransportApiVersion())
+		case m.GetFilter() != wire.MetadataNamespace || len(m.GetPath()) != 1 || m.GetPath()[0].GetKey() != wire.MetadataKey || !m.GetValue().GetPresentMatch():
+			return fmt.Errorf("the access logger's filter is %v, want the requests with %s.%s metadata", al.GetFilter(), wire.MetadataNamespace, wire.MetadataKey)
+		}
+		return nil
+	}
+	return errors.New("no envoy.access_loggers.http_grpc access log: reservations (settle on delivery) are never captured")
 }

@@ -33,6 +33,10 @@ type Request struct {
 	// Consumer and Revision (the policy's) are recorded in the ledger with
 	// the request's charge.
 	Consumer, Revision string
+	// Reservation is the id a charge settled later (Charge.Reserves) is
+	// reserved under, unique per account while pending (Envoy's
+	// x-request-id); Settle captures or releases it.
+	Reservation string
 	// Deadline is when the caller stops waiting (zero: never). A store
 	// that would apply the request later refuses it with ErrDeadline and
 	// takes nothing; Engine.Take sets it from the context's deadline.
@@ -57,8 +61,13 @@ type Outcome struct {
 	Denied int
 	// Limits has one state per Request.Limits entry.
 	Limits []LimitState
-	// Charged is the credits taken (0 when the charge was not due).
+	// Charged is the credits taken (0 when the charge was not due); with
+	// Reserved, the credits held until the reservation is settled.
 	Charged int64
+	// Reserved reports that the charge was reserved under
+	// Request.Reservation (taken from the balance, to be captured or
+	// released by Settle).
+	Reserved bool
 	// Balance is the account's balance after the request (with a charge).
 	Balance int64
 	// RetryAfter is how long until every exceeded limit has room again
@@ -99,7 +108,33 @@ type Store interface {
 	Account(ctx context.Context, account string) (*Account, error)
 	// Kind names the store in metrics ("memory", "redis").
 	Kind() string
+	// Settle captures (the held credits are kept) or releases (given back)
+	// the pending reservation id of account, once: a second settle, or one
+	// of an id never reserved, changes nothing. The ledger records it with
+	// reason.
+	Settle(ctx context.Context, account, id string, capture bool, reason string) (SettleResult, error)
+	// ExpireReservations releases the reservations pending longer than the
+	// store's settle timeout and forgets settled ones past it; it returns
+	// how many it released. Safe to run on several replicas at once.
+	ExpireReservations(ctx context.Context) (released int, err error)
 }
+
+// SettleResult is what a settle did.
+type SettleResult string
+
+// Settle results.
+const (
+	Captured       SettleResult = "captured"
+	Released       SettleResult = "released"
+	AlreadySettled SettleResult = "already_settled"
+	Unknown        SettleResult = "unknown" // never reserved, or settled so long ago that it is forgotten
+)
+
+// DefaultSettleTimeout is how long a reservation may wait for its access
+// log entry before it is released: longer than the longest route or
+// stream timeout of the Envoys in front (Envoy logs a request when it
+// ends).
+const DefaultSettleTimeout = 5 * time.Minute
 
 // Credit is the result of a top-up.
 type Credit struct {
@@ -134,6 +169,10 @@ var (
 	ErrIdempotencyConflict = errors.New("ratelimit: idempotency key already used with a different amount")
 	// ErrBalanceOverflow: the top-up would take the balance past MaxCredits.
 	ErrBalanceOverflow = errors.New("ratelimit: balance would exceed the maximum")
+	// ErrDuplicateReservation: the request's reservation id is pending (or
+	// was settled within the settle timeout) for its account. Nothing was
+	// taken.
+	ErrDuplicateReservation = errors.New("ratelimit: the reservation id is already in use for this account")
 	// ErrDeadline: the store reached the request after its deadline (the
 	// caller had given up) and took nothing.
 	ErrDeadline = errors.New("ratelimit: the request's deadline passed before the store applied it; nothing was taken")
@@ -168,6 +207,8 @@ type Engine struct {
 	errors    *prometheus.CounterVec
 	voids     *voidQueue
 	margin    time.Duration
+	settles   *prometheus.CounterVec
+	expired   prometheus.Counter
 }
 
 // NewEngine returns an engine over store.
@@ -195,11 +236,19 @@ func NewEngine(store Store, opts Options) (*Engine, error) {
 			Name: "tollgate_store_errors_total",
 			Help: "Store operations that failed or timed out.",
 		}, []string{"store"}),
+		settles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_settle_total",
+			Help: "Settles of reserved charges by result (captured, released, already_settled, unknown, error).",
+		}, []string{"result"}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_settle_expired_total",
+			Help: "Reservations released because no settle came within the settle timeout (the customer was not charged).",
+		}),
 	}
 	e.voids = newVoidQueue(opts.PendingVoids)
 	e.margin = opts.AnswerMargin
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{e.decisions, e.duration, e.errors, e.voids.pending, e.voids.results} {
+		for _, c := range []prometheus.Collector{e.decisions, e.duration, e.errors, e.voids.pending, e.voids.results, e.settles, e.expired} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("ratelimit: register metrics: %w", err)
 			}
@@ -232,6 +281,11 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	start := time.Now()
 	out, err := e.store.Take(ctx, req)
 	e.duration.WithLabelValues(e.store.Kind(), "take").Observe(time.Since(start).Seconds())
+	if errors.Is(err, ErrDuplicateReservation) {
+		// A denial, not a failure: nothing was taken.
+		e.decisions.WithLabelValues("credits", "duplicate").Inc()
+		return nil, err
+	}
 	if errors.Is(err, ErrDeadline) {
 		// The caller has given up and nothing was taken: no failure mode
 		// applies, there is no one to answer. Many of these mean store
@@ -308,10 +362,64 @@ func (e *Engine) Account(ctx context.Context, account string) (*Account, error) 
 	return a, err
 }
 
+// Settle captures or releases the pending reservation id of account (see
+// Store.Settle), and counts the result.
+func (e *Engine) Settle(ctx context.Context, account, id string, capture bool) (SettleResult, error) {
+	reason := reasonNotDelivered
+	if capture {
+		reason = reasonDelivered
+	}
+	start := time.Now()
+	res, err := e.store.Settle(ctx, account, id, capture, reason)
+	e.duration.WithLabelValues(e.store.Kind(), "settle").Observe(time.Since(start).Seconds())
+	if err != nil {
+		e.errors.WithLabelValues(e.store.Kind()).Inc()
+		e.settles.WithLabelValues("error").Inc()
+		e.logError("settle", err)
+		return "", err
+	}
+	e.settles.WithLabelValues(string(res)).Inc()
+	return res, nil
+}
+
+// ExpireReservations releases reservations whose settle timeout has
+// passed (see Store.ExpireReservations), and counts them.
+func (e *Engine) ExpireReservations(ctx context.Context) (int, error) {
+	n, err := e.store.ExpireReservations(ctx)
+	e.expired.Add(float64(n))
+	if n > 0 {
+		e.log.Warn("released reservations that no access log entry settled within the settle timeout; their requests were not charged", "released", n)
+	}
+	if err != nil {
+		e.errors.WithLabelValues(e.store.Kind()).Inc()
+		e.logError("expire reservations", err)
+	}
+	return n, err
+}
+
+// RunSweeper expires reservations every interval until ctx is done. A
+// failed pass is logged and retried at the next tick; it returns nil.
+func (e *Engine) RunSweeper(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			pass, cancel := context.WithTimeout(ctx, interval) // a stuck pass gives way to the next
+			_, _ = e.ExpireReservations(pass)
+			cancel()
+		}
+	}
+}
+
 // voider is a store that can undo the charge of a Take whose outcome was
 // lost (a timeout after the request was sent): the Take either ran and is
 // refunded, or is marked void so that it cannot run later.
 type voider interface {
+	// Void refunds a charge, or releases a reservation (with reason), and
+	// returns the credits given back.
 	Void(ctx context.Context, req *Request, reason string) (refunded int64, err error)
 }
 
@@ -329,6 +437,10 @@ func (e *Engine) count(req *Request, result string) {
 const (
 	reasonVoid = "void"        // refused after a store failure: its reply was lost
 	reasonGone = "caller_gone" // taken, but its caller had gone: the answer could not be delivered
+	// Settles of reservations.
+	reasonDelivered    = "delivered"     // Envoy forwarded the request (and, for success, the upstream answered below 500)
+	reasonNotDelivered = "not_delivered" // Envoy answered it itself, or the upstream failed (success)
+	reasonExpired      = "expired"       // no settle within the settle timeout
 )
 
 // refunder is a store that gives back a charge it knows it took (the
@@ -345,6 +457,15 @@ func (e *Engine) refund(ctx context.Context, req *Request, out *Outcome) {
 	}
 	if _, ok := e.store.(voider); ok {
 		e.void(ctx, req, reasonGone) // idempotent by request id
+		return
+	}
+	if out.Reserved {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if _, err := e.store.Settle(ctx, req.Charge.Account, req.Reservation, false, reasonGone); err != nil {
+			e.log.Error("could not release the reservation of a request whose caller had gone; it is released when it expires",
+				"account", req.Charge.Account, "credits", out.Charged, "reservation", req.Reservation, "error", err)
+		}
 		return
 	}
 	r, ok := e.store.(refunder)
@@ -525,6 +646,19 @@ func topupKey(account, key string) string {
 }
 func requestKey(account, id string) string {
 	return "tollgate:{" + EscapeKey(account) + "}:req:" + id
+}
+
+// reservationsKey is the hash of an account's reservations (field: the
+// reservation id).
+func reservationsKey(account string) string { return "tollgate:{" + EscapeKey(account) + "}:res" }
+
+// reservationMember is a reservation's member in the expiry index.
+func reservationMember(account, id string) string { return EscapeKey(account) + ":" + id }
+
+// parseReservationMember reads a member of the expiry index back.
+func parseReservationMember(m string) (account, id string, ok bool) {
+	a, id, ok := strings.Cut(m, ":")
+	return unescape(a), id, ok && a != "" && id != ""
 }
 
 // IdempotencyTTL is how long a top-up's idempotency key is remembered.

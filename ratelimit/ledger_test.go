@@ -3,78 +3,14 @@ package ratelimit_test
 import (
 	"context"
 	"fmt"
-	"maps"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger/ledgertest"
 )
-
-// book is a ledger.Checkpointer in memory: the durable side of a test, one
-// entry per ID, with the checkpoints written in the same step.
-type book struct {
-	mu      sync.Mutex
-	entries map[string]ledger.Entry
-	order   []string
-	cps     map[string]string
-	fail    error // returned by WriteFrom while set
-}
-
-func newBook() *book { return &book{entries: map[string]ledger.Entry{}, cps: map[string]string{}} }
-
-func (b *book) Checkpoints(context.Context) (map[string]string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return maps.Clone(b.cps), nil
-}
-
-func (b *book) WriteFrom(_ context.Context, stream string, entries []ledger.Entry, pos string) (int64, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.fail != nil {
-		return 0, b.fail
-	}
-	n := int64(0)
-	for _, e := range entries {
-		if _, ok := b.entries[e.ID]; !ok {
-			b.entries[e.ID] = e
-			b.order = append(b.order, e.ID)
-			n++
-		}
-	}
-	b.cps[stream] = pos
-	return n, nil
-}
-
-// sums returns each account's ledger sum and entry count by kind.
-func (b *book) sums() (map[string]int64, map[ledger.Kind]int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	sum, kinds := map[string]int64{}, map[ledger.Kind]int{}
-	for _, e := range b.entries {
-		sum[e.Account] += e.Amount
-		kinds[e.Kind]++
-	}
-	return sum, kinds
-}
-
-// shipAll ships until a pass finds nothing.
-func shipAll(t *testing.T, s *ledger.Shipper) {
-	t.Helper()
-	for range 100 {
-		n, err := s.Once(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			return
-		}
-	}
-	t.Fatal("shipping never ended")
-}
 
 // ledgerStores are the memory store, one Redis and a 3-master Redis Cluster.
 func ledgerStores(t *testing.T, f func(t *testing.T, store ratelimit.Store, src ledger.Source)) {
@@ -139,13 +75,9 @@ func TestLedgerRecordsEveryBalanceChange(t *testing.T) {
 			t.Fatal("Take for a gone caller succeeded")
 		}
 
-		book := newBook()
-		sh, err := ledger.NewShipper(src, book, ledger.ShipOptions{Batch: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
-		shipAll(t, sh)
-		sums, kinds := book.sums()
+		book := ledgertest.NewBook()
+		ledgertest.ShipAll(t, src, book, 3)
+		sums, kinds := book.Sums()
 		for _, a := range accounts {
 			bal, err := eng.Account(ctx, a)
 			if err != nil {
@@ -167,12 +99,8 @@ func TestLedgerRecordsEveryBalanceChange(t *testing.T) {
 		}
 
 		// Shipped again from scratch (a lost checkpoint): nothing twice.
-		again, err := ledger.NewShipper(src, newBookFrom(book), ledger.ShipOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		shipAll(t, again)
-		if s2, _ := book.sums(); fmt.Sprint(s2) != fmt.Sprint(sums) {
+		ledgertest.ShipAll(t, src, book.Restarted(), 0)
+		if s2, _ := book.Sums(); fmt.Sprint(s2) != fmt.Sprint(sums) {
 			t.Errorf("after shipping again: %v, want %v", s2, sums)
 		}
 		// What was shipped is trimmed from Redis.
@@ -184,11 +112,6 @@ func TestLedgerRecordsEveryBalanceChange(t *testing.T) {
 			t.Errorf("shipped entries still in the store: %v", left)
 		}
 	})
-}
-
-// newBookFrom shares b's entries but starts with no checkpoints.
-func newBookFrom(b *book) *book {
-	return &book{entries: b.entries, cps: map[string]string{}, order: b.order}
 }
 
 func allFromStart(src ledger.Source) map[string]string {

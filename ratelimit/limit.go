@@ -93,7 +93,31 @@ type Charge struct {
 	// FailOpen allows the request uncharged when the store cannot be
 	// reached; by default a charge fails closed.
 	FailOpen bool
+	// Settle is when the charge becomes final: at Check (SettleCheck, the
+	// default), or — the credits reserved at Check — once Envoy's access
+	// log says the request reached the upstream (SettleDelivery) and the
+	// upstream answered below 500 (SettleSuccess).
+	Settle Settle
 }
+
+// Settle is when a charge is settled.
+type Settle string
+
+// Settle modes.
+const (
+	// SettleCheck charges at Check (also the empty value).
+	SettleCheck Settle = "check"
+	// SettleDelivery reserves at Check and captures only if Envoy sent
+	// the request upstream; otherwise the reservation is released.
+	SettleDelivery Settle = "delivery"
+	// SettleSuccess is SettleDelivery that also releases when the
+	// upstream answered 500 or more.
+	SettleSuccess Settle = "success"
+)
+
+// Reserves reports whether the charge is reserved at Check and settled
+// later (delivery or success).
+func (c *Charge) Reserves() bool { return c.Settle == SettleDelivery || c.Settle == SettleSuccess }
 
 // MaxWindow bounds a rate's window; longer spans are calendar quotas.
 const MaxWindow = 366 * 24 * time.Hour
@@ -146,6 +170,11 @@ func (c *Charge) Validate() error {
 	case c.Credits > MaxCredits || c.Overdraft > MaxCredits:
 		return fmt.Errorf("credits and overdraft must not exceed %d", int64(MaxCredits))
 	}
+	switch c.Settle {
+	case "", SettleCheck, SettleDelivery, SettleSuccess:
+	default:
+		return fmt.Errorf("settle: %q is not a settle mode (allowed: check, delivery, success)", string(c.Settle))
+	}
 	return nil
 }
 
@@ -160,6 +189,26 @@ func (r *Request) Validate() error {
 		if err := r.Charge.Validate(); err != nil {
 			return fmt.Errorf("charge: %w", err)
 		}
+		if err := validReservation(r.Charge, r.Reservation); err != nil {
+			return fmt.Errorf("charge: %w", err)
+		}
+	}
+	return nil
+}
+
+// MaxReservationID bounds a reservation id (Envoy's x-request-id is a
+// 36-character UUID).
+const MaxReservationID = 256
+
+// validReservation checks the reservation id of a charge settled later.
+func validReservation(c *Charge, id string) error {
+	switch {
+	case !c.Reserves():
+		return nil
+	case id == "":
+		return fmt.Errorf("settle %q needs the request's reservation id (Envoy's x-request-id)", string(c.Settle))
+	case len(id) > MaxReservationID:
+		return fmt.Errorf("reservation id is %d bytes long (allowed: up to %d)", len(id), MaxReservationID)
 	}
 	return nil
 }

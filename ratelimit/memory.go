@@ -29,6 +29,10 @@ type MemoryStore struct {
 	shards []memShard
 	max    int
 	ledger *memLedger
+	// settle is how long a reservation waits for its settle, and how long
+	// a settled one is remembered (so a repeated id is refused and a late
+	// settle reports already_settled).
+	settle time.Duration
 }
 
 type memShard struct {
@@ -36,6 +40,16 @@ type memShard struct {
 	counters map[string]memEntry // rate TATs and quota counts
 	balances map[string]int64
 	topups   map[string]memEntry // idempotency key → amount
+	res      map[string]*memRes  // account "\x00" reservation id → reservation
+}
+
+// memRes is a reservation: pending (settled empty) until expires, then a
+// tombstone saying how it was settled until expires again.
+type memRes struct {
+	account, id string
+	credits     int64
+	expires     int64 // unix µs
+	settled     SettleResult
 }
 
 type memEntry struct {
@@ -53,6 +67,9 @@ type MemoryOptions struct {
 	Shards int
 	// LedgerEntries bounds the in-memory ledger (default 100,000).
 	LedgerEntries int
+	// SettleTimeout is how long a reservation waits for its settle before
+	// ExpireReservations releases it (DefaultSettleTimeout when 0).
+	SettleTimeout time.Duration
 }
 
 // ErrMemoryFull: the memory store holds MaxKeys live counters.
@@ -72,10 +89,13 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	if opts.LedgerEntries == 0 {
 		opts.LedgerEntries = 100_000
 	}
-	s := &MemoryStore{now: opts.Now, seed: maphash.MakeSeed(), shards: make([]memShard, opts.Shards), ledger: newMemLedger(opts.LedgerEntries)}
+	if opts.SettleTimeout == 0 {
+		opts.SettleTimeout = DefaultSettleTimeout
+	}
+	s := &MemoryStore{now: opts.Now, seed: maphash.MakeSeed(), shards: make([]memShard, opts.Shards), ledger: newMemLedger(opts.LedgerEntries), settle: opts.SettleTimeout}
 	s.max = max(opts.MaxKeys/opts.Shards, 1)
 	for i := range s.shards {
-		s.shards[i] = memShard{counters: map[string]memEntry{}, balances: map[string]int64{}, topups: map[string]memEntry{}}
+		s.shards[i] = memShard{counters: map[string]memEntry{}, balances: map[string]int64{}, topups: map[string]memEntry{}, res: map[string]*memRes{}}
 	}
 	return s
 }
@@ -121,6 +141,12 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		return nil, ErrDeadline
 	}
 	nowUS := now.UnixMicro()
+	reserving := req.Charge != nil && req.Charge.Reserves()
+	if reserving {
+		if _, ok := s.shard(req.Charge.Account).res[resKey(req.Charge.Account, req.Reservation)]; ok {
+			return nil, ErrDuplicateReservation
+		}
+	}
 
 	out := &Outcome{Allowed: true, Denied: -1, Limits: make([]LimitState, len(req.Limits))}
 	// The state of each limit that had room, before this request: what is
@@ -256,10 +282,76 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		c := req.Charge
 		bsh.balances[c.Account] -= out.Charged
 		out.Balance = bsh.balances[c.Account]
-		s.ledger.add(ledger.Entry{Account: c.Account, Consumer: req.Consumer, Kind: ledger.Charge, Amount: -out.Charged,
-			BalanceAfter: out.Balance, RequestID: req.ID, PolicyRevision: req.Revision, Time: now})
+		kind, id := ledger.Charge, req.ID
+		if reserving {
+			kind, id = ledger.Reserve, req.Reservation
+			bsh.res[resKey(c.Account, req.Reservation)] = &memRes{account: c.Account, id: req.Reservation, credits: out.Charged, expires: nowUS + s.settle.Microseconds()}
+			out.Reserved = true
+		}
+		s.ledger.add(ledger.Entry{Account: c.Account, Consumer: req.Consumer, Kind: kind, Amount: -out.Charged,
+			BalanceAfter: out.Balance, RequestID: id, PolicyRevision: req.Revision, Time: now})
 	}
 	return out, nil
+}
+
+// resKey is a reservation's key in its shard.
+func resKey(account, id string) string { return account + "\x00" + id }
+
+// Settle implements Store.
+func (s *MemoryStore) Settle(_ context.Context, account, id string, capture bool, reason string) (SettleResult, error) {
+	sh := s.shard(account)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r, ok := sh.res[resKey(account, id)]
+	switch {
+	case !ok:
+		return Unknown, nil
+	case r.settled != "":
+		return AlreadySettled, nil
+	}
+	res := Released
+	if capture {
+		res = Captured
+	}
+	s.settleLocked(sh, r, res, reason, s.now())
+	return res, nil
+}
+
+// settleLocked captures or releases the pending reservation r and leaves
+// its tombstone, with sh locked.
+func (s *MemoryStore) settleLocked(sh *memShard, r *memRes, res SettleResult, reason string, now time.Time) {
+	e := ledger.Entry{Account: r.account, Kind: ledger.Capture, RequestID: r.id, Reason: reason, Time: now}
+	if res != Captured {
+		sh.balances[r.account] += r.credits
+		e.Kind, e.Amount = ledger.Release, r.credits
+	}
+	e.BalanceAfter = sh.balances[r.account]
+	s.ledger.add(e)
+	r.settled = res
+	r.expires = now.UnixMicro() + s.settle.Microseconds()
+}
+
+// ExpireReservations implements Store.
+func (s *MemoryStore) ExpireReservations(context.Context) (int, error) {
+	now := s.now()
+	nowUS := now.UnixMicro()
+	released := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for k, r := range sh.res {
+			switch {
+			case r.expires > nowUS:
+			case r.settled != "":
+				delete(sh.res, k) // forgotten
+			default:
+				s.settleLocked(sh, r, Released, reasonExpired, now)
+				released++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return released, nil
 }
 
 // Refund implements refunder: it gives back amount to account once per

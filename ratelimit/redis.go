@@ -19,10 +19,13 @@ var (
 	creditSource string
 	//go:embed void.lua
 	voidSource string
+	//go:embed settle.lua
+	settleSource string
 
 	takeScript   = redis.NewScript(takeSource)
 	creditScript = redis.NewScript(creditSource)
 	voidScript   = redis.NewScript(voidSource)
+	settleScript = redis.NewScript(settleSource)
 )
 
 // RedisStore keeps counters and balances in Redis (single node, Sentinel or
@@ -41,6 +44,9 @@ type RedisStore struct {
 	// voids is the client voids use: its own pool, so that voids get
 	// through when request traffic saturates client's (default: client).
 	voids redis.UniversalClient
+	// settle is how long a reservation waits for its settle (and a settled
+	// one is remembered).
+	settle time.Duration
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -59,7 +65,7 @@ func NewRedisStore(client redis.UniversalClient, timeout time.Duration) *RedisSt
 		timeout = DefaultRedisTimeout
 	}
 	_, cluster := client.(*redis.ClusterClient)
-	return &RedisStore{client: client, timeout: timeout, skew: DefaultClockSkew, cluster: cluster, ledgerMax: DefaultLedgerMaxLen}
+	return &RedisStore{client: client, timeout: timeout, skew: DefaultClockSkew, cluster: cluster, ledgerMax: DefaultLedgerMaxLen, settle: DefaultSettleTimeout}
 }
 
 // DefaultLedgerMaxLen caps each ledger stream when nothing ships it.
@@ -83,6 +89,23 @@ func (s *RedisStore) ledgerStream(account string) string {
 	}
 	return singleLedgerKey
 }
+
+// SetSettleTimeout sets how long a reservation waits for its settle
+// before ExpireReservations releases it (DefaultSettleTimeout by default;
+// call before use).
+func (s *RedisStore) SetSettleTimeout(d time.Duration) { s.settle = d }
+
+// reservationIndex is the expiry index of account's reservations: in a
+// Cluster, the sorted set of the balance's slot; otherwise the one set.
+func (s *RedisStore) reservationIndex(account string) string {
+	if s.cluster {
+		return indexKey(slotTags()[slot(balanceKey(account))])
+	}
+	return indexKey("ledger")
+}
+
+// indexKey is the reservation expiry index named like a ledger stream.
+func indexKey(name string) string { return "tollgate:{" + name + "}:resx" }
 
 // singleLedgerKey is the ledger stream outside a Cluster.
 const singleLedgerKey = "tollgate:{ledger}:ledger"
@@ -133,7 +156,7 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 			if l.Shadow {
 				kind = "R"
 			}
-			keys = append(keys, rateKey(req.tag(l), l))
+			keys = append(keys, limitKey(req, l))
 			args = append(args, kind, l.Cost, l.Limit, interval, tolerance, l.Window.Microseconds(), capacity, "")
 			continue
 		}
@@ -151,7 +174,7 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		case l.Overage:
 			kind = "o"
 		}
-		keys = append(keys, quotaKey(req.tag(l)))
+		keys = append(keys, limitKey(req, l))
 		args = append(args, kind, l.Cost, l.Limit, prev.UnixMicro(), cur.UnixMicro(), next.UnixMicro(), after.UnixMicro(), quotaField(l))
 	}
 	if c := req.Charge; c != nil {
@@ -159,7 +182,8 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		if id == "" {
 			id = newID()
 		}
-		keys = append(keys, balanceKey(c.Account), requestKey(c.Account, id), s.ledgerStream(c.Account))
+		keys = append(keys, balanceKey(c.Account), requestKey(c.Account, id), s.ledgerStream(c.Account),
+			reservationsKey(c.Account), s.reservationIndex(c.Account))
 	}
 	if s.cluster && !sameSlot(keys) {
 		return nil, ErrCrossSlot
@@ -167,6 +191,11 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	args = append(args, deadline.Add(s.skew).UnixMicro())
 	if c := req.Charge; c != nil {
 		args = append(args, c.Account, req.Consumer, req.Revision, req.ID, s.ledgerMax)
+		if c.Reserves() {
+			args = append(args, req.Reservation, s.settle.Microseconds(), reservationMember(c.Account, req.Reservation))
+		} else {
+			args = append(args, "", 0, "")
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -180,6 +209,9 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	if len(res) == 1 && res[0] == -4 {
 		return nil, ErrDeadline
 	}
+	if len(res) == 1 && res[0] == -5 {
+		return nil, ErrDuplicateReservation
+	}
 	if len(res) != 6+4*n {
 		return nil, fmt.Errorf("redis take: script returned %d values, want %d", len(res), 6+4*n)
 	}
@@ -188,6 +220,7 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		Denied:     int(res[1]),
 		Balance:    res[3],
 		Charged:    res[4],
+		Reserved:   res[4] > 0 && req.Charge != nil && req.Charge.Reserves(),
 		RetryAfter: time.Duration(res[5]) * time.Microsecond,
 		Limits:     make([]LimitState, n),
 	}
@@ -204,6 +237,15 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	return out, nil
 }
 
+// limitKey is the Redis key of a limit's counter: a rate's TAT, or the
+// quota hash of its tag.
+func limitKey(req *Request, l *Limit) string {
+	if l.IsRate() {
+		return rateKey(req.tag(l), l)
+	}
+	return quotaKey(req.tag(l))
+}
+
 // sameSlot reports whether every key is in the same hash slot.
 func sameSlot(keys []string) bool {
 	for _, k := range keys[1:] {
@@ -214,19 +256,116 @@ func sameSlot(keys []string) bool {
 	return true
 }
 
-// Void implements Voider: it refunds the charge of req if its Take ran,
-// and otherwise makes sure it never will.
+// Void implements Voider: it refunds the charge of req, or releases its
+// reservation, and gives back the quotas it counted, if its Take ran, and
+// otherwise makes sure it never will. Rate limits stay counted.
 func (s *RedisStore) Void(ctx context.Context, req *Request, reason string) (int64, error) {
 	if req.Charge == nil || req.ID == "" {
 		return 0, nil
 	}
 	a := req.Charge.Account
+	keys := make([]string, 0, 4+len(req.Limits))
+	keys = append(keys, requestKey(a, req.ID), balanceKey(a), s.ledgerStream(a), reservationsKey(a))
+	for i := range req.Limits {
+		keys = append(keys, limitKey(req, &req.Limits[i]))
+	}
+	if s.cluster && !sameSlot(keys) {
+		keys = keys[:4] // the Take was refused before it was sent (ErrCrossSlot)
+	}
 	c := s.client
 	if s.voids != nil {
 		c = s.voids
 	}
-	return voidScript.Run(ctx, c, []string{requestKey(a, req.ID), balanceKey(a), s.ledgerStream(a)},
-		requestTTL.Milliseconds(), a, req.ID, reason, s.ledgerMax).Int64()
+	n, err := voidScript.Run(ctx, c, keys, requestTTL.Milliseconds(), a, req.ID, reason, s.ledgerMax, req.Reservation).Int64()
+	if err != nil || n >= 0 {
+		return n, err
+	}
+	// Reserved: release the reservation unless it was settled already.
+	code, credits, err := s.settle1(ctx, a, req.Reservation, "r", reason)
+	if err != nil || code != 2 {
+		return 0, err
+	}
+	return credits, nil
+}
+
+// Settle implements Store with settle.lua.
+func (s *RedisStore) Settle(ctx context.Context, account, id string, capture bool, reason string) (SettleResult, error) {
+	op := "r"
+	if capture {
+		op = "c"
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	code, _, err := s.settle1(ctx, account, id, op, reason)
+	if err != nil {
+		return "", err
+	}
+	switch code {
+	case 1:
+		return Captured, nil
+	case 2:
+		return Released, nil
+	case 3:
+		return AlreadySettled, nil
+	}
+	return Unknown, nil
+}
+
+// settle1 runs settle.lua for one reservation (op: c, r or x) and returns
+// its code and the reservation's credits.
+func (s *RedisStore) settle1(ctx context.Context, account, id, op, reason string) (code, credits int64, err error) {
+	res, err := settleScript.Run(ctx, s.client,
+		[]string{reservationsKey(account), s.reservationIndex(account), balanceKey(account), s.ledgerStream(account)},
+		id, op, account, reservationMember(account, id), reason, s.ledgerMax, s.settle.Microseconds()).Int64Slice()
+	if err != nil {
+		return 0, 0, fmt.Errorf("redis settle: %w", err)
+	}
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("redis settle: script returned %d values, want 2", len(res))
+	}
+	return res[0], res[1], nil
+}
+
+// expireBatch bounds the reservations one pass reads from each index.
+const expireBatch = 1000
+
+// ExpireReservations implements Store: one pipelined ZRANGEBYSCORE per
+// expiry index (in a Cluster, one per slot, each node its own pipeline)
+// finds the reservations due, and settle.lua expires each (it checks
+// again, by Redis's clock, so replicas sweeping at once agree).
+func (s *RedisStore) ExpireReservations(ctx context.Context) (int, error) {
+	names := s.Streams()
+	cmds := make([]*redis.StringSliceCmd, len(names))
+	due := strconv.FormatInt(time.Now().UnixMicro(), 10)
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, name := range names {
+			cmds[i] = p.ZRangeByScore(ctx, indexKey(name), &redis.ZRangeBy{Min: "-inf", Max: due, Count: expireBatch})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("redis expire reservations: %w", err)
+	}
+	released := 0
+	var errs []error
+	for i, cmd := range cmds {
+		for _, m := range cmd.Val() {
+			account, id, ok := parseReservationMember(m)
+			if !ok { // not written by Tollgate: dropped, so it cannot fill the batch
+				s.client.ZRem(ctx, indexKey(names[i]), m)
+				continue
+			}
+			code, _, err := s.settle1(ctx, account, id, "x", reasonExpired)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if code == 2 {
+				released++
+			}
+		}
+	}
+	return released, errors.Join(errs...)
 }
 
 // requestTTL is how long a request id is remembered: far longer than any

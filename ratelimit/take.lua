@@ -4,8 +4,11 @@
 -- KEYS: one per limit (rate: its TAT key; quota: the quota hash of its tag),
 --       then, when there is a charge, the balance key, the request's id
 --       key (set when the request is taken, so that void.lua can refund it,
---       and set to "void" by void.lua so that a late Take refuses) and the
---       ledger stream of the balance's slot (a charge is recorded there).
+--       and set to "void" by void.lua so that a late Take refuses), the
+--       ledger stream of the balance's slot (a charge is recorded there),
+--       the account's reservations hash and the reservation expiry index
+--       of the balance's slot (a sorted set: member account:id, score the
+--       expiry in µs).
 -- ARGV: n, has_charge, credits, overdraft, overage_only,
 --       then 8 per limit: kind, cost, limit, a, b, c, d, e
 --         kind "r"/"R" (rate / shadow rate): a = emission interval µs,
@@ -16,8 +19,11 @@
 --       then the deadline: the latest server time (µs) at which the request
 --       may be applied (its caller has given up after that), and for the
 --       ledger: account, consumer, policy revision, request id, and the
---       stream's MAXLEN (0: unbounded, entries are shipped then trimmed)
--- Returns {-3} for a voided request, {-4} for one past its deadline, else: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
+--       stream's MAXLEN (0: unbounded, entries are shipped then trimmed),
+--       then the reservation id ("": charged now, not reserved), the
+--       settle timeout (µs) and the reservation's index member
+-- Returns {-3} for a voided request, {-4} for one past its deadline, {-5}
+-- for a reservation id in use, else: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
 --           charged, retry_after, then per limit: remaining, reset, window, flags}
 --           flags: 1 exceeded, 2 overage; a shadow limit that is exceeded
 --           gets flag 1 but neither refuses nor counts
@@ -30,6 +36,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if now > tonumber(ARGV[6 + 8 * n]) then
   return {-4}
+end
+local reservation = ''
+if has_charge then reservation = ARGV[6 + 8 * n + 6] end
+-- a pending (or recently settled) reservation id is never reused: one
+-- access log entry settles one reservation
+if reservation ~= '' and redis.call('HEXISTS', KEYS[n + 4], reservation) == 1 then
+  return {-5}
 end
 local out = {}
 local allowed = 1
@@ -99,7 +112,7 @@ for i = 1, n do
       if prev then
         old = ARGV[b + 8] .. ':' .. string.format('%d', prev) .. ':' .. string.format('%d', start)
       end
-      writes[#writes + 1] = {'q', KEYS[i], field, cost, math.ceil((stop - now) / 1000) + 86400000, old}
+      writes[#writes + 1] = {'q', KEYS[i], field, cost, math.ceil((stop - now) / 1000) + 86400000, old, i}
     end
   end
   if flags == 1 and allowed == 1 and not shadow then
@@ -150,8 +163,15 @@ if allowed == 1 then
   if charged > 0 then
     balance = redis.call('DECRBY', KEYS[n + 1], charged)
     local l = 6 + 8 * n
-    local entry = {'k', 'charge', 'a', ARGV[l + 1], 'c', ARGV[l + 2], 'n', string.format('%d', -charged),
-      'b', string.format('%d', balance), 'r', ARGV[l + 4], 'p', ARGV[l + 3], 't', string.format('%d', now)}
+    local kind, rid = 'charge', ARGV[l + 4]
+    if reservation ~= '' then
+      kind, rid = 'reserve', reservation
+      local expiry = string.format('%d', now + tonumber(ARGV[l + 7]))
+      redis.call('HSET', KEYS[n + 4], reservation, string.format('%d', charged) .. ':' .. expiry)
+      redis.call('ZADD', KEYS[n + 5], expiry, ARGV[l + 8])
+    end
+    local entry = {'k', kind, 'a', ARGV[l + 1], 'c', ARGV[l + 2], 'n', string.format('%d', -charged),
+      'b', string.format('%d', balance), 'r', rid, 'p', ARGV[l + 3], 't', string.format('%d', now)}
     if ARGV[l + 5] ~= '0' then
       redis.call('XADD', KEYS[n + 3], 'MAXLEN', '~', ARGV[l + 5], '*', unpack(entry))
     else
@@ -159,8 +179,18 @@ if allowed == 1 then
     end
   end
   if has_charge then
-    -- remembered for void.lua (10 minutes: requestTTL in redis.go)
-    redis.call('SET', KEYS[n + 2], string.format('%d', charged), 'PX', 600000)
+    -- remembered for void.lua (10 minutes: requestTTL in redis.go): the
+    -- credits ("r" first: reserved, void releases the reservation instead
+    -- of refunding), then "|limit:cost:length:field" per quota counted,
+    -- which void gives back
+    local mark = string.format('%d', charged)
+    if reservation ~= '' and charged > 0 then mark = 'r' .. mark end
+    for _, w in ipairs(writes) do
+      if w[1] == 'q' and w[4] > 0 then
+        mark = mark .. '|' .. string.format('%d', w[7]) .. ':' .. string.format('%d', w[4]) .. ':' .. string.format('%d', #w[3]) .. ':' .. w[3]
+      end
+    end
+    redis.call('SET', KEYS[n + 2], mark, 'PX', 600000)
   end
 else
   charged = 0

@@ -11,12 +11,14 @@ import (
 	"strings"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -41,6 +43,12 @@ const (
 	FilterExtAuthz  = "envoy.filters.http.ext_authz"
 	FilterRateLimit = "envoy.filters.http.ratelimit"
 	FilterRouter    = "envoy.filters.http.router"
+
+	// AccessLogGRPC sends each request's access log entry to Tollgate,
+	// which settles the charges ext_authz reserved (settle on delivery).
+	AccessLogGRPC = "envoy.access_loggers.http_grpc"
+	// AccessLogName is the log_name of that access log.
+	AccessLogName = "tollgate"
 
 	filterHCM           = "envoy.filters.network.http_connection_manager"
 	transportSocketTLS  = "envoy.transport_sockets.tls"
@@ -113,6 +121,7 @@ type builder struct {
 	// Shared, read-only parts of every listener.
 	httpFilters     []*hcmv3.HttpFilter
 	routerOnly      []*hcmv3.HttpFilter
+	accessLog       []*accesslogv3.AccessLog
 	extAuthzOff     *anypb.Any
 	protocolOptions map[string]*anypb.Any
 }
@@ -256,6 +265,9 @@ func (b *builder) sharedParts() error {
 		router,
 	}
 	b.routerOnly = []*hcmv3.HttpFilter{router}
+	if b.accessLog, err = b.settleAccessLog(); err != nil {
+		return fmt.Errorf("tollgate: %s access log: %w", AccessLogGRPC, err)
+	}
 	if b.extAuthzOff, err = pack(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}}); err != nil {
 		return err
 	}
@@ -273,6 +285,36 @@ func (b *builder) sharedParts() error {
 	}
 	b.protocolOptions = map[string]*anypb.Any{httpProtocolOptions: h2}
 	return nil
+}
+
+// settleAccessLog is the access log of every HTTP listener: the entries of
+// the requests whose ext_authz metadata names a reservation go to
+// Tollgate's access log service, through the cluster ext_authz uses.
+func (b *builder) settleAccessLog() ([]*accesslogv3.AccessLog, error) {
+	cfg, err := pack(&grpcalsv3.HttpGrpcAccessLogConfig{CommonConfig: &grpcalsv3.CommonGrpcAccessLogConfig{
+		LogName:             AccessLogName,
+		GrpcService:         b.tollgateService(0),
+		TransportApiVersion: corev3.ApiVersion_V3,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	al := &accesslogv3.AccessLog{
+		Name: AccessLogGRPC,
+		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_MetadataFilter{MetadataFilter: &accesslogv3.MetadataFilter{
+			Matcher: &matcherv3.MetadataMatcher{
+				Filter: wire.MetadataNamespace,
+				Path:   []*matcherv3.MetadataMatcher_PathSegment{{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: wire.MetadataKey}}},
+				Value:  &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_PresentMatch{PresentMatch: true}},
+			},
+			MatchIfKeyNotFound: wrapperspb.Bool(false),
+		}}},
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: cfg},
+	}
+	if err := al.ValidateAll(); err != nil {
+		return nil, err
+	}
+	return []*accesslogv3.AccessLog{al}, nil
 }
 
 func socketAddress(host string, port uint32) *corev3.Address {
@@ -312,6 +354,7 @@ func (b *builder) listener(l *Listener) error {
 			RouteConfigName: rc.Name,
 		}},
 		HttpFilters: b.httpFilters,
+		AccessLog:   b.accessLog,
 		// This Envoy is the edge: the client address (remote_address rate
 		// limits, ext_authz's source) is the TCP peer, not X-Forwarded-For.
 		UseRemoteAddress: wrapperspb.Bool(true),

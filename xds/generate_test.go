@@ -10,6 +10,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -274,8 +275,8 @@ func TestBuildTollgateClusterName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Count(string(js), `"cluster_name": "tollgate_authz"`); got != 3 {
-		t.Errorf("tollgate_authz is named %d times as cluster_name, want 3 (ext_authz, ratelimit, load assignment)", got)
+	if got := strings.Count(string(js), `"cluster_name": "tollgate_authz"`); got != 4 {
+		t.Errorf("tollgate_authz is named %d times as cluster_name, want 4 (ext_authz, ratelimit, the settle access log, load assignment)", got)
 	}
 }
 
@@ -331,5 +332,41 @@ func TestProxylessGRPCRequirements(t *testing.T) {
 				t.Errorf("endpoints %q: a locality without weight, which grpc-go ignores", cla.GetClusterName())
 			}
 		}
+	}
+}
+
+// TestListenersLogToTollgate: every generated HTTP listener sends the
+// access log entries of requests carrying a reservation to Tollgate, over
+// the cluster ext_authz uses; proxyless gRPC listeners (no ext_authz) do
+// not.
+func TestListenersLogToTollgate(t *testing.T) {
+	r := buildFile(t, filepath.Join("testdata", "valid", "everything.yaml"))
+	checked := 0
+	for _, l := range r.Listeners {
+		if l.GetApiListener() != nil {
+			if hcm := unpackHCM(t, l.GetApiListener().GetApiListener()); len(hcm.GetAccessLog()) != 0 {
+				t.Errorf("proxyless listener %s has an access log", l.GetName())
+			}
+			continue
+		}
+		hcm := unpackHCM(t, l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig())
+		logs := hcm.GetAccessLog()
+		if len(logs) != 1 || logs[0].GetName() != AccessLogGRPC {
+			t.Fatalf("listener %s: access logs %v, want one %s", l.GetName(), logs, AccessLogGRPC)
+		}
+		cfg := &grpcalsv3.HttpGrpcAccessLogConfig{}
+		if err := logs[0].GetTypedConfig().UnmarshalTo(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if c := cfg.GetCommonConfig(); c.GetGrpcService().GetEnvoyGrpc().GetClusterName() != DefaultTollgateCluster || c.GetLogName() != AccessLogName {
+			t.Errorf("listener %s: access log %v, want log %q to cluster %q", l.GetName(), c, AccessLogName, DefaultTollgateCluster)
+		}
+		if m := logs[0].GetFilter().GetMetadataFilter().GetMatcher(); m.GetFilter() != FilterExtAuthz {
+			t.Errorf("listener %s: access log filter %v, want ext_authz's metadata", l.GetName(), logs[0].GetFilter())
+		}
+		checked++
+	}
+	if checked == 0 {
+		t.Fatal("no HTTP listener: the test checks nothing")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/authz/accesslog"
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
@@ -132,7 +134,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	st, err := newStore(ctx, cfg.Store, cfg.Postgres.Enabled(), log.With("component", "store"))
+	st, err := newStore(ctx, cfg.Store, cfg.Settle, cfg.Postgres.Enabled(), log.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +151,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	a.runners = append(a.runners, runner{name: "pending voids", run: limits.Run})
+	// Reservations (charges settled on delivery) that no access log entry
+	// settles are released after settle.timeout, by every replica.
+	a.runners = append(a.runners, runner{name: "settle sweeper", run: func(ctx context.Context) error {
+		return limits.RunSweeper(ctx, time.Duration(cfg.Settle.SweepInterval))
+	}})
+	alsSrv, err := accesslog.New(limits, accesslog.Options{Logger: log.With("component", "accesslog"), Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
 	dlog, err := a.decisionLog(reg)
 	if err != nil {
 		return nil, err
@@ -203,6 +214,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	a.health = health.NewServer()
 	a.setServing(false)
 	authv3.RegisterAuthorizationServer(a.grpcServer(cfg.GRPC.Address, "grpc.address"), authzSrv)
+	// The access log service completes what ext_authz reserved: on its
+	// listener, which Envoy's "tollgate" cluster already reaches.
+	alsv3.RegisterAccessLogServiceServer(a.grpcServer(cfg.GRPC.Address, "grpc.address"), alsSrv)
 	rlsv3.RegisterRateLimitServiceServer(a.grpcServer(cmp.Or(cfg.RateLimit.Address, cfg.GRPC.Address), "ratelimit.address"), rlsSrv)
 	if a.xds != nil {
 		a.xds.Register(a.grpcServer(cmp.Or(cfg.XDS.Address, cfg.GRPC.Address), "xds.address"))
@@ -359,7 +373,8 @@ func (a *App) setServing(on bool) {
 	if on {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName, rlsv3.RateLimitService_ServiceDesc.ServiceName} {
+	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName, rlsv3.RateLimitService_ServiceDesc.ServiceName,
+		alsv3.AccessLogService_ServiceDesc.ServiceName} {
 		a.health.SetServingStatus(svc, st)
 	}
 	a.ready.Store(on)
@@ -512,7 +527,7 @@ func (a *App) Banner(w io.Writer) {
 		policy = "embedded demo (policies/demo)"
 	}
 	fmt.Fprintf(w, "Tollgate %s is serving\n", a.version)
-	fmt.Fprintf(w, "  gRPC              %s   envoy.service.auth.v3.Authorization/Check, envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit\n", a.GRPCAddr())
+	fmt.Fprintf(w, "  gRPC              %s   envoy.service.auth.v3.Authorization/Check, envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit, envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs\n", a.GRPCAddr())
 	for _, g := range a.grpcs[1:] {
 		fmt.Fprintf(w, "  gRPC (%s)  %s\n", g.field, g.ln.Addr())
 	}

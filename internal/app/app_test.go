@@ -421,16 +421,7 @@ func TestLimitsAndCreditsEndToEnd(t *testing.T) {
 
 	admin := "http://" + r.app.AdminAddr()
 	post := func(token, key string) (int, string) {
-		hreq, _ := http.NewRequest(http.MethodPost, admin+"/v1/accounts/acme/credits", strings.NewReader(`{"amount": 250}`))
-		hreq.Header.Set("Authorization", "Bearer "+token)
-		hreq.Header.Set("Idempotency-Key", key)
-		resp, err := http.DefaultClient.Do(hreq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return adminCall(t, http.MethodPost, admin+"/v1/accounts/acme/credits", token, key, `{"amount": 250}`)
 	}
 	if code, body := post("wrong", "k1"); code != 401 {
 		t.Errorf("wrong token: %d %s", code, body)
@@ -440,16 +431,9 @@ func TestLimitsAndCreditsEndToEnd(t *testing.T) {
 			t.Errorf("top-up: %d %s, want 200 and balance 250 (the replay credits nothing)", code, body)
 		}
 	}
-	hreq, _ := http.NewRequest(http.MethodGet, admin+"/v1/accounts/initech", nil)
-	hreq.Header.Set("Authorization", "Bearer s3cret")
-	resp, err := http.DefaultClient.Do(hreq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"name":"monthly"`) || !strings.Contains(string(body), `"used":10`) {
-		t.Errorf("GET account: %d %s, want initech's monthly quota with 10 used", resp.StatusCode, body)
+	code, body := adminCall(t, http.MethodGet, admin+"/v1/accounts/initech", "s3cret", "", "")
+	if code != 200 || !strings.Contains(body, `"name":"monthly"`) || !strings.Contains(body, `"used":10`) {
+		t.Errorf("GET account: %d %s, want initech's monthly quota with 10 used", code, body)
 	}
 }
 

@@ -34,9 +34,9 @@ const sweepInterval = 10 * time.Second
 // modes until it answers.
 // With shipped set, a ledger shipper makes the entries durable and trims
 // them; otherwise the store keeps a bounded recent history.
-func newStore(ctx context.Context, c config.Store, shipped bool, log *slog.Logger) (*store, error) {
+func newStore(ctx context.Context, c config.Store, settle config.Settle, shipped bool, log *slog.Logger) (*store, error) {
 	if c.Kind == "memory" {
-		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys})
+		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys, SettleTimeout: time.Duration(settle.Timeout)})
 		return &store{Store: m, ledger: m, close: func() error { return nil }, run: func(ctx context.Context) error {
 			m.Run(ctx, sweepInterval)
 			return nil
@@ -72,6 +72,7 @@ func newStore(ctx context.Context, c config.Store, shipped bool, log *slog.Logge
 	rs := ratelimit.NewRedisStore(client, time.Duration(r.Timeout))
 	rs.SetClockSkew(time.Duration(r.ClockSkew))
 	rs.SetVoidClient(voidClient)
+	rs.SetSettleTimeout(time.Duration(settle.Timeout))
 	if shipped {
 		rs.SetLedgerMaxLen(0) // the shipper trims what is durable
 	}

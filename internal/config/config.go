@@ -40,6 +40,9 @@ type Config struct {
 	XDS XDS `yaml:"xds"`
 	// DecisionLogs writes one record per Check and per ShouldRateLimit.
 	DecisionLogs DecisionLogs `yaml:"decision_logs"`
+	// Settle tunes charges settled on delivery (reserved at Check,
+	// captured or released from Envoy's access log).
+	Settle Settle `yaml:"settle"`
 	// ShutdownTimeout bounds how long in-flight calls may drain after SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -116,6 +119,18 @@ func (x XDS) Files() map[string]string {
 		m[""] = x.RoutesFile
 	}
 	return m
+}
+
+// Settle tunes reservations: charges with settle "delivery" or "success".
+type Settle struct {
+	// Timeout is how long a reservation waits for its access log entry
+	// before it is released (the request is then not charged). It must be
+	// longer than the longest route or stream timeout of the Envoys in
+	// front: Envoy logs a request when it ends.
+	Timeout Duration `yaml:"timeout"`
+	// SweepInterval is how often each replica releases the reservations
+	// past their timeout.
+	SweepInterval Duration `yaml:"sweep_interval"`
 }
 
 // Store is where counters and balances live.
@@ -360,11 +375,23 @@ func (c *Config) applyDefaults() {
 		f := DefaultDecisionLogSample
 		c.DecisionLogs.Sample = &f
 	}
+	if c.Settle.Timeout == 0 {
+		c.Settle.Timeout = DefaultSettleTimeout
+	}
+	if c.Settle.SweepInterval == 0 {
+		c.Settle.SweepInterval = DefaultSweepInterval
+	}
 }
 
 // DefaultAnswerMargin is the least time left before a caller's deadline
 // for a charged request to be answered.
 const DefaultAnswerMargin = Duration(20 * time.Millisecond)
+
+// Defaults of the settle section.
+const (
+	DefaultSettleTimeout = Duration(5 * time.Minute)
+	DefaultSweepInterval = Duration(10 * time.Second)
+)
 
 // DefaultClockSkew is how far Tollgate's and Redis's clocks may disagree.
 const DefaultClockSkew = Duration(500 * time.Millisecond)
@@ -460,6 +487,12 @@ func (c *Config) validate(k *checker) {
 	}
 	k.paths("ratelimit.config_paths", c.RateLimit.ConfigPaths, "a .yaml file or a directory of them")
 	c.DecisionLogs.validate(k)
+	if t := time.Duration(c.Settle.Timeout); t < time.Second || t > 24*time.Hour {
+		k.errorf("settle.timeout", "%s is out of range (allowed: 1s to 24h, longer than the longest route or stream timeout)", t)
+	}
+	if i := time.Duration(c.Settle.SweepInterval); i < 100*time.Millisecond || i > time.Duration(c.Settle.Timeout) {
+		k.errorf("settle.sweep_interval", "%s is out of range (allowed: 100ms to settle.timeout, %s)", i, time.Duration(c.Settle.Timeout))
+	}
 }
 
 // validate checks the decision logs' settings, enabled or not, so that

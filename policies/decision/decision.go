@@ -502,7 +502,7 @@ func location(name string) (*time.Location, error) {
 func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 	obj, ok := t.Value.(ast.Object)
 	if !ok {
-		return nil, fmt.Errorf("want an object with account, credits, overdraft; got %s", truncate(t.String()))
+		return nil, fmt.Errorf("want an object with account, credits, overdraft, settle; got %s", truncate(t.String()))
 	}
 	c := &ratelimit.Charge{}
 	failureMode := "closed" // money is never given away: charges fail closed by default
@@ -518,8 +518,13 @@ func asCharge(t *ast.Term) (*ratelimit.Charge, error) {
 			c.OverageOnly, err = asBool(v)
 		case "failure_mode":
 			failureMode, err = asFailureMode(v)
+		case "settle":
+			var s string
+			if s, err = asString(v); err == nil {
+				c.Settle = ratelimit.Settle(s)
+			}
 		default:
-			err = errors.New("unknown key (allowed: account, credits, overdraft, overage_only, failure_mode)")
+			err = errors.New("unknown key (allowed: account, credits, overdraft, overage_only, failure_mode, settle)")
 		}
 		return err
 	})

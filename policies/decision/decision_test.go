@@ -77,6 +77,16 @@ func TestParseDecision(t *testing.T) {
 				t.Errorf("failure modes: limit closed=%v, limit default open=%v, charge default closed=%v", !d.Limits[0].FailOpen, d.Limits[1].FailOpen, !d.Charge.FailOpen)
 			}
 		}},
+		{"settle on delivery", `{"allow": true, "consumer": "acme", "charge": {"credits": 2, "settle": "delivery"}}`, func(t *testing.T, d *decision.Decision) {
+			if d.Charge == nil || d.Charge.Settle != ratelimit.SettleDelivery || !d.Charge.Reserves() {
+				t.Errorf("charge %+v, want settle delivery", d.Charge)
+			}
+		}},
+		{"settle at check", `{"allow": true, "consumer": "acme", "charge": {"credits": 2, "settle": "check"}}`, func(t *testing.T, d *decision.Decision) {
+			if d.Charge == nil || d.Charge.Reserves() {
+				t.Errorf("charge %+v, want settled at check", d.Charge)
+			}
+		}},
 		{"null charge is no charge", `{"allow": true, "charge": null}`, func(t *testing.T, d *decision.Decision) {
 			if d.Charge != nil {
 				t.Errorf("charge %+v", d.Charge)
@@ -146,6 +156,8 @@ func TestParseDecisionErrors(t *testing.T) {
 		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s", "overage": true}]}`, `"overage" applies to period quotas only`},
 		{`{"allow": true, "limits": [{"name": "a", "key": "k", "limit": 1, "window": "1s", "failure_mode": "maybe"}]}`, `"maybe" is not a failure mode (allowed: open, closed)`},
 		{`{"allow": true, "charge": {"account": "a", "credits": 1.5}}`, `want an integer, got 1.5`},
+		{`{"allow": true, "charge": {"account": "a", "credits": 1, "settle": "later"}}`, `settle: "later" is not a settle mode (allowed: check, delivery, success)`},
+		{`{"allow": true, "charge": {"account": "a", "credits": 1, "settle": 1}}`, `settle: want a string`},
 		{`{"allowed": true, "http_status": "429"}`, `http_status: want an integer`},
 		{`{"allow": true, "headers": {"X-Tollgate-Tier": "gold"}}`, `header "x-tollgate-tier": the x-tollgate- prefix is Tollgate's (allowed: x-tollgate-consumer, x-tollgate-plan, x-tollgate-balance, x-tollgate-degraded)`},
 		{`{"allowed": true, "headers": {"x-tollgate-user": "u"}}`, `header "x-tollgate-user": the x-tollgate- prefix is Tollgate's`},
