@@ -312,8 +312,11 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		e.errors.WithLabelValues(e.store.Kind()).Inc()
 		e.logError("take", err)
 		e.count(req, "store_error")
+		// The Take may still run in the store (its reply was lost, or it
+		// waits in a paused server): void it, whatever the failure mode —
+		// a request let through degraded is not charged either.
+		e.void(ctx, req, reasonVoid)
 		if !failsOpen(req) {
-			e.void(ctx, req, reasonVoid)
 			return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
 		return &Outcome{Allowed: true, Denied: -1, Degraded: true}, nil
@@ -376,10 +379,31 @@ func (e *Engine) Settle(ctx context.Context, account, id string, capture bool) (
 		e.errors.WithLabelValues(e.store.Kind()).Inc()
 		e.settles.WithLabelValues("error").Inc()
 		e.logError("settle", err)
+		// Retried by Run until the store acknowledges it (before the
+		// reservation's settle timeout, normally): a delivered request
+		// is charged even when the store failed as its log arrived.
+		if !e.voids.add(pendingVoid{settle: &pendingSettle{account: account, id: id, capture: capture}}) {
+			e.log.Error("could not settle a reservation, and too many are pending to retry it; it will expire uncharged",
+				"account", account, "reservation", id, "error", err)
+		}
 		return "", err
 	}
 	e.settles.WithLabelValues(string(res)).Inc()
 	return res, nil
+}
+
+// retrySettle settles a reservation whose settle failed before.
+func (e *Engine) retrySettle(ctx context.Context, p *pendingSettle) error {
+	reason := reasonNotDelivered
+	if p.capture {
+		reason = reasonDelivered
+	}
+	res, err := e.store.Settle(ctx, p.account, p.id, p.capture, reason)
+	if err != nil {
+		return err
+	}
+	e.settles.WithLabelValues(string(res)).Inc()
+	return nil
 }
 
 // ExpireReservations releases reservations whose settle timeout has
@@ -551,8 +575,18 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 	ok := true
 	for _, p := range e.voids.take() {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		refunded, err := v.Void(cctx, p.req, p.reason)
+		var refunded int64
+		var err error
+		if p.settle != nil {
+			err = e.retrySettle(cctx, p.settle)
+		} else {
+			refunded, err = v.Void(cctx, p.req, p.reason)
+		}
 		cancel()
+		if err == nil && p.settle != nil {
+			e.voids.done()
+			continue
+		}
 		if err != nil {
 			// Add back before done, so it is never uncounted.
 			e.voids.add(p)

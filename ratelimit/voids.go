@@ -6,10 +6,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// pendingVoid is a void that failed and waits to be retried.
+// pendingVoid is a void, or a settle, that failed and waits to be
+// retried.
 type pendingVoid struct {
 	req    *Request
 	reason string
+	settle *pendingSettle // set: a settle, not a void
+}
+
+// pendingSettle is a reservation's settle to retry.
+type pendingSettle struct {
+	account, id string
+	capture     bool
 }
 
 // voidQueue holds the pending voids, bounded.
@@ -29,7 +37,7 @@ func newVoidQueue(max int) *voidQueue {
 	q := &voidQueue{max: max,
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tollgate_voids_pending",
-			Help: "Voids of requests whose store outcome is unknown, waiting to be retried.",
+			Help: "Voids of requests whose store outcome is unknown, and settles of reservations that failed, waiting to be retried.",
 		}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_voids_total",

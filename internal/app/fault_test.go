@@ -21,11 +21,17 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate-dev/tollgate/internal/app"
+	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
@@ -35,12 +41,16 @@ import (
 type replica struct {
 	app    *app.App
 	client authv3.AuthorizationClient
+	als    alsv3.AccessLogServiceClient
 }
 
-func startReplica(t *testing.T, redisAddr string) *replica {
+func startReplica(t *testing.T, redisAddr string, edit ...func(*config.Config)) *replica {
 	t.Helper()
 	cfg := testConfig()
 	cfg.Policy.Paths = []string{"testdata/charge.rego"}
+	for _, e := range edit {
+		e(cfg)
+	}
 	cfg.Store.Kind = "redis"
 	cfg.Store.Redis.Addrs = []string{redisAddr}
 	cfg.Store.Redis.PoolSize = 64
@@ -62,7 +72,74 @@ func startReplica(t *testing.T, redisAddr string) *replica {
 			t.Errorf("replica Run: %v", err)
 		}
 	})
-	return &replica{app: a, client: authv3.NewAuthorizationClient(conn)}
+	return &replica{app: a, client: authv3.NewAuthorizationClient(conn), als: alsv3.NewAccessLogServiceClient(conn)}
+}
+
+// loadDelivered plays Envoy with settle-on-delivery: each Check (with its
+// own x-request-id) that the client sees allowed is forwarded, and an
+// access log entry saying so — carrying the reservation from the Check's
+// dynamic metadata — goes to either replica; a Check the client did not see
+// allowed is never forwarded and its reservation, if any, expires. It
+// returns how many were forwarded.
+func loadDelivered(t *testing.T, replicas []*replica, n, concurrency int) int64 {
+	var forwarded, next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range concurrency {
+		wg.Go(func() {
+			streams := make([]alsv3.AccessLogService_StreamAccessLogsClient, len(replicas))
+			defer func() {
+				for _, s := range streams {
+					if s != nil {
+						_, _ = s.CloseAndRecv()
+					}
+				}
+			}()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+					Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/v1/x", Host: "api.example.com",
+						Id: fmt.Sprintf("w%d-r%d", w, i)},
+				}}}
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				resp, err := replicas[i%int64(len(replicas))].client.Check(ctx, req)
+				cancel()
+				if err != nil || resp.GetOkResponse() == nil {
+					continue // not forwarded: Envoy answers the client itself
+				}
+				forwarded.Add(1)
+				entry := &accesslogdatav3.HTTPAccessLogEntry{
+					CommonProperties: &accesslogdatav3.AccessLogCommon{
+						UpstreamRequestAttemptCount: 1,
+						Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+							"envoy.filters.http.ext_authz": resp.GetDynamicMetadata(),
+						}},
+					},
+					Response: &accesslogdatav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(200)},
+				}
+				k := int(i/7) % len(replicas) // not the replica that answered the Check, often
+				if streams[k] == nil {
+					if streams[k], err = replicas[k].als.StreamAccessLogs(context.Background()); err != nil {
+						t.Errorf("access log stream: %v", err)
+						return
+					}
+				}
+				if err := streams[k].Send(&alsv3.StreamAccessLogsMessage{
+					Identifier: &alsv3.StreamAccessLogsMessage_Identifier{LogName: "tollgate"},
+					LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{
+						LogEntry: []*accesslogdatav3.HTTPAccessLogEntry{entry},
+					}},
+				}); err != nil {
+					t.Errorf("access log send: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return forwarded.Load()
 }
 
 // load sends n Checks at the given concurrency, alternating replicas, each
@@ -229,6 +306,99 @@ func metric(t *testing.T, r *replica, prefix string) float64 {
 	}
 	t.Fatalf("no %q in /metrics", prefix)
 	return 0
+}
+
+// TestFaultDelivery: with settle on delivery, the credits charged equal the
+// requests forwarded, exactly, under overload and Redis pauses: each
+// forwarded request's access log entry captures its reservation, every
+// other reservation expires uncharged.
+func TestFaultDelivery(t *testing.T) {
+	const settleTimeout = 4 * time.Second
+	srv := redistest.StartWith(t, "--appendonly", "yes", "--appendfsync", "always")
+	delivery := func(c *config.Config) {
+		c.Policy.Paths = []string{"testdata/charge-delivery.rego"}
+		c.Settle.Timeout = config.Duration(settleTimeout)
+		c.Settle.SweepInterval = config.Duration(100 * time.Millisecond)
+	}
+	replicas := []*replica{startReplica(t, srv.Addr, delivery), startReplica(t, srv.Addr, delivery)}
+	store := ratelimit.NewRedisStore(srv.Client(), time.Second)
+	ctx := context.Background()
+	if _, err := store.Credit(ctx, "acme", 10_000_000, "fault-seed"); err != nil {
+		t.Fatal(err)
+	}
+	balance := func() int64 {
+		t.Helper()
+		for {
+			a, err := store.Account(ctx, "acme")
+			if err == nil {
+				return a.Balance
+			}
+			time.Sleep(50 * time.Millisecond) // Redis restarting
+		}
+	}
+	pending := func() int64 {
+		n, err := srv.Client().HLen(ctx, "tollgate:{acme}:res").Result()
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	phase := func(name string, n, concurrency int, fault func(stop <-chan struct{})) {
+		t.Helper()
+		before := balance()
+		stop := make(chan struct{})
+		faulted := make(chan struct{})
+		go func() { defer close(faulted); fault(stop) }()
+		forwarded := loadDelivered(t, replicas, n, concurrency)
+		close(stop)
+		<-faulted
+		// Every reservation is settled (captured) or expires (released);
+		// settled ones are remembered for a while: wait until the balance
+		// no longer moves and no reservation is open.
+		deadline := time.Now().Add(60 * time.Second)
+		last := balance()
+		for {
+			for _, r := range replicas { // failed settles are retried until acknowledged
+				for pendingVoids(t, r) != 0 {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s: settles still pending", name)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			// Longer than settle.timeout: a reservation still open now has
+			// expired by then (released, not charged).
+			time.Sleep(settleTimeout + 500*time.Millisecond)
+			b := balance()
+			if b == last {
+				break
+			}
+			last = b
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the balance never settled", name)
+			}
+		}
+		charged := before - last
+		t.Logf("%-28s requests %6d  forwarded %6d  charged %6d  (reservations remembered: %d)", name, n, forwarded, charged, pending())
+		if charged != forwarded {
+			t.Errorf("%s: %d forwarded but %d charged", name, forwarded, charged)
+		}
+	}
+	pauses := func(stop <-chan struct{}) {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			srv.Pause()
+			time.Sleep(time.Duration(30+rand.IntN(1470)) * time.Millisecond)
+			srv.Resume()
+		}
+	}
+	phase("delivery, concurrency 64", 10_000, 64, func(<-chan struct{}) {})
+	phase("delivery, Redis pauses", 5_000, 64, pauses)
+	phase("delivery, overload 1,000", 10_000, 1000, func(<-chan struct{}) {})
 }
 
 // faultBook sums shipped entries, one per ID.
