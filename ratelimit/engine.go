@@ -206,6 +206,7 @@ type Engine struct {
 	duration  *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 	voids     *voidQueue
+	flushBy   atomic.Int64 // unix ns: Run's last pass ends by then (0: a second)
 	margin    time.Duration
 	settles   *prometheus.CounterVec
 	expired   prometheus.Counter
@@ -554,8 +555,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// One last pass, by the shutdown deadline (FlushBy), for the
+			// voids and settles of the calls that drained meanwhile.
+			by := time.Now().Add(time.Second)
+			if d := e.flushBy.Load(); d != 0 {
+				by = time.Unix(0, d)
+			}
+			last, cancel := context.WithDeadline(context.WithoutCancel(ctx), by)
+			e.retryVoids(last, v)
+			cancel()
 			if n := e.voids.len(); n > 0 {
-				e.log.Error("shutting down with voids pending: those accounts may have been charged for refused requests", "pending", n)
+				e.log.Error("shutting down with voids or settles pending: those accounts may have been charged for refused requests, or not charged for delivered ones", "pending", n)
 			}
 			return nil
 		case <-t.C:
@@ -568,6 +578,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		t.Reset(backoff)
 	}
 }
+
+// FlushBy bounds Run's last pass, once its context ends, by the process's
+// shutdown deadline.
+func (e *Engine) FlushBy(deadline time.Time) { e.flushBy.Store(deadline.UnixNano()) }
 
 // retryVoids tries every pending void once; it reports whether all that
 // were tried succeeded.
@@ -640,6 +654,12 @@ func validateCredit(account string, amount int64, key string) error {
 		return fmt.Errorf("ratelimit: amount %d is not between 1 and %d", amount, int64(MaxCredits))
 	case key == "":
 		return errors.New("ratelimit: empty idempotency key")
+	}
+	if err := ledgerText(account); err != nil {
+		return fmt.Errorf("ratelimit: account: %w", err)
+	}
+	if err := ledgerText(key); err != nil {
+		return fmt.Errorf("ratelimit: idempotency key: %w", err)
 	}
 	return nil
 }

@@ -41,6 +41,8 @@ func TestTakeRefusesInvalid(t *testing.T) {
 		{"zero credits", ratelimit.Request{Charge: &ratelimit.Charge{Account: "a", Credits: 0}}, `must be at least 1`},
 		{"no account", ratelimit.Request{Charge: &ratelimit.Charge{Credits: 1}}, `"account" is required`},
 		{"negative overdraft", ratelimit.Request{Charge: &ratelimit.Charge{Account: "a", Credits: 1, Overdraft: -1}}, `must not be negative`},
+		{"account not UTF-8", ratelimit.Request{Charge: &ratelimit.Charge{Account: "bad\xff", Credits: 1}}, `account: "bad\xff" is not valid UTF-8 text without NUL`},
+		{"consumer with NUL", ratelimit.Request{Charge: &ratelimit.Charge{Account: "a", Credits: 1}, Consumer: "c\x00"}, `consumer: "c\x00" is not valid UTF-8`},
 	}
 	for name, store := range stores {
 		eng, err := ratelimit.NewEngine(store, ratelimit.Options{})

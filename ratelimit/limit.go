@@ -8,7 +8,9 @@ package ratelimit
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Period is a calendar period for quotas.
@@ -192,6 +194,24 @@ func (r *Request) Validate() error {
 		if err := validReservation(r.Charge, r.Reservation); err != nil {
 			return fmt.Errorf("charge: %w", err)
 		}
+		// What the ledger records must be text PostgreSQL takes: an entry
+		// it refused would hold up the ledger's stream.
+		for _, f := range [...]struct{ name, v string }{
+			{"account", r.Charge.Account}, {"consumer", r.Consumer}, {"revision", r.Revision}, {"request id", r.ID}, {"reservation", r.Reservation},
+		} {
+			if err := ledgerText(f.v); err != nil {
+				return fmt.Errorf("charge: %s: %w", f.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ledgerText checks s can be recorded in the ledger: valid UTF-8 without
+// NUL.
+func ledgerText(s string) error {
+	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%q is not valid UTF-8 text without NUL", s)
 	}
 	return nil
 }

@@ -372,8 +372,10 @@ func (s *MemoryStore) Refund(_ context.Context, account string, amount int64, re
 	return nil
 }
 
-// refundKey is the idempotency key of a request's refund.
-func refundKey(id string) string { return "refund:" + id }
+// refundKey marks a request's refund among the top-up keys: its NUL can
+// be in no idempotency key (validateCredit refuses it), so no top-up can
+// take a refund's place.
+func refundKey(id string) string { return "\x00refund:" + id }
 
 // Credit implements Store.
 func (s *MemoryStore) Credit(_ context.Context, account string, amount int64, key string) (*Credit, error) {

@@ -381,7 +381,7 @@ func (s *RedisStore) Credit(ctx context.Context, account string, amount int64, k
 	defer cancel()
 	res, err := creditScript.Run(ctx, s.client,
 		[]string{balanceKey(account), topupKey(account, key), s.ledgerStream(account)},
-		amount, int64(MaxCredits), IdempotencyTTL.Milliseconds(), account, key, "topup", "", s.ledgerMax).Int64Slice()
+		amount, int64(MaxCredits), IdempotencyTTL.Milliseconds(), account, key, "topup", "topup", s.ledgerMax).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redis credit: %w", err)
 	}

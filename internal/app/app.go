@@ -139,6 +139,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	a.undo.push(st.close)
+	for _, c := range st.metrics {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
 	if st.run != nil {
 		a.runners = append(a.runners, runner{name: "store sweeper", run: st.run})
 	}
@@ -150,7 +155,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	a.runners = append(a.runners, runner{name: "pending voids", run: limits.Run})
+	a.runners = append(a.runners, runner{name: "pending voids", run: limits.Run, afterDrain: true, by: limits.FlushBy})
 	// Reservations (charges settled on delivery) that no access log entry
 	// settles are released after settle.timeout, by every replica.
 	a.runners = append(a.runners, runner{name: "settle sweeper", run: func(ctx context.Context) error {
@@ -313,7 +318,7 @@ func (a *App) shipLedger(ctx context.Context, src ledger.Source, reg prometheus.
 	if err != nil {
 		return err
 	}
-	a.runners = append(a.runners, runner{name: "ledger shipper", run: sh.Run})
+	a.runners = append(a.runners, runner{name: "ledger shipper", run: sh.Run, afterDrain: true, by: sh.FlushBy})
 	return nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
@@ -24,6 +26,8 @@ type store struct {
 	close func() error
 	// ledger is where the store records balance changes.
 	ledger ledger.Source
+	// metrics are the store's own collectors.
+	metrics []prometheus.Collector
 }
 
 // sweepInterval is how often the memory store reclaims expired counters.
@@ -37,7 +41,11 @@ const sweepInterval = 10 * time.Second
 func newStore(ctx context.Context, c config.Store, settle config.Settle, shipped bool, log *slog.Logger) (*store, error) {
 	if c.Kind == "memory" {
 		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys, SettleTimeout: time.Duration(settle.Timeout)})
-		return &store{Store: m, ledger: m, close: func() error { return nil }, run: func(ctx context.Context) error {
+		dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tollgate_ledger_dropped_total",
+			Help: "Ledger entries the memory store's bounded ring dropped before they were shipped (raise nothing: ship more often, or use Redis).",
+		}, func() float64 { return float64(m.LedgerDropped()) })
+		return &store{Store: m, ledger: m, metrics: []prometheus.Collector{dropped}, close: func() error { return nil }, run: func(ctx context.Context) error {
 			m.Run(ctx, sweepInterval)
 			return nil
 		}}, nil

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,7 @@ type ShipOptions struct {
 // order per stream, and then trims them from the store. A restart resumes
 // at the checkpoints; an entry delivered twice is recorded once.
 type Shipper struct {
+	flushBy atomic.Int64 // unix ns: Run's last pass ends by then (0: a second)
 	src     Source
 	dst     Checkpointer
 	opts    ShipOptions
@@ -129,14 +131,30 @@ func (s *Shipper) Once(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Run ships until ctx is done; it never gives up on an entry.
+// FlushBy bounds Run's last pass, once its context ends, by the process's
+// shutdown deadline.
+func (s *Shipper) FlushBy(deadline time.Time) { s.flushBy.Store(deadline.UnixNano()) }
+
+// Run ships until ctx is done, then ships what is there once more (by the
+// FlushBy deadline); it never gives up on an entry: what is left waits in
+// the store for the next start.
 func (s *Shipper) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			by := time.Now().Add(time.Second)
+			if d := s.flushBy.Load(); d != 0 {
+				by = time.Unix(0, d)
+			}
+			last, cancel := context.WithDeadline(context.WithoutCancel(ctx), by)
+			defer cancel()
+			for {
+				if n, err := s.Once(last); err != nil || n == 0 {
+					return nil
+				}
+			}
 		case <-t.C:
 		}
 		n, err := s.Once(ctx)
