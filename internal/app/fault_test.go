@@ -171,9 +171,10 @@ func load(replicas []*replica, n, concurrency int) int64 {
 }
 
 // TestFault: charged never less than allowed, and equal to it under Redis
-// pauses and restarts at moderate concurrency; under overload at most 0.1 %
-// more (answers sent in time that reach the client after its deadline: the
-// server cannot know). The ledger sums to the balance throughout.
+// pauses and restarts at moderate concurrency; under overload charged
+// equals what the server answered OK in time, and the requests whose
+// answers still reached the client late (the server cannot know) stay
+// within 1 % (0 in quiet runs). The ledger sums to the balance throughout.
 func TestFault(t *testing.T) {
 	srv := redistest.StartWith(t, "--appendonly", "yes", "--appendfsync", "always")
 	replicas := []*replica{startReplica(t, srv.Addr), startReplica(t, srv.Addr)}
@@ -231,6 +232,11 @@ func TestFault(t *testing.T) {
 		if charged < allowed {
 			t.Errorf("%s: %d allowed but only %d charged", name, allowed, charged)
 		}
+		// What the server controls is exact: it charged exactly the
+		// requests it answered OK in time.
+		if charged != answered {
+			t.Errorf("%s: %d charged, but the server answered %d OK", name, charged, answered)
+		}
 		if float64(over) > maxOver*float64(allowed) {
 			t.Errorf("%s: %d charged for refused requests (%d allowed), more than %.1f%%", name, over, allowed, 100*maxOver)
 		}
@@ -261,7 +267,13 @@ func TestFault(t *testing.T) {
 	phase("no fault, concurrency 64", 20_000, 64, none, 0)
 	phase("Redis pauses, concurrency 64", 10_000, 64, pauses, 0)
 	phase("Redis kill/restart, conc. 64", 10_000, 64, restarts, 0)
-	phase("overload, concurrency 1,000", 20_000, 1000, none, 0.001)
+	// Under overload, an answer the server sent in time (with at least
+	// store.answer_margin left) can still reach the client after its
+	// deadline: the server cannot know. On this machine the client, both
+	// replicas and Redis share two cores, so that residue depends on what
+	// else runs: 0 of ~10,000 in quiet runs, up to ~1 % with other work on
+	// the machine. Settle on delivery (TestFaultDelivery) is exact.
+	phase("overload, concurrency 1,000", 20_000, 1000, none, 0.01)
 
 	// The ledger: one entry per balance change, summing to the balance.
 	b := &faultBook{}
