@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/throttle"
 )
 
 // Request is everything one API request consumes: its limits and its
@@ -201,7 +203,7 @@ type Engine struct {
 	store     Store
 	log       *slog.Logger
 	interval  time.Duration
-	lastLog   atomic.Int64
+	lastLog   throttle.Every
 	decisions *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
@@ -620,9 +622,7 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 }
 
 func (e *Engine) logError(op string, err error) {
-	now := time.Now().UnixNano()
-	last := e.lastLog.Load()
-	if now-last < int64(e.interval) || !e.lastLog.CompareAndSwap(last, now) {
+	if !e.lastLog.Allow(e.interval) {
 		return
 	}
 	e.log.Error("limit store failed; limits follow their failure mode (this message is logged once per interval)",
