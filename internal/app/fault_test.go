@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,9 +33,10 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/app"
 	"github.com/tollgate-dev/tollgate/internal/config"
+	"github.com/tollgate-dev/tollgate/internal/pg/pgtest"
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
-	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger/pgsink"
 )
 
 // replica is one running Tollgate of the fault test.
@@ -174,14 +176,23 @@ func load(replicas []*replica, n, concurrency int) int64 {
 // pauses and restarts at moderate concurrency; under overload charged
 // equals what the server answered OK in time, and the requests whose
 // answers still reached the client late (the server cannot know) stay
-// within 1 % (0 in quiet runs). The ledger sums to the balance throughout.
+// within 1 % (0 in quiet runs). A PostgreSQL outage changes nothing but the
+// shipping lag; a top-up sent to both replicas during a Redis pause with one
+// Idempotency-Key is applied once; the ledger the replicas shipped to
+// PostgreSQL sums to the balance.
 func TestFault(t *testing.T) {
 	srv := redistest.StartWith(t, "--appendonly", "yes", "--appendfsync", "always")
-	replicas := []*replica{startReplica(t, srv.Addr), startReplica(t, srv.Addr)}
+	db := pgtest.New(t)
+	pgProxy := db.Proxy() // the replicas reach PostgreSQL through it, so it can be cut
+	withLedger := func(c *config.Config) {
+		c.Postgres.DSN = pgProxy.DSN
+		c.Admin.Token = faultToken
+	}
+	replicas := []*replica{startReplica(t, srv.Addr, withLedger), startReplica(t, srv.Addr, withLedger)}
 	store := ratelimit.NewRedisStore(srv.Client(), time.Second)
 	ctx := context.Background()
-	const topUp = 10_000_000
-	if _, err := store.Credit(ctx, "acme", topUp, "fault-seed"); err != nil {
+	const seed = 10_000_000
+	if _, err := store.Credit(ctx, "acme", seed, "fault-seed"); err != nil {
 		t.Fatal(err)
 	}
 	balance := func() int64 {
@@ -274,26 +285,73 @@ func TestFault(t *testing.T) {
 	// else runs: 0 of ~10,000 in quiet runs, up to ~1 % with other work on
 	// the machine. Settle on delivery (TestFaultDelivery) is exact.
 	phase("overload, concurrency 1,000", 20_000, 1000, none, 0.01)
+	phase("PostgreSQL outage, conc. 64", 10_000, 64, func(stop <-chan struct{}) {
+		pgProxy.Cut()
+		<-stop
+		pgProxy.Restore()
+	}, 0)
 
-	// The ledger: one entry per balance change, summing to the balance.
-	b := &faultBook{}
-	sh, err := ledger.NewShipper(store, b, ledger.ShipOptions{})
-	if err != nil {
-		t.Fatal(err)
+	// A top-up POSTed to both replicas at once, with one Idempotency-Key,
+	// while Redis is paused: applied once.
+	before := balance()
+	srv.Pause()
+	var posts sync.WaitGroup
+	for _, r := range replicas {
+		posts.Go(func() { topUp(r, "fault-topup-1", 500) })
 	}
-	for {
-		n, err := sh.Once(ctx)
-		if err != nil {
-			t.Fatal(err)
+	time.Sleep(300 * time.Millisecond) // the pause being simulated
+	srv.Resume()
+	posts.Wait()
+	for _, r := range replicas { // retried until each answers: the same key again
+		deadline := time.Now().Add(10 * time.Second)
+		for topUp(r, "fault-topup-1", 500) != http.StatusOK {
+			if time.Now().After(deadline) {
+				t.Fatal("the top-up never succeeded")
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if n == 0 {
+	}
+	if got := balance() - before; got != 500 {
+		t.Errorf("one top-up of 500 sent 4 times during a pause changed the balance by %d", got)
+	}
+
+	// The ledger in PostgreSQL (shipped by the replicas through the
+	// outage): one entry per balance change, summing to the balance.
+	sink := pgsink.New(db.Pool())
+	final := balance()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		sum, n, err := sink.Sum(ctx, "acme")
+		if err == nil && sum == final {
+			t.Logf("ledger in PostgreSQL: %d entries summing to the balance %d; %d allowed in all", n, final, totalAllowed)
 			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ledger in PostgreSQL sums to %d (%v), the balance is %d", sum, err, final)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	if final := balance(); b.sum != final {
-		t.Errorf("ledger sums to %d, balance is %d", b.sum, final)
+}
+
+const faultToken = "fault-token"
+
+// topUp POSTs a top-up to a replica's admin API and returns the status (0
+// when the request failed).
+func topUp(r *replica, key string, amount int) int {
+	req, err := http.NewRequest(http.MethodPost, "http://"+r.app.AdminAddr()+"/v1/accounts/acme/credits",
+		strings.NewReader(fmt.Sprintf(`{"amount": %d}`, amount)))
+	if err != nil {
+		return 0
 	}
-	t.Logf("ledger: %d entries (%d charges, %d refunds), %d allowed in all", b.n, b.kinds[ledger.Charge], b.kinds[ledger.Refund], totalAllowed)
+	req.Header.Set("Authorization", "Bearer "+faultToken)
+	req.Header.Set("Idempotency-Key", key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // pendingVoids reads tollgate_voids_pending from a replica's /metrics.
@@ -411,32 +469,4 @@ func TestFaultDelivery(t *testing.T) {
 	phase("delivery, concurrency 64", 10_000, 64, func(<-chan struct{}) {})
 	phase("delivery, Redis pauses", 5_000, 64, pauses)
 	phase("delivery, overload 1,000", 10_000, 1000, func(<-chan struct{}) {})
-}
-
-// faultBook sums shipped entries, one per ID.
-type faultBook struct {
-	seen  map[string]bool
-	sum   int64
-	n     int
-	kinds map[ledger.Kind]int
-	cps   map[string]string
-}
-
-func (b *faultBook) Checkpoints(context.Context) (map[string]string, error) { return b.cps, nil }
-
-func (b *faultBook) WriteFrom(_ context.Context, stream string, entries []ledger.Entry, pos string) (int64, error) {
-	if b.seen == nil {
-		b.seen, b.kinds, b.cps = map[string]bool{}, map[ledger.Kind]int{}, map[string]string{}
-	}
-	for _, e := range entries {
-		if b.seen[e.ID] {
-			return 0, fmt.Errorf("entry %s delivered twice in one run", e.ID)
-		}
-		b.seen[e.ID] = true
-		b.sum += e.Amount
-		b.n++
-		b.kinds[e.Kind]++
-	}
-	b.cps[stream] = pos
-	return int64(len(entries)), nil
 }
