@@ -55,7 +55,8 @@ func (e *TooManyRowsError) Error() string {
 	return fmt.Sprintf("the report has more than %d groups: narrow the range, pick a consumer, or use period month", e.Limit)
 }
 
-// usageSQL counts decisions per group and sums the ledger's charges and
+// usageSQL counts decisions per group (a request both services logged,
+// by its request id, once: its ext_authz record, which has the route) and sums the ledger's charges and
 // refunds per group. A ledger entry belongs to the route and plan of its
 // request's decision (same consumer and request id; the ext_authz record
 // when both services logged the request); an entry whose decision is not
@@ -66,8 +67,11 @@ func (e *TooManyRowsError) Error() string {
 // credits are what the ledger moved in it.
 const usageSQL = `WITH dec AS (
 	SELECT consumer, date_trunc($3, time, 'UTC') AS period, method, path, plan, allow, reason, count(*) AS n
-	FROM tollgate_decisions
+	FROM tollgate_decisions d
 	WHERE time >= $1 AND time < $2 AND ($4 = '' OR consumer = $4)
+		AND (service = 'authz' OR request_id = '' OR NOT EXISTS (
+			SELECT 1 FROM tollgate_decisions a
+			WHERE a.consumer = d.consumer AND a.request_id = d.request_id AND a.service = 'authz'))
 	GROUP BY 1, 2, 3, 4, 5, 6, 7
 ), req AS (
 	SELECT consumer, period, method, path, plan,
