@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
 	"github.com/tollgate-dev/tollgate/internal/decisionlog/pgsink"
 	"github.com/tollgate-dev/tollgate/internal/pg/pgtest"
+	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
 	ledgerpg "github.com/tollgate-dev/tollgate/ratelimit/ledger/pgsink"
 )
@@ -34,8 +35,13 @@ func usageServer(t *testing.T) string {
 	}
 	at := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
 	rec := func(id, consumer string, allow bool, reason string) *decisionlog.Record {
-		return &decisionlog.Record{ID: id, Service: decisionlog.ServiceAuthz, RequestID: id, Time: at,
+		r := &decisionlog.Record{ID: id, Service: decisionlog.ServiceAuthz, RequestID: id, Time: at,
 			Method: "GET", Path: "/v1/a,b", Consumer: consumer, Plan: "pro", Allow: allow, Reason: reason}
+		if allow {
+			r.Charge = &ratelimit.Charge{Account: consumer, Credits: 3}
+			r.Outcome = &ratelimit.Outcome{Allowed: true, Denied: -1, Charged: 3, ChargeID: "ch-" + id}
+		}
+		return r
 	}
 	s := pgsink.New(pool, 0)
 	if err := s.Write(ctx, []*decisionlog.Record{
@@ -47,7 +53,7 @@ func usageServer(t *testing.T) string {
 	e := func(id string, kind ledger.Kind, amount int64, req string) ledger.Entry {
 		return ledger.Entry{ID: id, Account: "acme", Consumer: "acme", Kind: kind, Amount: amount, RequestID: req, Time: at}
 	}
-	if err := ledgerpg.New(pool).Write(ctx, []ledger.Entry{e("e1", ledger.Charge, -3, "r1"), e("e2", ledger.Charge, -3, "r2"), e("e3", ledger.Refund, 3, "r2")}); err != nil {
+	if err := ledgerpg.New(pool).Write(ctx, []ledger.Entry{e("e1", ledger.Charge, -3, "ch-r1"), e("e2", ledger.Charge, -3, "ch-r2"), e("e3", ledger.Refund, 3, "ch-r2")}); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(admin.UsageHandler(s, token, discard))

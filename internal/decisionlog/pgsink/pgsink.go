@@ -68,12 +68,12 @@ func New(pool *pgxpool.Pool, timeout time.Duration) *Sink {
 // skipped.
 const insertDecisions = `INSERT INTO tollgate_decisions
 	(decision_id, service, request_id, time, latency_us, consumer, plan, method, host, path,
-	 allow, status, reason, "limit", charged, balance, revision, doc)
-SELECT d, s, rq, t, l, c, p, m, h, pa, a, st, r, li, ch, b, rv, doc::jsonb
+	 allow, status, reason, "limit", charge_id, charged, balance, revision, doc)
+SELECT d, s, rq, t, l, c, p, m, h, pa, a, st, r, li, ci, ch, b, rv, doc::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::text[], $7::text[],
 	$8::text[], $9::text[], $10::text[], $11::boolean[], $12::integer[], $13::text[], $14::text[],
-	$15::bigint[], $16::bigint[], $17::text[], $18::text[])
-	AS u(d, s, rq, t, l, c, p, m, h, pa, a, st, r, li, ch, b, rv, doc)
+	$15::text[], $16::bigint[], $17::bigint[], $18::text[], $19::text[])
+	AS u(d, s, rq, t, l, c, p, m, h, pa, a, st, r, li, ci, ch, b, rv, doc)
 ON CONFLICT (decision_id) DO NOTHING`
 
 // Write inserts the records in one statement: all of them or, on error,
@@ -121,7 +121,7 @@ type columns struct {
 	consumer, plan, method, host, path []string
 	allow                              []bool
 	status                             []int32
-	reason, limit                      []string
+	reason, limit, chargeID            []string
 	charged, balance                   []*int64
 	revision, doc                      []string
 }
@@ -130,7 +130,7 @@ func (c *columns) reset() {
 	c.id, c.service, c.requestID = c.id[:0], c.service[:0], c.requestID[:0]
 	c.time, c.latency = c.time[:0], c.latency[:0]
 	c.consumer, c.plan, c.method, c.host, c.path = c.consumer[:0], c.plan[:0], c.method[:0], c.host[:0], c.path[:0]
-	c.allow, c.status, c.reason, c.limit = c.allow[:0], c.status[:0], c.reason[:0], c.limit[:0]
+	c.allow, c.status, c.reason, c.limit, c.chargeID = c.allow[:0], c.status[:0], c.reason[:0], c.limit[:0], c.chargeID[:0]
 	c.charged, c.balance, c.revision, c.doc = c.charged[:0], c.balance[:0], c.revision[:0], c.doc[:0]
 }
 
@@ -147,15 +147,16 @@ func (c *columns) add(r *decisionlog.Record) error {
 		return fmt.Errorf("decision log: record %s: %w", r.ID, err)
 	}
 	var charged, balance *int64
+	var chargeID string
 	if ch := d.Decision.Charge; ch != nil {
-		charged, balance = ch.Charged, ch.Balance
+		chargeID, charged, balance = ch.ID, ch.Charged, ch.Balance
 	}
 	c.id, c.service, c.requestID = append(c.id, r.ID), append(c.service, r.Service), append(c.requestID, r.RequestID)
 	c.time, c.latency = append(c.time, r.Time), append(c.latency, d.LatencyUS)
 	c.consumer, c.plan = append(c.consumer, r.Consumer), append(c.plan, r.Plan)
 	c.method, c.host, c.path = append(c.method, r.Method), append(c.host, r.Host), append(c.path, r.Path)
 	c.allow, c.status = append(c.allow, r.Allow), append(c.status, int32(r.Status))
-	c.reason, c.limit = append(c.reason, r.Reason), append(c.limit, r.Limit)
+	c.reason, c.limit, c.chargeID = append(c.reason, r.Reason), append(c.limit, r.Limit), append(c.chargeID, chargeID)
 	c.charged, c.balance = append(c.charged, charged), append(c.balance, balance)
 	c.revision, c.doc = append(c.revision, r.Revision), append(c.doc, string(doc))
 	return nil
@@ -163,7 +164,7 @@ func (c *columns) add(r *decisionlog.Record) error {
 
 func (c *columns) args() []any {
 	return []any{c.id, c.service, c.requestID, c.time, c.latency, c.consumer, c.plan, c.method, c.host, c.path,
-		c.allow, c.status, c.reason, c.limit, c.charged, c.balance, c.revision, c.doc}
+		c.allow, c.status, c.reason, c.limit, c.chargeID, c.charged, c.balance, c.revision, c.doc}
 }
 
 // DeleteBatch is the most rows one retention statement deletes: each

@@ -46,7 +46,7 @@ func record(id string, at time.Time) *decisionlog.Record {
 		Consumer: "acme", Plan: "pro", Allow: true, Status: 200,
 		Limits: []ratelimit.Limit{{Name: "per_second", Limit: 50, Window: time.Second, Cost: 1}},
 		Charge: &ratelimit.Charge{Account: "acme", Credits: 2},
-		Outcome: &ratelimit.Outcome{Charged: 2, Balance: 98,
+		Outcome: &ratelimit.Outcome{Charged: 2, Balance: 98, ChargeID: "ch-" + id,
 			Limits: []ratelimit.LimitState{{Remaining: 49, Reset: time.Second}}},
 	}
 }
@@ -81,7 +81,7 @@ func TestWriteRecordsLand(t *testing.T) {
 		doc                                                                             []byte
 	)
 	row := pool.QueryRow(ctx, `SELECT service, request_id, time, latency_us, consumer, plan, method, host, path, allow, status, reason, "limit", charged, balance, revision, doc
-FROM tollgate_decisions WHERE decision_id = 'p-1'`)
+FROM tollgate_decisions WHERE decision_id = 'p-1' AND charge_id = 'ch-p-1'`)
 	if err := row.Scan(&service, &requestID, &at, &latency, &consumer, &plan, &method, &host, &path, &allow, &status, &reason, &limit, &charged, &balance, &revision, &doc); err != nil {
 		t.Fatal(err)
 	}

@@ -58,8 +58,8 @@ func (e *TooManyRowsError) Error() string {
 // usageSQL counts decisions per group (a request both services logged,
 // by its request id, once: its ext_authz record, which has the route) and sums the ledger's charges and
 // refunds per group. A ledger entry belongs to the route and plan of its
-// request's decision (same consumer and request id; the ext_authz record
-// when both services logged the request); an entry whose decision is not
+// request's decision (same consumer; the entry's request_id is the
+// decision's charge id, Outcome.ChargeID); an entry whose decision is not
 // in tollgate_decisions (no request id, sampled out, dropped, deleted by
 // retention) is in a group with an empty method, path and plan. An entry
 // counts in the period of its own time: a refund recorded in the next
@@ -86,8 +86,8 @@ const usageSQL = `WITH dec AS (
 	FROM tollgate_ledger l
 	LEFT JOIN LATERAL (
 		SELECT method, path, plan FROM tollgate_decisions d
-		WHERE d.consumer = l.consumer AND d.request_id = l.request_id AND l.request_id <> ''
-		ORDER BY d.service = 'authz' DESC, d.time LIMIT 1
+		WHERE d.consumer = l.consumer AND d.charge_id = l.request_id AND l.request_id <> ''
+		ORDER BY d.time LIMIT 1
 	) d ON true
 	WHERE l.kind IN ('charge', 'refund') AND l.time >= $1 AND l.time < $2 AND ($4 = '' OR l.consumer = $4)
 	GROUP BY 1, 2, 3, 4, 5

@@ -32,6 +32,7 @@ func usageFixture(t *testing.T) *pgsink.Sink {
 	dec := func(id, consumer, plan, method, path string, at time.Time, allow bool, reason string) *decisionlog.Record {
 		r := record(id, at)
 		r.RequestID, r.Consumer, r.Plan, r.Method, r.Path, r.Allow, r.Reason = id, consumer, plan, method, path, allow, reason
+		r.Outcome.ChargeID = id // the ledger entries' request_id
 		if !allow {
 			r.Status, r.Outcome, r.Charge = 429, nil, nil
 		}

@@ -16,6 +16,7 @@ CREATE TABLE tollgate_decisions (
 	status      integer     NOT NULL DEFAULT 0,
 	reason      text        NOT NULL DEFAULT '',
 	"limit"     text        NOT NULL DEFAULT '',
+	charge_id   text        NOT NULL DEFAULT '', -- the request's id in the ledger
 	charged     bigint,     -- credits taken; NULL when no charge applied
 	balance     bigint,     -- the balance after (or that could not pay)
 	revision    text        NOT NULL DEFAULT '',
@@ -25,5 +26,7 @@ CREATE TABLE tollgate_decisions (
 CREATE INDEX tollgate_decisions_time ON tollgate_decisions (time);
 -- Usage: a consumer's decisions over a range.
 CREATE INDEX tollgate_decisions_consumer_time ON tollgate_decisions (consumer, time);
--- Usage joins ledger entries to their request's decision.
+-- Usage counts a request that both services logged once.
 CREATE INDEX tollgate_decisions_request ON tollgate_decisions (consumer, request_id) WHERE request_id <> '';
+-- Usage joins ledger entries to their request's decision.
+CREATE INDEX tollgate_decisions_charge ON tollgate_decisions (consumer, charge_id) WHERE charge_id <> '';
