@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"time"
 
@@ -30,11 +29,7 @@ const Component = "decisionlog"
 // Migrate creates or upgrades tollgate_decisions. Run it once at
 // start-up, before New.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		return err
-	}
-	return pg.Migrate(ctx, pool, Component, sub)
+	return pg.MigrateDir(ctx, pool, Component, migrationFiles, "migrations")
 }
 
 // Sink writes decision log records to tollgate_decisions. The Logger calls
