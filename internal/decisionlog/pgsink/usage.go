@@ -71,7 +71,7 @@ const usageSQL = `WITH dec AS (
 	WHERE time >= $1 AND time < $2 AND ($4 = '' OR consumer = $4)
 		AND (service = 'authz' OR request_id = '' OR NOT EXISTS (
 			SELECT 1 FROM tollgate_decisions a
-			WHERE a.consumer = d.consumer AND a.request_id = d.request_id AND a.service = 'authz'))
+			WHERE a.consumer = d.consumer AND a.request_id = d.request_id AND a.request_id <> '' AND a.service = 'authz'))
 	GROUP BY 1, 2, 3, 4, 5, 6, 7
 ), req AS (
 	SELECT consumer, period, method, path, plan,
@@ -86,7 +86,7 @@ const usageSQL = `WITH dec AS (
 	FROM tollgate_ledger l
 	LEFT JOIN LATERAL (
 		SELECT method, path, plan FROM tollgate_decisions d
-		WHERE d.consumer = l.consumer AND d.charge_id = l.request_id AND l.request_id <> ''
+		WHERE d.consumer = l.consumer AND d.charge_id = l.request_id AND d.charge_id <> ''
 		ORDER BY d.time LIMIT 1
 	) d ON true
 	WHERE l.kind IN ('charge', 'refund') AND l.time >= $1 AND l.time < $2 AND ($4 = '' OR l.consumer = $4)
