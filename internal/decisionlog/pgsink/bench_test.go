@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -11,6 +12,8 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
 	"github.com/tollgate-dev/tollgate/internal/decisionlog/pgsink"
 	"github.com/tollgate-dev/tollgate/internal/pg/pgtest"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
+	ledgerpg "github.com/tollgate-dev/tollgate/ratelimit/ledger/pgsink"
 )
 
 // benchWrite times write of batches of n new records (their ids are set
@@ -86,5 +89,60 @@ func BenchmarkWriteCopy(b *testing.B) {
 				})
 			})
 		})
+	}
+}
+
+// BenchmarkUsage is a month's report over 100,000 decisions (50 consumers,
+// 20 paths, a tenth denied) and their 90,000 charges.
+func BenchmarkUsage(b *testing.B) {
+	pool := pgtest.New(b).Pool()
+	s := newSink(b, pool)
+	ctx := context.Background()
+	const n = 100_000
+	batch := make([]*decisionlog.Record, 0, 256)
+	var entries []ledger.Entry
+	flush := func() {
+		if err := s.Write(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	for i := range n {
+		at := t0.Add(-time.Duration(i) * 20 * time.Second) // 23 days back
+		r := record("u-"+strconv.Itoa(i), at)
+		r.Consumer = "c" + strconv.Itoa(i%50)
+		r.Path = "/v1/things/" + strconv.Itoa(i%20)
+		r.Outcome.ChargeID = "ch-" + strconv.Itoa(i)
+		if i%10 == 0 {
+			r.Allow, r.Reason, r.Outcome, r.Charge = false, "rate_limited", nil, nil
+		} else {
+			entries = append(entries, ledger.Entry{ID: "e-" + strconv.Itoa(i), Account: r.Consumer, Consumer: r.Consumer,
+				Kind: ledger.Charge, Amount: -2, RequestID: "ch-" + strconv.Itoa(i), Time: at})
+		}
+		if batch = append(batch, r); len(batch) == cap(batch) {
+			flush()
+		}
+	}
+	flush()
+	book := ledgerpg.New(pool)
+	for i := 0; i < len(entries); i += 1000 {
+		if err := book.Write(ctx, entries[i:min(i+1000, len(entries))]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, "ANALYZE"); err != nil {
+		b.Fatal(err)
+	}
+	q := pgsink.UsageQuery{From: t0.AddDate(0, -1, 0), To: t0.Add(time.Hour), Period: pgsink.PeriodMonth, Limit: pgsink.MaxUsageRows}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		rows, err := s.Usage(ctx, q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(rows) != 100 { // lcm(50, 20) consumer-path pairs, one month
+			b.Fatalf("%d groups", len(rows))
+		}
 	}
 }

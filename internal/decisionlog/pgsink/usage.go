@@ -59,7 +59,8 @@ func (e *TooManyRowsError) Error() string {
 // by its request id, once: its ext_authz record, which has the route) and sums the ledger's charges and
 // refunds per group. A ledger entry belongs to the route and plan of its
 // request's decision (same consumer; the entry's request_id is the
-// decision's charge id, Outcome.ChargeID); an entry whose decision is not
+// decision's charge id, Outcome.ChargeID: random, made once per charged
+// Take, so at most one decision has it); an entry whose decision is not
 // in tollgate_decisions (no request id, sampled out, dropped, deleted by
 // retention) is in a group with an empty method, path and plan. An entry
 // counts in the period of its own time: a refund recorded in the next
@@ -84,11 +85,8 @@ const usageSQL = `WITH dec AS (
 		coalesce(-sum(l.amount) FILTER (WHERE l.kind = 'charge'), 0)::bigint AS charged,
 		coalesce(sum(l.amount) FILTER (WHERE l.kind = 'refund'), 0)::bigint AS refunded
 	FROM tollgate_ledger l
-	LEFT JOIN LATERAL (
-		SELECT method, path, plan FROM tollgate_decisions d
-		WHERE d.consumer = l.consumer AND d.charge_id = l.request_id AND d.charge_id <> ''
-		ORDER BY d.time LIMIT 1
-	) d ON true
+	LEFT JOIN tollgate_decisions d
+		ON d.consumer = l.consumer AND d.charge_id = l.request_id AND d.charge_id <> ''
 	WHERE l.kind IN ('charge', 'refund') AND l.time >= $1 AND l.time < $2 AND ($4 = '' OR l.consumer = $4)
 	GROUP BY 1, 2, 3, 4, 5
 )
