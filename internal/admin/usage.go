@@ -27,6 +27,10 @@ var _ Usage = (*pgsink.Sink)(nil)
 // MaxUsageRange is the longest range one usage request may cover.
 const MaxUsageRange = 366 * 24 * time.Hour
 
+// usageTimeout bounds one report's query: it shares the pool with the
+// ledger's shipper and the decision log's writer.
+const usageTimeout = 60 * time.Second
+
 // usageReport is the JSON body of GET /v1/usage.
 type usageReport struct {
 	Consumer string     `json:"consumer,omitempty"`
@@ -95,11 +99,18 @@ func (a *usageAPI) serve(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, detail)
 		return
 	}
-	rows, err := a.usage.Usage(r.Context(), q)
+	ctx, cancel := context.WithTimeout(r.Context(), usageTimeout)
+	defer cancel()
+	rows, err := a.usage.Usage(ctx, q)
 	var tooMany *pgsink.TooManyRowsError
 	switch {
 	case errors.As(err, &tooMany):
 		writeProblem(w, http.StatusBadRequest, problemResultTooLarge, tooMany.Error())
+		return
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		a.log.Warn("usage report timed out", "timeout", usageTimeout, "error", err)
+		writeProblem(w, http.StatusServiceUnavailable, "",
+			"the usage report took longer than "+usageTimeout.String()+": ask for one consumer or a shorter range")
 		return
 	case err != nil:
 		a.log.Warn("usage read failed", "error", err)
