@@ -78,6 +78,10 @@ type Outcome struct {
 	// Degraded is set when the store failed and every limit failed open:
 	// nothing was counted and the limit states are unknown.
 	Degraded bool
+	// ChargeID is the request's id in the ledger (its entries'
+	// request_id) when it had a charge: the decision log records it, so
+	// usage reports tie credits to the request's route.
+	ChargeID string
 }
 
 // DeniedByCharge is Outcome.Denied when the balance could not pay.
@@ -342,6 +346,7 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 			result = "exceeded"
 		}
 		e.decisions.WithLabelValues("credits", result).Inc()
+		out.ChargeID = req.ID
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -187,6 +188,8 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 type adminClient struct {
 	base, token string
 	http        *http.Client
+	// maxBody bounds a response read (default 1 MiB).
+	maxBody int64
 }
 
 // do sends a request and returns the body of a 2xx response; any other
@@ -209,7 +212,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, body []byte, 
 		return nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, cmp.Or(c.maxBody, 1<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: read response: %w", method, req.URL.Redacted(), err)
 	}

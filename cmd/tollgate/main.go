@@ -6,6 +6,7 @@
 //	tollgate policy eval --input FILE [--config FILE] [--policy PATH]... [--decision PATH]
 //	tollgate credits add|show ...
 //	tollgate ledger show|verify ...
+//	tollgate usage [--consumer C] [--from T] [--to T] [--period day|month] [--csv]
 //	tollgate routes validate|render FILE
 //	tollgate version
 package main
@@ -56,6 +57,8 @@ Usage:
                                              an account's ledger entries (admin API, PostgreSQL)
   tollgate ledger verify ACCOUNT... [--admin URL] [--token TOKEN]
                                              reconcile balances with the ledger; exit 1 on drift
+  tollgate usage [--consumer C] [--from T] [--to T] [--period day|month] [--csv] [--admin URL] [--token TOKEN]
+                                             requests and credits per consumer, period, route, plan
   tollgate routes validate FILE              check an xDS routes file without a server
   tollgate routes render FILE                print the Envoy resources it becomes (JSON)
   tollgate version                           print version information
@@ -86,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return creditsCmd(ctx, args[1:], stdout, stderr)
 	case "ledger":
 		return ledgerCmd(ctx, args[1:], stdout, stderr)
+	case "usage":
+		return usageCmd(ctx, args[1:], stdout, stderr)
 	case "routes":
 		return routesCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -49,6 +49,8 @@ const (
 	problemIdempotencyConflict = "idempotency_conflict"
 	problemBalanceOverflow     = "balance_overflow"
 	problemLedgerOff           = "ledger_off"
+	problemUsageOff            = "usage_off"
+	problemResultTooLarge      = "result_too_large"
 )
 
 // AccountsHandler serves the prepaid-credit API of the admin listener:
@@ -104,6 +106,12 @@ func AccountsHandler(accounts Accounts, token string, log *slog.Logger, book Led
 			r.Method, r.URL.EscapedPath()))
 	})
 
+	return requireToken(token, mux)
+}
+
+// requireToken serves h to the requests that carry "Authorization: Bearer
+// <token>", and 401 to the others; token must not be empty.
+func requireToken(token string, h http.Handler) http.Handler {
 	// Hashing first makes the comparison constant-time in the token's
 	// length too.
 	want := sha256.Sum256([]byte(token))
@@ -118,7 +126,7 @@ func AccountsHandler(accounts Accounts, token string, log *slog.Logger, book Led
 			unauthorized(w, "the bearer token is not this server's admin.token")
 			return
 		}
-		mux.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -384,6 +392,8 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 
 var problemTitles = map[string]string{
 	problemLedgerOff:           "No durable ledger",
+	problemUsageOff:            "No usage records",
+	problemResultTooLarge:      "Result too large",
 	problemInvalidRequest:      "Invalid request",
 	problemIdempotencyConflict: "Idempotency key reused with a different amount",
 	problemBalanceOverflow:     "Balance would exceed the maximum",

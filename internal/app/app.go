@@ -20,6 +20,7 @@ import (
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -34,6 +35,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
+	dlogpg "github.com/tollgate-dev/tollgate/internal/decisionlog/pgsink"
 	"github.com/tollgate-dev/tollgate/internal/pg"
 	"github.com/tollgate-dev/tollgate/internal/reload"
 	"github.com/tollgate-dev/tollgate/policies"
@@ -60,8 +62,13 @@ type App struct {
 	// runners are the background work Run starts and stops with the
 	// listeners: the file reloaders and the store's sweeper.
 	runners []runner
+	// pool is the PostgreSQL pool (nil: no PostgreSQL).
+	pool *pgxpool.Pool
 	// book is the durable ledger (nil: no PostgreSQL).
 	book *pgsink.Sink
+	// decisions are the decision logs in PostgreSQL, which usage reads
+	// (nil: decision logs off, or another sink).
+	decisions *dlogpg.Sink
 	// undo releases what New provisioned, in reverse order: by New when
 	// it fails, by Run when it returns.
 	undo cleanup
@@ -165,7 +172,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	dlog, err := a.decisionLog(reg)
+	dlog, err := a.decisionLog(ctx, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -238,6 +245,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 			book = a.book
 		}
 		a.admin.Handle("/v1/", admin.AccountsHandler(limits, token, log.With("component", "admin"), book))
+		var usage admin.Usage // no typed nil in the interface
+		if a.decisions != nil {
+			usage = a.decisions
+		}
+		a.admin.Handle("/v1/usage", admin.UsageHandler(usage, token, log.With("component", "admin")))
 	} else {
 		log.Info("admin API (accounts, credits) is off: set admin.token or admin.token_file to enable it")
 	}
@@ -258,18 +270,33 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 
 // decisionLog builds the decision log when decision_logs.enabled: its sink
 // (closed by undo), and its writer, a runner that stops after the drain.
-func (a *App) decisionLog(reg prometheus.Registerer) (*decisionlog.Logger, error) {
+// The postgres sink migrates tollgate_decisions and adds the retention
+// runner.
+func (a *App) decisionLog(ctx context.Context, reg prometheus.Registerer) (*decisionlog.Logger, error) {
 	c := a.cfg.DecisionLogs
 	if !c.Enabled {
 		return nil, nil
 	}
 	var sink decisionlog.Sink = decisionlog.NewWriter(os.Stdout)
-	if c.Sink == "file" {
+	switch c.Sink {
+	case "file":
 		f, err := decisionlog.OpenFile(c.Path)
 		if err != nil {
 			return nil, fmt.Errorf("decision_logs.path: %w", err)
 		}
 		sink = f
+	case "postgres":
+		if a.pool == nil { // config validation refuses it
+			return nil, errors.New("decision_logs.sink: postgres needs postgres.dsn")
+		}
+		if err := dlogpg.Migrate(ctx, a.pool); err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		a.decisions = dlogpg.New(a.pool, 0)
+		sink = a.decisions
+		a.runners = append(a.runners, runner{name: "decision log retention", run: a.decisions.Retention(dlogpg.RetentionOptions{
+			Retention: time.Duration(c.Retention), Logger: a.log.With("component", "decisionlog"),
+		})})
 	}
 	l, err := decisionlog.New(decisionlog.Options{
 		Sink:         sink,
@@ -308,6 +335,7 @@ func (a *App) shipLedger(ctx context.Context, src ledger.Source, reg prometheus.
 		return fmt.Errorf("postgres: %w", err)
 	}
 	a.undo.push(func() error { pool.Close(); return nil })
+	a.pool = pool
 	if err := pgsink.Migrate(ctx, pool); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}

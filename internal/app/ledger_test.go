@@ -23,6 +23,13 @@ func getJSON(t *testing.T, url, token string, v any) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	doJSON(t, req, token, v)
+}
+
+// doJSON sends req with a bearer token and decodes a 200 answer into v.
+func doJSON(t *testing.T, req *http.Request, token string, v any) {
+	t.Helper()
+	url := req.URL.String()
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -30,7 +37,7 @@ func getJSON(t *testing.T, url, token string, v any) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
+		t.Fatalf("%s %s: %s", req.Method, url, resp.Status)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)

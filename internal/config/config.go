@@ -267,10 +267,14 @@ type Authz struct {
 // Check and rate limit service call, written by a background runner.
 type DecisionLogs struct {
 	Enabled bool `yaml:"enabled"`
-	// Sink is stdout (JSON lines, the default) or file (JSON lines
-	// appended to Path).
+	// Sink is stdout (JSON lines, the default), file (JSON lines
+	// appended to Path) or postgres (the tollgate_decisions table of the
+	// postgres section's database).
 	Sink string `yaml:"sink"`
 	Path string `yaml:"path"`
+	// Retention is how long the postgres sink keeps a record (default
+	// 720h, 30 days); older rows are deleted in bounded batches.
+	Retention Duration `yaml:"retention"`
 	// Buffer is how many records may wait for the sink; more are dropped
 	// and counted, never waited for.
 	Buffer int `yaml:"buffer"`
@@ -286,6 +290,8 @@ type DecisionLogs struct {
 const (
 	DefaultDecisionLogBuffer = 10000
 	DefaultDecisionLogSample = 1.0
+	// DefaultDecisionLogRetention is 30 days.
+	DefaultDecisionLogRetention = Duration(30 * 24 * time.Hour)
 )
 
 // Duration is a time.Duration written as a Go duration string ("10s"), 0
@@ -370,6 +376,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.DecisionLogs.Buffer == 0 {
 		c.DecisionLogs.Buffer = DefaultDecisionLogBuffer
+	}
+	if c.DecisionLogs.Retention == 0 {
+		c.DecisionLogs.Retention = DefaultDecisionLogRetention
 	}
 	if c.DecisionLogs.Sample == nil {
 		f := DefaultDecisionLogSample
@@ -493,6 +502,9 @@ func (c *Config) validate(k *checker) {
 	if i := time.Duration(c.Settle.SweepInterval); i < 100*time.Millisecond || i > time.Duration(c.Settle.Timeout) {
 		k.errorf("settle.sweep_interval", "%s is out of range (allowed: 100ms to settle.timeout, %s)", i, time.Duration(c.Settle.Timeout))
 	}
+	if c.DecisionLogs.Sink == "postgres" && !c.Postgres.Enabled() {
+		k.errorf("decision_logs.sink", "postgres needs a database: set postgres.dsn (or postgres.dsn_file)")
+	}
 }
 
 // validate checks the decision logs' settings, enabled or not, so that
@@ -503,6 +515,10 @@ func (l *DecisionLogs) validate(k *checker) {
 		if l.Path != "" {
 			k.errorf("decision_logs.path", "%q is set with sink stdout (allowed: a path with sink: file only)", l.Path)
 		}
+	case "postgres":
+		if l.Path != "" {
+			k.errorf("decision_logs.path", "%q is set with sink postgres (allowed: a path with sink: file only)", l.Path)
+		}
 	case "file":
 		if strings.TrimSpace(l.Path) == "" {
 			at := "decision_logs.path"
@@ -512,7 +528,10 @@ func (l *DecisionLogs) validate(k *checker) {
 			k.d.Errorf(k.pos.Of(at), "decision_logs.path: empty path with sink: file (allowed: the path of a file to append JSON lines to)")
 		}
 	default:
-		k.errorf("decision_logs.sink", "%q is not a sink (allowed: stdout, file)", l.Sink)
+		k.errorf("decision_logs.sink", "%q is not a sink (allowed: stdout, file, postgres)", l.Sink)
+	}
+	if r := time.Duration(l.Retention); r < time.Hour || r > 10*366*24*time.Hour {
+		k.errorf("decision_logs.retention", "%s is out of range (allowed: 1h to 87840h, ten years; 720h is 30 days)", r)
 	}
 	if l.Buffer < 1 || l.Buffer > 10_000_000 {
 		k.errorf("decision_logs.buffer", "%d is out of range (allowed: 1 to 10000000 records)", l.Buffer)

@@ -181,6 +181,8 @@ type (
 		Overage   bool   `json:"overage,omitempty"`
 	}
 	DocCharge struct {
+		// ID is the request's id in the ledger (its entries' request_id).
+		ID      string `json:"id,omitempty"`
 		Account string `json:"account"`
 		Credits int64  `json:"credits"`
 		Charged *int64 `json:"charged,omitempty"`
@@ -234,7 +236,7 @@ func (r *Record) Document() Document {
 		switch {
 		case out != nil:
 			charged, balance := out.Charged, out.Balance
-			dc.Charged, dc.Balance = &charged, &balance
+			dc.ID, dc.Charged, dc.Balance = out.ChargeID, &charged, &balance
 		case r.Balance != nil:
 			balance := *r.Balance
 			dc.Balance = &balance

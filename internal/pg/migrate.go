@@ -98,6 +98,16 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, component string, migratio
 	return nil
 }
 
+// MigrateDir is Migrate with the migrations in directory dir of fsys (an
+// embed.FS holding migrations/*.sql, say).
+func MigrateDir(ctx context.Context, pool *pgxpool.Pool, component string, fsys fs.FS, dir string) error {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", component, err)
+	}
+	return Migrate(ctx, pool, component, sub)
+}
+
 func lock(ctx context.Context, tx pgx.Tx) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
 		return fmt.Errorf("advisory lock: %w", err)

@@ -10,7 +10,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -31,11 +30,7 @@ const Component = "ledger"
 // Migrate creates or upgrades the ledger's tables (tollgate_ledger,
 // tollgate_ledger_checkpoints). Run it once at start-up, before New.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		return err
-	}
-	return pg.Migrate(ctx, pool, Component, sub)
+	return pg.MigrateDir(ctx, pool, Component, migrationFiles, "migrations")
 }
 
 // Sink records ledger entries in PostgreSQL. It is safe for concurrent
