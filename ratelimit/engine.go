@@ -347,6 +347,9 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		}
 		e.decisions.WithLabelValues("credits", result).Inc()
 		out.ChargeID = req.ID
+		if req.Reservation != "" {
+			out.ChargeID = req.Reservation // a reservation's entries carry its id
+		}
 	}
 	return out, nil
 }

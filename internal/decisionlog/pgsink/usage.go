@@ -82,12 +82,12 @@ const usageSQL = `WITH dec AS (
 ), cred AS (
 	SELECT l.consumer, date_trunc($3, l.time, 'UTC') AS period,
 		coalesce(d.method, '') AS method, coalesce(d.path, '') AS path, coalesce(d.plan, '') AS plan,
-		coalesce(-sum(l.amount) FILTER (WHERE l.kind = 'charge'), 0)::bigint AS charged,
-		coalesce(sum(l.amount) FILTER (WHERE l.kind = 'refund'), 0)::bigint AS refunded
+		coalesce(-sum(l.amount) FILTER (WHERE l.kind IN ('charge', 'reserve')), 0)::bigint AS charged,
+		coalesce(sum(l.amount) FILTER (WHERE l.kind IN ('refund', 'release')), 0)::bigint AS refunded
 	FROM tollgate_ledger l
 	LEFT JOIN tollgate_decisions d
 		ON d.consumer = l.consumer AND d.charge_id = l.request_id AND d.charge_id <> ''
-	WHERE l.kind IN ('charge', 'refund') AND l.time >= $1 AND l.time < $2 AND ($4 = '' OR l.consumer = $4)
+	WHERE l.kind IN ('charge', 'refund', 'reserve', 'release') AND l.time >= $1 AND l.time < $2 AND ($4 = '' OR l.consumer = $4)
 	GROUP BY 1, 2, 3, 4, 5
 )
 SELECT consumer, period, method, path, plan,

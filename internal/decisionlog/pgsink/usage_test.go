@@ -21,6 +21,8 @@ import (
 //	               POST /v1/orders pro: 1 allowed (req a4 charged 5)
 //	acme, Dec 1:   GET /v1/things pro: 1 allowed (req a5 charged 2)
 //	               a charge of 7 whose decision was not logged (req lost)
+//	               POST /v1/orders pro: 2 allowed settled on delivery (rsv6
+//	               reserved 5 and captured; rsv7 reserved 5 and released)
 //	globex, Nov 30: GET /v1/things free: 1 denied unauthenticated
 //	a top-up to acme on Nov 30 (not usage)
 func usageFixture(t *testing.T) *pgsink.Sink {
@@ -48,6 +50,8 @@ func usageFixture(t *testing.T) *pgsink.Sink {
 		dec("a4", "acme", "pro", "POST", "/v1/orders", nov30.Add(6*time.Minute), true, ""),
 		dec("a5", "acme", "pro", "GET", "/v1/things", dec1, true, ""),
 		dec("g1", "globex", "free", "GET", "/v1/things", nov30, false, "unauthenticated"),
+		dec("rsv6", "acme", "pro", "POST", "/v1/orders", dec1.Add(2*time.Minute), true, ""),
+		dec("rsv7", "acme", "pro", "POST", "/v1/orders", dec1.Add(3*time.Minute), true, ""),
 	}
 	// The RLS logged a1 too: its ext_authz record gives the route.
 	rl := dec("a1-rls", "acme", "pro", "", "", nov30, true, "")
@@ -70,6 +74,10 @@ func usageFixture(t *testing.T) *pgsink.Sink {
 		entry("e5", ledger.Refund, 2, "a3", dec1.Add(-time.Hour)),
 		entry("e6", ledger.Charge, -2, "a5", dec1),
 		entry("e7", ledger.Charge, -7, "lost", dec1.Add(time.Minute)),
+		entry("e8", ledger.Reserve, -5, "rsv6", dec1.Add(2*time.Minute)),
+		entry("e9", ledger.Capture, 0, "rsv6", dec1.Add(3*time.Minute)),
+		entry("e10", ledger.Reserve, -5, "rsv7", dec1.Add(3*time.Minute)),
+		entry("e11", ledger.Release, 5, "rsv7", dec1.Add(4*time.Minute)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +107,8 @@ func TestUsage(t *testing.T) {
 			{Consumer: "acme", Period: dec1, Denied: none, Charged: 7, Credits: 7},
 			// a3's refund counts on the day it was recorded, on a3's route.
 			{Consumer: "acme", Period: dec1, Method: "GET", Path: "/v1/things", Plan: "pro", Allowed: 1, Denied: none, Charged: 2, Refunded: 2, Credits: 0},
+			// Settled on delivery: reserved, then captured (5) or released (0).
+			{Consumer: "acme", Period: dec1, Method: "POST", Path: "/v1/orders", Plan: "pro", Allowed: 2, Denied: none, Charged: 10, Refunded: 5, Credits: 5},
 			{Consumer: "globex", Period: nov30, Method: "GET", Path: "/v1/things", Plan: "free", Denied: map[string]int64{"unauthenticated": 1}},
 		}},
 		{"by month, one consumer", pgsink.UsageQuery{Consumer: "acme", From: nov1, To: dec1.AddDate(0, 1, 0), Period: pgsink.PeriodMonth, Limit: 100}, []pgsink.UsageRow{
@@ -107,6 +117,7 @@ func TestUsage(t *testing.T) {
 			{Consumer: "acme", Period: nov1, Method: "POST", Path: "/v1/orders", Plan: "pro", Allowed: 1, Denied: none, Charged: 5, Credits: 5},
 			{Consumer: "acme", Period: dec1, Denied: none, Charged: 7, Credits: 7},
 			{Consumer: "acme", Period: dec1, Method: "GET", Path: "/v1/things", Plan: "pro", Allowed: 1, Denied: none, Charged: 2, Refunded: 2},
+			{Consumer: "acme", Period: dec1, Method: "POST", Path: "/v1/orders", Plan: "pro", Allowed: 2, Denied: none, Charged: 10, Refunded: 5, Credits: 5},
 		}},
 		{"range excludes To", pgsink.UsageQuery{Consumer: "acme", From: nov30, To: dec1, Period: pgsink.PeriodDay, Limit: 100}, []pgsink.UsageRow{
 			{Consumer: "acme", Period: nov30, Method: "GET", Path: "/v1/things", Plan: "pro", Allowed: 3,
@@ -130,15 +141,15 @@ func TestUsage(t *testing.T) {
 
 func TestUsageLimit(t *testing.T) {
 	s := usageFixture(t)
-	q := pgsink.UsageQuery{From: nov30, To: dec1.Add(24 * time.Hour), Period: pgsink.PeriodDay, Limit: 5}
-	if rows, err := s.Usage(context.Background(), q); err != nil || len(rows) != 5 {
-		t.Fatalf("Usage with limit 5 of 5 groups: %d rows, %v", len(rows), err)
+	q := pgsink.UsageQuery{From: nov30, To: dec1.Add(24 * time.Hour), Period: pgsink.PeriodDay, Limit: 6}
+	if rows, err := s.Usage(context.Background(), q); err != nil || len(rows) != 6 {
+		t.Fatalf("Usage with limit 6 of 6 groups: %d rows, %v", len(rows), err)
 	}
-	q.Limit = 4
+	q.Limit = 5
 	_, err := s.Usage(context.Background(), q)
 	var tooMany *pgsink.TooManyRowsError
-	if !errors.As(err, &tooMany) || tooMany.Limit != 4 {
-		t.Errorf("Usage with limit 4 of 5 groups: %v, want TooManyRowsError{4}", err)
+	if !errors.As(err, &tooMany) || tooMany.Limit != 5 {
+		t.Errorf("Usage with limit 5 of 6 groups: %v, want TooManyRowsError{5}", err)
 	}
 	for _, bad := range []pgsink.UsageQuery{{Period: "week", Limit: 1}, {Period: "day", Limit: 0}, {Period: "day", Limit: pgsink.MaxUsageRows + 1}} {
 		if _, err := s.Usage(context.Background(), bad); err == nil {
