@@ -346,9 +346,11 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 			result = "exceeded"
 		}
 		e.decisions.WithLabelValues("credits", result).Inc()
-		out.ChargeID = req.ID
-		if req.Reservation != "" {
-			out.ChargeID = req.Reservation // a reservation's entries carry its id
+		if out.Allowed && (out.Charged > 0 || out.Reserved) { // only what the ledger recorded
+			out.ChargeID = req.ID
+			if req.Reservation != "" {
+				out.ChargeID = req.Reservation // a reservation's entries carry its id
+			}
 		}
 	}
 	return out, nil
@@ -542,10 +544,14 @@ func (e *Engine) void(ctx context.Context, req *Request, reason string) {
 	}
 }
 
-// voidable is what a void needs of a request: its charge and id.
+// voidable is a copy of req for a later void: its charge, id, reservation
+// and limits.
 func voidable(req *Request) *Request {
 	c := *req.Charge
-	return &Request{Charge: &c, ID: req.ID}
+	r := *req
+	r.Charge = &c
+	r.Limits = append([]Limit(nil), req.Limits...) // the void gives back the quotas it counted
+	return &r
 }
 
 // Run retries, until ctx is done, the voids that failed on the request

@@ -759,6 +759,70 @@ func TestFailedVoidIsRetried(t *testing.T) {
 	}
 }
 
+// TestFailedVoidReleasesReservation: the same with a reserving Take that
+// counts a quota: the retried void (a copy of the request) releases the
+// reservation and gives back the quota.
+func TestFailedVoidReleasesReservation(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := newDropProxy(t, srv.Addr)
+	voids := newDropProxy(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	voidClient := redis.NewClient(&redis.Options{Addr: voids.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { client.Close(); voidClient.Close() })
+	store := ratelimit.NewRedisStore(client, 500*time.Millisecond)
+	store.SetVoidClient(voidClient)
+	eng, err := ratelimit.NewEngine(store, ratelimit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := store.Credit(ctx, "acme", 20, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	req := func(id string) *ratelimit.Request {
+		return &ratelimit.Request{
+			Limits:      []ratelimit.Limit{quota("monthly", "acme", 100, ratelimit.Month)},
+			Charge:      &ratelimit.Charge{Account: "acme", Credits: 5, Settle: ratelimit.SettleDelivery},
+			Reservation: id,
+		}
+	}
+	if _, err := eng.Take(ctx, req("r0")); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	voids.refuse.Store(true)
+	proxy.dropNextReply.Store(true)
+	if _, err := eng.Take(ctx, req("r1")); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
+		t.Fatalf("Take with its reply dropped: %v, want ErrStoreUnavailable", err)
+	}
+	if b := balance(t, store, "acme"); b != 10 {
+		t.Fatalf("balance %d: want 10 (two reservations held, the void not through yet)", b)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(runCtx) }()
+	voids.refuse.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for balance(t, store, "acme") != 15 {
+		if time.Now().After(deadline) {
+			t.Fatal("the retried void never released the reservation")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a, err := store.Account(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range a.Quotas {
+		if q.Name == "monthly" && q.Used != 1 {
+			t.Errorf("monthly quota used %d, want 1 (r0's; r1's given back)", q.Used)
+		}
+	}
+}
+
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()

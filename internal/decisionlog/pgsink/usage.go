@@ -80,14 +80,21 @@ const usageSQL = `WITH dec AS (
 		coalesce(jsonb_object_agg(reason, n) FILTER (WHERE NOT allow), '{}') AS denied
 	FROM dec GROUP BY 1, 2, 3, 4, 5
 ), cred AS (
-	SELECT l.consumer, date_trunc($3, l.time, 'UTC') AS period,
+	-- Each entry goes to one decision: the latest with its charge id
+	-- (reservation ids are Envoy's x-request-id, which can repeat), of
+	-- its consumer when the entry names one (refunds and releases may not).
+	SELECT coalesce(nullif(l.consumer, ''), d.consumer, '') AS consumer, date_trunc($3, l.time, 'UTC') AS period,
 		coalesce(d.method, '') AS method, coalesce(d.path, '') AS path, coalesce(d.plan, '') AS plan,
 		coalesce(-sum(l.amount) FILTER (WHERE l.kind IN ('charge', 'reserve')), 0)::bigint AS charged,
 		coalesce(sum(l.amount) FILTER (WHERE l.kind IN ('refund', 'release')), 0)::bigint AS refunded
 	FROM tollgate_ledger l
-	LEFT JOIN tollgate_decisions d
-		ON d.consumer = l.consumer AND d.charge_id = l.request_id AND d.charge_id <> ''
-	WHERE l.kind IN ('charge', 'refund', 'reserve', 'release') AND l.time >= $1 AND l.time < $2 AND ($4 = '' OR l.consumer = $4)
+	LEFT JOIN LATERAL (
+		SELECT d.consumer, d.method, d.path, d.plan FROM tollgate_decisions d
+		WHERE d.charge_id = l.request_id AND d.charge_id <> '' AND (l.consumer = '' OR d.consumer = l.consumer)
+		ORDER BY d.time DESC LIMIT 1
+	) d ON true
+	WHERE l.kind IN ('charge', 'refund', 'reserve', 'release') AND l.time >= $1 AND l.time < $2
+		AND ($4 = '' OR coalesce(nullif(l.consumer, ''), d.consumer, '') = $4)
 	GROUP BY 1, 2, 3, 4, 5
 )
 SELECT consumer, period, method, path, plan,

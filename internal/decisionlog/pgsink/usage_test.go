@@ -21,8 +21,9 @@ import (
 //	               POST /v1/orders pro: 1 allowed (req a4 charged 5)
 //	acme, Dec 1:   GET /v1/things pro: 1 allowed (req a5 charged 2)
 //	               a charge of 7 whose decision was not logged (req lost)
-//	               POST /v1/orders pro: 2 allowed settled on delivery (rsv6
-//	               reserved 5 and captured; rsv7 reserved 5 and released)
+//	               POST /v1/orders pro: 3 allowed, two settled on delivery
+//	               (rsv6 reserved 5 and captured; rsv7 reserved 5 and
+//	               released), one earlier whose x-request-id rsv6 repeats
 //	globex, Nov 30: GET /v1/things free: 1 denied unauthenticated
 //	a top-up to acme on Nov 30 (not usage)
 func usageFixture(t *testing.T) *pgsink.Sink {
@@ -51,6 +52,13 @@ func usageFixture(t *testing.T) *pgsink.Sink {
 		dec("a5", "acme", "pro", "GET", "/v1/things", dec1, true, ""),
 		dec("g1", "globex", "free", "GET", "/v1/things", nov30, false, "unauthenticated"),
 		dec("rsv6", "acme", "pro", "POST", "/v1/orders", dec1.Add(2*time.Minute), true, ""),
+		// An earlier request that reused x-request-id rsv6 (a client's own
+		// id): its charge id repeats, the entries still count once.
+		func() *decisionlog.Record {
+			r := dec("rsv6-earlier", "acme", "pro", "POST", "/v1/orders", dec1.Add(time.Minute), true, "")
+			r.Outcome.ChargeID = "rsv6"
+			return r
+		}(),
 		dec("rsv7", "acme", "pro", "POST", "/v1/orders", dec1.Add(3*time.Minute), true, ""),
 	}
 	// The RLS logged a1 too: its ext_authz record gives the route.
@@ -63,6 +71,9 @@ func usageFixture(t *testing.T) *pgsink.Sink {
 	entry := func(id string, kind ledger.Kind, amount int64, req string, at time.Time) ledger.Entry {
 		return ledger.Entry{ID: id, Account: "acme", Consumer: "acme", Kind: kind, Amount: amount, RequestID: req, Time: at}
 	}
+	// Refunds and releases are recorded without the consumer (void.lua,
+	// settle.lua): usage finds it through their decision.
+	noConsumer := func(e ledger.Entry) ledger.Entry { e.Consumer = ""; return e }
 	top := entry("e0", ledger.TopUp, 100, "invoice-1", nov30)
 	top.Consumer = ""
 	err := ledgerpg.New(pool).Write(ctx, []ledger.Entry{
@@ -71,13 +82,13 @@ func usageFixture(t *testing.T) *pgsink.Sink {
 		entry("e2", ledger.Charge, -2, "a2", nov30.Add(time.Minute)),
 		entry("e3", ledger.Charge, -2, "a3", nov30.Add(2*time.Minute)),
 		entry("e4", ledger.Charge, -5, "a4", nov30.Add(6*time.Minute)),
-		entry("e5", ledger.Refund, 2, "a3", dec1.Add(-time.Hour)),
+		noConsumer(entry("e5", ledger.Refund, 2, "a3", dec1.Add(-time.Hour))),
 		entry("e6", ledger.Charge, -2, "a5", dec1),
 		entry("e7", ledger.Charge, -7, "lost", dec1.Add(time.Minute)),
 		entry("e8", ledger.Reserve, -5, "rsv6", dec1.Add(2*time.Minute)),
 		entry("e9", ledger.Capture, 0, "rsv6", dec1.Add(3*time.Minute)),
 		entry("e10", ledger.Reserve, -5, "rsv7", dec1.Add(3*time.Minute)),
-		entry("e11", ledger.Release, 5, "rsv7", dec1.Add(4*time.Minute)),
+		noConsumer(entry("e11", ledger.Release, 5, "rsv7", dec1.Add(4*time.Minute))),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +119,7 @@ func TestUsage(t *testing.T) {
 			// a3's refund counts on the day it was recorded, on a3's route.
 			{Consumer: "acme", Period: dec1, Method: "GET", Path: "/v1/things", Plan: "pro", Allowed: 1, Denied: none, Charged: 2, Refunded: 2, Credits: 0},
 			// Settled on delivery: reserved, then captured (5) or released (0).
-			{Consumer: "acme", Period: dec1, Method: "POST", Path: "/v1/orders", Plan: "pro", Allowed: 2, Denied: none, Charged: 10, Refunded: 5, Credits: 5},
+			{Consumer: "acme", Period: dec1, Method: "POST", Path: "/v1/orders", Plan: "pro", Allowed: 3, Denied: none, Charged: 10, Refunded: 5, Credits: 5},
 			{Consumer: "globex", Period: nov30, Method: "GET", Path: "/v1/things", Plan: "free", Denied: map[string]int64{"unauthenticated": 1}},
 		}},
 		{"by month, one consumer", pgsink.UsageQuery{Consumer: "acme", From: nov1, To: dec1.AddDate(0, 1, 0), Period: pgsink.PeriodMonth, Limit: 100}, []pgsink.UsageRow{
@@ -117,7 +128,7 @@ func TestUsage(t *testing.T) {
 			{Consumer: "acme", Period: nov1, Method: "POST", Path: "/v1/orders", Plan: "pro", Allowed: 1, Denied: none, Charged: 5, Credits: 5},
 			{Consumer: "acme", Period: dec1, Denied: none, Charged: 7, Credits: 7},
 			{Consumer: "acme", Period: dec1, Method: "GET", Path: "/v1/things", Plan: "pro", Allowed: 1, Denied: none, Charged: 2, Refunded: 2},
-			{Consumer: "acme", Period: dec1, Method: "POST", Path: "/v1/orders", Plan: "pro", Allowed: 2, Denied: none, Charged: 10, Refunded: 5, Credits: 5},
+			{Consumer: "acme", Period: dec1, Method: "POST", Path: "/v1/orders", Plan: "pro", Allowed: 3, Denied: none, Charged: 10, Refunded: 5, Credits: 5},
 		}},
 		{"range excludes To", pgsink.UsageQuery{Consumer: "acme", From: nov30, To: dec1, Period: pgsink.PeriodDay, Limit: 100}, []pgsink.UsageRow{
 			{Consumer: "acme", Period: nov30, Method: "GET", Path: "/v1/things", Plan: "pro", Allowed: 3,
