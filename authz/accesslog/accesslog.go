@@ -80,7 +80,7 @@ func New(settler Settler, opts Options) (*Server, error) {
 		log:     opts.Logger,
 		entries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_accesslog_entries_total",
-			Help: "HTTP access log entries received, by result: settled (its reservation was settled; see tollgate_settle_total), no_reservation, malformed (skipped), over_limit (past the entries settled per message; skipped), error (the store failed; the reservation expires).",
+			Help: "HTTP access log entries received, by result: settled (its reservation was settled; see tollgate_settle_total), no_reservation, malformed (skipped), over_limit (past the entries settled per message; skipped), error (the store failed; the settle is retried in the background).",
 		}, []string{"result"}),
 	}
 	if opts.Registerer != nil {
@@ -135,7 +135,8 @@ func (s *Server) entry(ctx context.Context, e *accesslogv3.HTTPAccessLogEntry) s
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
 	if _, err := s.settler.Settle(ctx, r.Account, r.Reservation, r.Capture); err != nil {
-		// The reservation stays pending and expires: not charged.
+		// The engine retries it until the store acknowledges it (before
+		// the reservation expires, normally).
 		return "error"
 	}
 	return "settled"
