@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -224,7 +225,7 @@ func writeUsageCSV(w http.ResponseWriter, rows []usageRow) {
 	sorted := slices.Sorted(maps.Keys(reasons))
 	header := []string{"consumer", "period", "method", "path", "plan", "allowed", "denied"}
 	for _, k := range sorted {
-		header = append(header, "denied:"+k)
+		header = append(header, cell("denied:"+k))
 	}
 	header = append(header, "charged", "refunded", "credits")
 	h := w.Header()
@@ -242,7 +243,7 @@ func writeUsageCSV(w http.ResponseWriter, rows []usageRow) {
 		for _, c := range r.Denied {
 			denied += c
 		}
-		rec := []string{r.Consumer, r.Period, r.Method, r.Path, r.Plan, n(r.Allowed), n(denied)}
+		rec := []string{cell(r.Consumer), r.Period, cell(r.Method), cell(r.Path), cell(r.Plan), n(r.Allowed), n(denied)}
 		for _, k := range sorted {
 			rec = append(rec, n(r.Denied[k]))
 		}
@@ -250,4 +251,15 @@ func writeUsageCSV(w http.ResponseWriter, rows []usageRow) {
 		_ = cw.Write(rec)
 	}
 	cw.Flush()
+}
+
+// cell guards a text cell that came from a request (a path, a consumer)
+// against spreadsheet formula injection: a cell starting with =, +, -, @,
+// a tab or a carriage return is prefixed with a single quote, which
+// spreadsheets show as text (OWASP's CSV injection advice).
+func cell(s string) string {
+	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
+		return "'" + s
+	}
+	return s
 }
