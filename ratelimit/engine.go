@@ -195,6 +195,9 @@ type Options struct {
 	// PendingVoids bounds the voids waiting to be retried (default
 	// 100,000); see Engine.Run.
 	PendingVoids int
+	// Pending keeps the voids and settles Run retries across restarts;
+	// nil: they are kept in memory only.
+	Pending PendingStore
 	// AnswerMargin: a charged request taken with less than this left
 	// before its caller's deadline is refunded and refused, since its
 	// answer would likely arrive too late (0: none).
@@ -212,6 +215,7 @@ type Engine struct {
 	duration  *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 	voids     *voidQueue
+	pending   PendingStore // nil: none
 	flushBy   atomic.Int64 // unix ns: Run's last pass ends by then (0: a second)
 	margin    time.Duration
 	settles   *prometheus.CounterVec
@@ -253,6 +257,7 @@ func NewEngine(store Store, opts Options) (*Engine, error) {
 		}),
 	}
 	e.voids = newVoidQueue(opts.PendingVoids)
+	e.pending = opts.Pending
 	e.margin = opts.AnswerMargin
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{e.decisions, e.duration, e.errors, e.voids.pending, e.voids.results, e.settles, e.expired} {
@@ -565,6 +570,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
+	e.loadPending(ctx)
 	backoff := 100 * time.Millisecond
 	t := time.NewTimer(backoff)
 	defer t.Stop()
@@ -595,6 +601,46 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
+// loadPending queues the voids and settles a PendingStore kept (from an
+// earlier run, or another replica's).
+func (e *Engine) loadPending(ctx context.Context) {
+	if e.pending == nil {
+		return
+	}
+	items, err := e.pending.LoadPending(ctx)
+	if err != nil {
+		e.log.Error("could not load the pending voids and settles; they wait for the next start", "error", err)
+		return
+	}
+	for _, r := range items {
+		e.voids.add(fromRecord(r))
+	}
+	if len(items) > 0 {
+		e.log.Info("retrying voids and settles pending from an earlier run", "pending", len(items))
+	}
+}
+
+// persist deletes from the PendingStore what went through, and saves what
+// waits and is not kept yet.
+func (e *Engine) persist(ctx context.Context, done []Pending) {
+	if e.pending == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if len(done) > 0 {
+		if err := e.pending.DeletePending(ctx, done); err != nil {
+			e.logError("delete pending", err) // retried harmlessly after a restart: idempotent
+		}
+	}
+	if items := e.voids.unsaved(); len(items) > 0 {
+		if err := e.pending.SavePending(ctx, items); err != nil {
+			e.voids.unsave(items)
+			e.logError("save pending", err)
+		}
+	}
+}
+
 // FlushBy bounds Run's last pass, once its context ends, by the process's
 // shutdown deadline.
 func (e *Engine) FlushBy(deadline time.Time) { e.flushBy.Store(deadline.UnixNano()) }
@@ -603,6 +649,8 @@ func (e *Engine) FlushBy(deadline time.Time) { e.flushBy.Store(deadline.UnixNano
 // were tried succeeded.
 func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 	ok := true
+	var done []Pending // saved ones that went through
+	defer func() { e.persist(ctx, done) }()
 	for _, p := range e.voids.take() {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		var refunded int64
@@ -613,6 +661,9 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 			refunded, err = v.Void(cctx, p.req, p.reason)
 		}
 		cancel()
+		if err == nil && p.saved {
+			done = append(done, p.record())
+		}
 		if err == nil && p.settle != nil {
 			e.voids.done()
 			continue

@@ -15,8 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tollgate-dev/tollgate/internal/pg/pgtest"
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/ledger/pgsink"
 )
 
 // clock is the memory store's fake clock.
@@ -820,6 +822,103 @@ func TestFailedVoidReleasesReservation(t *testing.T) {
 		if q.Name == "monthly" && q.Used != 1 {
 			t.Errorf("monthly quota used %d, want 1 (r0's; r1's given back)", q.Used)
 		}
+	}
+}
+
+// TestPendingVoidSurvivesRestart: a void that cannot reach Redis is kept
+// in the PendingStore (PostgreSQL); the engine stops with it pending; a
+// new engine (a restarted Tollgate) loads it, gets it through and deletes
+// it.
+func TestPendingVoidSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	if err := pgsink.Migrate(ctx, db.Pool()); err != nil {
+		t.Fatal(err)
+	}
+	book := pgsink.New(db.Pool())
+	srv := redistest.Start(t)
+	proxy := newDropProxy(t, srv.Addr)
+	voids := newDropProxy(t, srv.Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	voidClient := redis.NewClient(&redis.Options{Addr: voids.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { client.Close(); voidClient.Close() })
+	store := ratelimit.NewRedisStore(client, 500*time.Millisecond)
+	store.SetVoidClient(voidClient)
+	first, err := ratelimit.NewEngine(store, ratelimit.Options{Pending: book})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Credit(ctx, "acme", 20, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	req := func() *ratelimit.Request {
+		return &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 5}}
+	}
+	if _, err := first.Take(ctx, req()); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	voids.refuse.Store(true)
+	proxy.dropNextReply.Store(true)
+	if _, err := first.Take(ctx, req()); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
+		t.Fatalf("Take with its reply dropped: %v, want ErrStoreUnavailable", err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- first.Run(runCtx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		items, err := book.LoadPending(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(items) == 1 {
+			if p := items[0]; p.Kind != "void" || p.Account != "acme" || p.Credits != 5 || p.ID == "" {
+				t.Fatalf("pending kept as %+v", p)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the failed void was never kept in PostgreSQL")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop() // Tollgate stops with the void pending (Redis still unreachable for voids)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if b := balance(t, store, "acme"); b != 10 {
+		t.Fatalf("balance %d, want 10 (charged, not voided yet)", b)
+	}
+
+	voids.refuse.Store(false)
+	second, err := ratelimit.NewEngine(store, ratelimit.Options{Pending: book})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop = context.WithCancel(ctx)
+	go func() { done <- second.Run(runCtx) }()
+	for balance(t, store, "acme") != 15 {
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted engine never voided the pending Take")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		items, err := book.LoadPending(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(items) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the void went through but is still kept: %+v", items)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

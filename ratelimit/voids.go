@@ -12,6 +12,7 @@ type pendingVoid struct {
 	req    *Request
 	reason string
 	settle *pendingSettle // set: a settle, not a void
+	saved  bool           // kept in the PendingStore
 }
 
 // pendingSettle is a reservation's settle to retry.
@@ -80,6 +81,37 @@ func (q *voidQueue) done() {
 	defer q.mu.Unlock()
 	q.inflight--
 	q.pending.Set(float64(len(q.q) + q.inflight))
+}
+
+// unsaved marks the queued items not yet kept in the PendingStore as
+// saved and returns their records (unmark them with unsave if the save
+// fails).
+func (q *voidQueue) unsaved() []Pending {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []Pending
+	for i := range q.q {
+		if !q.q[i].saved {
+			q.q[i].saved = true
+			out = append(out, q.q[i].record())
+		}
+	}
+	return out
+}
+
+// unsave marks items as not saved again.
+func (q *voidQueue) unsave(items []Pending) {
+	keys := make(map[Pending]bool, len(items))
+	for _, p := range items {
+		keys[p] = true
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := range q.q {
+		if q.q[i].saved && keys[q.q[i].record()] {
+			q.q[i].saved = false
+		}
+	}
 }
 
 func (q *voidQueue) len() int {

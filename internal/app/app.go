@@ -157,8 +157,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err := a.shipLedger(ctx, st.ledger, reg); err != nil {
 		return nil, err
 	}
-	limits, err := ratelimit.NewEngine(st.Store, ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg,
-		AnswerMargin: time.Duration(cfg.Store.AnswerMargin)})
+	engineOpts := ratelimit.Options{Logger: log.With("component", "ratelimit"), Registerer: reg,
+		AnswerMargin: time.Duration(cfg.Store.AnswerMargin)}
+	if a.book != nil { // pending voids and settles survive a restart in PostgreSQL
+		engineOpts.Pending = a.book
+	}
+	limits, err := ratelimit.NewEngine(st.Store, engineOpts)
 	if err != nil {
 		return nil, err
 	}
