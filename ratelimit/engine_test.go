@@ -701,54 +701,56 @@ func TestLostReplyIsRefunded(t *testing.T) {
 	}
 }
 
-// TestFailedVoidIsRetried: the reply of a charged Take is lost and its
-// void cannot reach Redis either (its own connection is refused): the void
-// waits, Run retries it once Redis can be reached, and the charge is
-// refunded.
-func TestFailedVoidIsRetried(t *testing.T) {
+// lostVoids is a Redis store reached through two proxies: Takes through
+// one that can drop a reply, voids (their own client) through one that can
+// refuse connections.
+type lostVoids struct {
+	store        *ratelimit.RedisStore
+	proxy, voids *dropProxy
+}
+
+func newLostVoids(t *testing.T) *lostVoids {
+	t.Helper()
 	srv := redistest.Start(t)
-	proxy := newDropProxy(t, srv.Addr)
-	voids := newDropProxy(t, srv.Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
-	voidClient := redis.NewClient(&redis.Options{Addr: voids.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	l := &lostVoids{proxy: newDropProxy(t, srv.Addr), voids: newDropProxy(t, srv.Addr)}
+	client := redis.NewClient(&redis.Options{Addr: l.proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	voidClient := redis.NewClient(&redis.Options{Addr: l.voids.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { client.Close(); voidClient.Close() })
-	store := ratelimit.NewRedisStore(client, 500*time.Millisecond)
-	store.SetVoidClient(voidClient)
-	reg := prometheus.NewPedanticRegistry()
-	eng, err := ratelimit.NewEngine(store, ratelimit.Options{Registerer: reg})
-	if err != nil {
+	l.store = ratelimit.NewRedisStore(client, 500*time.Millisecond)
+	l.store.SetVoidClient(voidClient)
+	if _, err := l.store.Credit(context.Background(), "acme", 20, "seed"); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if _, err := store.Credit(ctx, "acme", 20, "seed"); err != nil {
+	return l
+}
+
+// takeLost runs first (which loads the script), then req with its reply
+// dropped and its void refused: req is charged (or reserved) in Redis and
+// its void waits in eng's queue.
+func (l *lostVoids) takeLost(t *testing.T, eng *ratelimit.Engine, first, req *ratelimit.Request) {
+	t.Helper()
+	if _, err := eng.Take(context.Background(), first); err != nil {
 		t.Fatal(err)
 	}
-	req := func() *ratelimit.Request {
-		return &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 5}}
-	}
-	if _, err := eng.Take(ctx, req()); err != nil { // loads the script
-		t.Fatal(err)
-	}
-	voids.refuse.Store(true)
-	proxy.dropNextReply.Store(true)
-	if _, err := eng.Take(ctx, req()); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
+	l.voids.refuse.Store(true)
+	l.proxy.dropNextReply.Store(true)
+	if _, err := eng.Take(context.Background(), req); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
 		t.Fatalf("Take with its reply dropped: %v, want ErrStoreUnavailable", err)
 	}
-	if b := balance(t, store, "acme"); b != 10 {
-		t.Fatalf("balance %d: want 10 (charged, the void not through yet)", b)
-	}
-	if got := gaugeValue(t, reg, "tollgate_voids_pending"); got != 1 {
-		t.Fatalf("tollgate_voids_pending = %v, want 1", got)
-	}
+}
 
-	runCtx, stop := context.WithCancel(ctx)
+// runUntil runs eng.Run until cond holds (failing after 10 s), then stops it.
+func runUntil(t *testing.T, eng *ratelimit.Engine, what string, cond func() bool) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- eng.Run(runCtx) }()
-	voids.refuse.Store(false)
+	go func() { done <- eng.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for balance(t, store, "acme") != 15 {
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("the pending void was never retried")
+			stop()
+			<-done
+			t.Fatal(what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -756,6 +758,32 @@ func TestFailedVoidIsRetried(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+func paid5() *ratelimit.Request {
+	return &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 5}}
+}
+
+// TestFailedVoidIsRetried: the reply of a charged Take is lost and its
+// void cannot reach Redis either (its own connection is refused): the void
+// waits, Run retries it once Redis can be reached, and the charge is
+// refunded.
+func TestFailedVoidIsRetried(t *testing.T) {
+	l := newLostVoids(t)
+	reg := prometheus.NewPedanticRegistry()
+	eng, err := ratelimit.NewEngine(l.store, ratelimit.Options{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.takeLost(t, eng, paid5(), paid5())
+	if b := balance(t, l.store, "acme"); b != 10 {
+		t.Fatalf("balance %d: want 10 (charged, the void not through yet)", b)
+	}
+	if got := gaugeValue(t, reg, "tollgate_voids_pending"); got != 1 {
+		t.Fatalf("tollgate_voids_pending = %v, want 1", got)
+	}
+	l.voids.refuse.Store(false)
+	runUntil(t, eng, "the pending void was never retried", func() bool { return balance(t, l.store, "acme") == 15 })
 	if got := gaugeValue(t, reg, "tollgate_voids_pending"); got != 0 {
 		t.Errorf("tollgate_voids_pending = %v after the retry, want 0", got)
 	}
@@ -765,63 +793,19 @@ func TestFailedVoidIsRetried(t *testing.T) {
 // counts a quota: the retried void (a copy of the request) releases the
 // reservation and gives back the quota.
 func TestFailedVoidReleasesReservation(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := newDropProxy(t, srv.Addr)
-	voids := newDropProxy(t, srv.Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
-	voidClient := redis.NewClient(&redis.Options{Addr: voids.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { client.Close(); voidClient.Close() })
-	store := ratelimit.NewRedisStore(client, 500*time.Millisecond)
-	store.SetVoidClient(voidClient)
-	eng, err := ratelimit.NewEngine(store, ratelimit.Options{})
+	l := newLostVoids(t)
+	eng, err := ratelimit.NewEngine(l.store, ratelimit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	if _, err := store.Credit(ctx, "acme", 20, "seed"); err != nil {
-		t.Fatal(err)
-	}
-	req := func(id string) *ratelimit.Request {
-		return &ratelimit.Request{
-			Limits:      []ratelimit.Limit{quota("monthly", "acme", 100, ratelimit.Month)},
-			Charge:      &ratelimit.Charge{Account: "acme", Credits: 5, Settle: ratelimit.SettleDelivery},
-			Reservation: id,
-		}
-	}
-	if _, err := eng.Take(ctx, req("r0")); err != nil { // loads the script
-		t.Fatal(err)
-	}
-	voids.refuse.Store(true)
-	proxy.dropNextReply.Store(true)
-	if _, err := eng.Take(ctx, req("r1")); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
-		t.Fatalf("Take with its reply dropped: %v, want ErrStoreUnavailable", err)
-	}
-	if b := balance(t, store, "acme"); b != 10 {
+	l.takeLost(t, eng, reserving("acme", "r0", 5), reserving("acme", "r1", 5))
+	if b := balance(t, l.store, "acme"); b != 10 {
 		t.Fatalf("balance %d: want 10 (two reservations held, the void not through yet)", b)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- eng.Run(runCtx) }()
-	voids.refuse.Store(false)
-	deadline := time.Now().Add(10 * time.Second)
-	for balance(t, store, "acme") != 15 {
-		if time.Now().After(deadline) {
-			t.Fatal("the retried void never released the reservation")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	a, err := store.Account(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range a.Quotas {
-		if q.Name == "monthly" && q.Used != 1 {
-			t.Errorf("monthly quota used %d, want 1 (r0's; r1's given back)", q.Used)
-		}
+	l.voids.refuse.Store(false)
+	runUntil(t, eng, "the retried void never released the reservation", func() bool { return balance(t, l.store, "acme") == 15 })
+	if used := quotaUsed(t, l.store, "acme"); used != 1 {
+		t.Errorf("monthly quota used %d, want 1 (r0's; r1's given back)", used)
 	}
 }
 
@@ -836,90 +820,35 @@ func TestPendingVoidSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	book := pgsink.New(db.Pool())
-	srv := redistest.Start(t)
-	proxy := newDropProxy(t, srv.Addr)
-	voids := newDropProxy(t, srv.Addr)
-	client := redis.NewClient(&redis.Options{Addr: proxy.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
-	voidClient := redis.NewClient(&redis.Options{Addr: voids.addr, MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { client.Close(); voidClient.Close() })
-	store := ratelimit.NewRedisStore(client, 500*time.Millisecond)
-	store.SetVoidClient(voidClient)
-	first, err := ratelimit.NewEngine(store, ratelimit.Options{Pending: book})
+	l := newLostVoids(t)
+	first, err := ratelimit.NewEngine(l.store, ratelimit.Options{Pending: book})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Credit(ctx, "acme", 20, "seed"); err != nil {
-		t.Fatal(err)
-	}
-	req := func() *ratelimit.Request {
-		return &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 5}}
-	}
-	if _, err := first.Take(ctx, req()); err != nil { // loads the script
-		t.Fatal(err)
-	}
-	voids.refuse.Store(true)
-	proxy.dropNextReply.Store(true)
-	if _, err := first.Take(ctx, req()); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
-		t.Fatalf("Take with its reply dropped: %v, want ErrStoreUnavailable", err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- first.Run(runCtx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	l.takeLost(t, first, paid5(), paid5())
+	kept := func() []ratelimit.Pending {
 		items, err := book.LoadPending(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(items) == 1 {
-			if p := items[0]; p.Kind != "void" || p.Account != "acme" || p.Credits != 5 || p.ID == "" {
-				t.Fatalf("pending kept as %+v", p)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the failed void was never kept in PostgreSQL")
-		}
-		time.Sleep(10 * time.Millisecond)
+		return items
 	}
-	stop() // Tollgate stops with the void pending (Redis still unreachable for voids)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	// Runs (failing to void: Redis still refuses it) until the void is kept.
+	runUntil(t, first, "the failed void was never kept in PostgreSQL", func() bool { return len(kept()) == 1 })
+	if p := kept()[0]; p.Kind != "void" || p.Account != "acme" || p.Credits != 5 || p.ID == "" {
+		t.Fatalf("pending kept as %+v", p)
 	}
-	if b := balance(t, store, "acme"); b != 10 {
+	if b := balance(t, l.store, "acme"); b != 10 {
 		t.Fatalf("balance %d, want 10 (charged, not voided yet)", b)
 	}
 
-	voids.refuse.Store(false)
-	second, err := ratelimit.NewEngine(store, ratelimit.Options{Pending: book})
+	l.voids.refuse.Store(false)
+	second, err := ratelimit.NewEngine(l.store, ratelimit.Options{Pending: book})
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop = context.WithCancel(ctx)
-	go func() { done <- second.Run(runCtx) }()
-	for balance(t, store, "acme") != 15 {
-		if time.Now().After(deadline) {
-			t.Fatal("the restarted engine never voided the pending Take")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for {
-		items, err := book.LoadPending(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(items) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the void went through but is still kept: %+v", items)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, second, "the restarted engine never voided the pending Take, or kept it after",
+		func() bool { return balance(t, l.store, "acme") == 15 && len(kept()) == 0 })
 }
 
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {

@@ -195,16 +195,7 @@ func TestFault(t *testing.T) {
 	if _, err := store.Credit(ctx, "acme", seed, "fault-seed"); err != nil {
 		t.Fatal(err)
 	}
-	balance := func() int64 {
-		t.Helper()
-		for {
-			a, err := store.Account(ctx, "acme")
-			if err == nil {
-				return a.Balance
-			}
-			time.Sleep(50 * time.Millisecond) // Redis restarting
-		}
-	}
+	balance := func() int64 { return acmeBalance(store) }
 	var totalAllowed, servedBefore int64
 	settle := func() {
 		// Pending voids are retried until Redis acknowledges them: wait
@@ -335,6 +326,17 @@ func TestFault(t *testing.T) {
 
 const faultToken = "fault-token"
 
+// acmeBalance reads acme's balance, waiting out a Redis restart.
+func acmeBalance(store *ratelimit.RedisStore) int64 {
+	for {
+		a, err := store.Account(context.Background(), "acme")
+		if err == nil {
+			return a.Balance
+		}
+		time.Sleep(50 * time.Millisecond) // Redis restarting
+	}
+}
+
 // topUp POSTs a top-up to a replica's admin API and returns the status (0
 // when the request failed).
 func topUp(r *replica, key string, amount int) int {
@@ -396,16 +398,7 @@ func TestFaultDelivery(t *testing.T) {
 	if _, err := store.Credit(ctx, "acme", 10_000_000, "fault-seed"); err != nil {
 		t.Fatal(err)
 	}
-	balance := func() int64 {
-		t.Helper()
-		for {
-			a, err := store.Account(ctx, "acme")
-			if err == nil {
-				return a.Balance
-			}
-			time.Sleep(50 * time.Millisecond) // Redis restarting
-		}
-	}
+	balance := func() int64 { return acmeBalance(store) }
 	pending := func() int64 {
 		n, err := srv.Client().HLen(ctx, "tollgate:{acme}:res").Result()
 		if err != nil {
