@@ -244,18 +244,7 @@ func TestFault(t *testing.T) {
 		}
 	}
 	none := func(<-chan struct{}) {}
-	pauses := func(stop <-chan struct{}) {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			srv.Pause()
-			time.Sleep(time.Duration(30+rand.IntN(1470)) * time.Millisecond)
-			srv.Resume()
-		}
-	}
+	pauses := redisPauses(srv)
 	restarts := func(stop <-chan struct{}) {
 		for range 3 {
 			select {
@@ -325,6 +314,23 @@ func TestFault(t *testing.T) {
 }
 
 const faultToken = "fault-token"
+
+// redisPauses is a fault: Redis paused for 30 ms to 1.5 s every 200 ms
+// until stop.
+func redisPauses(srv *redistest.Server) func(stop <-chan struct{}) {
+	return func(stop <-chan struct{}) {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			srv.Pause()
+			time.Sleep(time.Duration(30+rand.IntN(1470)) * time.Millisecond) // the pause being simulated
+			srv.Resume()
+		}
+	}
+}
 
 // acmeBalance reads acme's balance, waiting out a Redis restart.
 func acmeBalance(store *ratelimit.RedisStore) int64 {
@@ -447,18 +453,7 @@ func TestFaultDelivery(t *testing.T) {
 			t.Errorf("%s: %d forwarded but %d charged", name, forwarded, charged)
 		}
 	}
-	pauses := func(stop <-chan struct{}) {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			srv.Pause()
-			time.Sleep(time.Duration(30+rand.IntN(1470)) * time.Millisecond)
-			srv.Resume()
-		}
-	}
+	pauses := redisPauses(srv)
 	phase("delivery, concurrency 64", 10_000, 64, func(<-chan struct{}) {})
 	phase("delivery, Redis pauses", 5_000, 64, pauses)
 	phase("delivery, overload 1,000", 10_000, 1000, func(<-chan struct{}) {})
