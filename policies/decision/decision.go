@@ -58,9 +58,6 @@ type Header struct {
 var tollgateKeys = []string{"allow", "status", "reason", "detail", "consumer", "plan", "headers",
 	"response_headers", "request_headers_to_remove", "body", "payment", "dynamic_metadata", "limits", "charge"}
 
-var envoyKeys = []string{"allowed", "headers", "response_headers_to_add", "request_headers_to_remove",
-	"http_status", "body", "dynamic_metadata"}
-
 // Parse validates a decision term. A denial without a status gets
 // defaultStatus. Errors say which key is wrong and what is allowed.
 func Parse(t *ast.Term, defaultStatus int) (*Decision, error) {
