@@ -17,10 +17,11 @@ const ledgerUsage = `Usage:
   tollgate ledger show ACCOUNT [--limit N] [--after CURSOR] [--admin URL] [--token TOKEN]
                                     print ACCOUNT's ledger entries, oldest first, a page
                                     at a time (the page's "next" is the --after of the next)
-  tollgate ledger verify ACCOUNT... [--admin URL] [--token TOKEN]
-                                    reconcile each ACCOUNT's balance with its ledger; exits 1
-                                    when one drifts (entries not shipped yet drift briefly:
-                                    verify waits up to 10 s for the drift to clear)
+  tollgate ledger verify [ACCOUNT...] [--admin URL] [--token TOKEN]
+                                    reconcile each ACCOUNT's balance (every account in the
+                                    ledger without one) with its ledger; exits 1 when one
+                                    drifts (entries not shipped yet drift briefly: verify
+                                    waits up to 10 s for the drift to clear)
 
   --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
   --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN)
@@ -95,13 +96,14 @@ func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return errUsage
 	}
-	if len(pos) == 0 {
-		fmt.Fprintf(stderr, "%s: want one or more ACCOUNTs\n\n%s", cmd, ledgerUsage)
-		return errUsage
-	}
 	c, err := af.client(cmd, stderr)
 	if err != nil {
 		return err
+	}
+	if len(pos) == 0 {
+		if pos, err = ledgerAccounts(ctx, c); err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
 	}
 	drifted := 0
 	for _, account := range pos {
@@ -120,6 +122,34 @@ func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%s: %d of %d accounts: %w", cmd, drifted, len(pos), errDrift)
 	}
 	return nil
+}
+
+// ledgerAccounts lists every account the ledger has entries of.
+func ledgerAccounts(ctx context.Context, c *adminClient) ([]string, error) {
+	var all []string
+	after := ""
+	for {
+		q := url.Values{"limit": {"1000"}}
+		if after != "" {
+			q.Set("after", after)
+		}
+		resp, err := c.do(ctx, http.MethodGet, "/v1/accounts?"+q.Encode(), nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		var page struct {
+			Accounts []string `json:"accounts"`
+			Next     string   `json:"next"`
+		}
+		if err := json.Unmarshal(resp, &page); err != nil {
+			return nil, fmt.Errorf("the server answered with invalid JSON: %w", err)
+		}
+		all = append(all, page.Accounts...)
+		if page.Next == "" {
+			return all, nil
+		}
+		after = page.Next
+	}
 }
 
 // verification is the admin API's answer to a ledger verify.

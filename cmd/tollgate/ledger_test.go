@@ -56,6 +56,10 @@ func TestLedgerCmd(t *testing.T) {
 	if out, _, err = run("verify", "acme", "globex"); err != nil || strings.Count(out, "ok ") != 2 {
 		t.Errorf("verify: %v\n%s", err, out)
 	}
+	// No account: every account in the ledger.
+	if out, _, err = run("verify"); err != nil || !strings.Contains(out, "ok     acme:") || !strings.Contains(out, "ok     globex:") {
+		t.Errorf("verify (all accounts): %v\n%s", err, out)
+	}
 
 	// An entry with no balance change behind it: the ledger drifts.
 	tries, pause := verifyTries, verifyPause

@@ -55,7 +55,7 @@ Usage:
                                              show an account's balance and quota usage
   tollgate ledger show ACCOUNT [--limit N] [--after CURSOR] [--admin URL] [--token TOKEN]
                                              an account's ledger entries (admin API, PostgreSQL)
-  tollgate ledger verify ACCOUNT... [--admin URL] [--token TOKEN]
+  tollgate ledger verify [ACCOUNT...] [--admin URL] [--token TOKEN]
                                              reconcile balances with the ledger; exit 1 on drift
   tollgate usage [--consumer C] [--from T] [--to T] [--period day|month] [--csv] [--admin URL] [--token TOKEN]
                                              requests and credits per consumer, period, route, plan

@@ -55,6 +55,8 @@ const (
 
 // AccountsHandler serves the prepaid-credit API of the admin listener:
 //
+//	GET  /v1/accounts               the accounts the ledger has entries of
+//	                                (?limit=N&after=<next>)
 //	GET  /v1/accounts/{id}          balance and quota usage of an account
 //	POST /v1/accounts/{id}/credits  top up an account: {"amount": N} and an
 //	                                Idempotency-Key header
@@ -87,6 +89,7 @@ func AccountsHandler(accounts Accounts, token string, log *slog.Logger, book Led
 	}
 	api := &accountsAPI{accounts: accounts, log: log, book: book}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/accounts", api.list)
 	mux.HandleFunc("GET /v1/accounts/{id}", api.show)
 	mux.HandleFunc("POST /v1/accounts/{id}/credits", api.credit)
 	mux.HandleFunc("GET /v1/accounts/{id}/ledger", api.ledger)

@@ -16,6 +16,44 @@ import (
 type Ledger interface {
 	Entries(ctx context.Context, account string, after pgsink.Cursor, limit int) ([]ledger.Entry, pgsink.Cursor, error)
 	Sum(ctx context.Context, account string) (sum, count int64, err error)
+	Accounts(ctx context.Context, after string, limit int) ([]string, error)
+}
+
+// accountsPage is the body of GET /v1/accounts.
+type accountsPage struct {
+	Accounts []string `json:"accounts"`
+	// Next is the after of the next page ("" after the last).
+	Next string `json:"next,omitempty"`
+}
+
+// list answers GET /v1/accounts: the accounts the ledger has entries of,
+// in order, a page at a time (?limit=N&after=<next>).
+func (a *accountsAPI) list(w http.ResponseWriter, r *http.Request) {
+	if a.book == nil {
+		writeProblem(w, http.StatusNotFound, problemLedgerOff, "no durable ledger: configure postgres (postgres.dsn) to keep one")
+		return
+	}
+	limit := defaultPage
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > pgsink.MaxPage {
+			writeProblem(w, http.StatusBadRequest, problemInvalidRequest,
+				"limit "+strconv.Quote(s)+" is not a whole number from 1 to "+strconv.Itoa(pgsink.MaxPage))
+			return
+		}
+		limit = n
+	}
+	accounts, err := a.book.Accounts(r.Context(), r.URL.Query().Get("after"), limit)
+	if err != nil {
+		a.log.Warn("ledger read failed", "error", err)
+		writeProblem(w, http.StatusServiceUnavailable, "", "the ledger database is unavailable; retry later")
+		return
+	}
+	page := accountsPage{Accounts: accounts}
+	if len(accounts) == limit {
+		page.Next = accounts[len(accounts)-1]
+	}
+	writeJSON(w, http.StatusOK, page)
 }
 
 // ledgerPage is the body of GET /v1/accounts/{id}/ledger.

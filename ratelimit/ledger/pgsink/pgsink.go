@@ -121,6 +121,31 @@ func (s *Sink) Checkpoint(ctx context.Context, stream string) (lastID string, er
 	return lastID, nil
 }
 
+// Accounts returns up to limit (1 to MaxPage) accounts that have ledger
+// entries, in order, after the account after ("": from the first).
+func (s *Sink) Accounts(ctx context.Context, after string, limit int) ([]string, error) {
+	if limit < 1 || limit > MaxPage {
+		return nil, fmt.Errorf("ledger: limit %d is out of range (allowed: 1 to %d)", limit, MaxPage)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT account FROM tollgate_ledger WHERE account > $1 ORDER BY account LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: accounts: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, fmt.Errorf("ledger: accounts: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: accounts: %w", err)
+	}
+	return out, nil
+}
+
 // Checkpoints returns every stream's checkpoint (ledger.Checkpointer), in
 // one query: a Cluster's ledger has a stream per hash slot.
 func (s *Sink) Checkpoints(ctx context.Context) (map[string]string, error) {
