@@ -42,14 +42,19 @@ type Options struct {
 	MaxEntries int
 	// Timeout bounds each settle (default DefaultTimeout).
 	Timeout time.Duration
+	// MessageTimeout bounds the settles of one message together (default
+	// DefaultMessageTimeout): a slow store cannot hold a stream for
+	// MaxEntries × Timeout. A settle cut short is retried by the engine.
+	MessageTimeout time.Duration
 }
 
 // Defaults of Options.
 const (
 	// DefaultMaxEntries is far above what Envoy batches in one message
 	// (its buffer_size_bytes, 16 KiB by default).
-	DefaultMaxEntries = 1000
-	DefaultTimeout    = time.Second
+	DefaultMaxEntries     = 1000
+	DefaultTimeout        = time.Second
+	DefaultMessageTimeout = 5 * time.Second
 )
 
 // Server implements envoy.service.accesslog.v3.AccessLogService.
@@ -73,6 +78,9 @@ func New(settler Settler, opts Options) (*Server, error) {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
+	}
+	if opts.MessageTimeout <= 0 {
+		opts.MessageTimeout = DefaultMessageTimeout
 	}
 	s := &Server{
 		settler: settler,
@@ -111,6 +119,8 @@ func (s *Server) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogs
 // Handle settles the reservations of one message's HTTP entries (TCP
 // entries carry none), at most MaxEntries of them.
 func (s *Server) Handle(ctx context.Context, msg *alsv3.StreamAccessLogsMessage) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.MessageTimeout)
+	defer cancel()
 	for i, e := range msg.GetHttpLogs().GetLogEntry() {
 		if i >= s.opts.MaxEntries {
 			s.entries.WithLabelValues("over_limit").Inc()

@@ -3,6 +3,7 @@ package accesslog_test
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -384,5 +385,43 @@ func TestMaxEntriesPerMessage(t *testing.T) {
 	}
 	if got := e.counter(t, "tollgate_accesslog_entries_total", "settled"); got != 2 {
 		t.Errorf("settled = %v, want 2", got)
+	}
+}
+
+// stuck is a Settler whose store never answers: each settle waits for its
+// context.
+type stuck struct{ calls atomic.Int64 }
+
+func (s *stuck) Settle(ctx context.Context, _, _ string, _ bool) (ratelimit.SettleResult, error) {
+	s.calls.Add(1)
+	<-ctx.Done()
+	return "", ctx.Err()
+}
+
+// TestMessageTimeout: a store that never answers holds one message for
+// MessageTimeout, not for every entry's Timeout in turn.
+func TestMessageTimeout(t *testing.T) {
+	st := &stuck{}
+	srv, err := accesslog.New(st, accesslog.Options{Timeout: time.Second, MessageTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := structpb.NewStruct(map[string]any{"tollgate": map[string]any{"account": "acme", "reservation": "r", "settle": "delivery"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []*accesslogv3.HTTPAccessLogEntry
+	for range 20 {
+		entries = append(entries, entry(md, 1, 200))
+	}
+	begin := time.Now()
+	srv.Handle(context.Background(), &alsv3.StreamAccessLogsMessage{LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{
+		HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{LogEntry: entries},
+	}})
+	if took := time.Since(begin); took > 900*time.Millisecond {
+		t.Errorf("20 entries against a stuck store took %v; want about the 50ms message timeout", took)
+	}
+	if n := st.calls.Load(); n != 20 {
+		t.Errorf("%d settles tried, want 20 (each fails at once after the budget, and the engine retries it)", n)
 	}
 }
