@@ -651,7 +651,20 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 	ok := true
 	var done []Pending // saved ones that went through
 	defer func() { e.persist(ctx, done) }()
-	for _, p := range e.voids.take() {
+	taken := e.voids.take()
+	failures := 0 // in a row
+	for i, p := range taken {
+		if failures == 3 {
+			// The store is down: put the rest back untried, rather than
+			// wait a timeout for each (a pass stays short when thousands
+			// are pending; the failed ones went to the back, so every
+			// one gets its turn).
+			for _, rest := range taken[i:] {
+				e.voids.add(rest)
+				e.voids.done()
+			}
+			return false
+		}
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		var refunded int64
 		var err error
@@ -665,12 +678,16 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 			done = append(done, p.record())
 		}
 		if err == nil && p.settle != nil {
+			failures = 0
 			e.voids.done()
 			continue
 		}
 		if err != nil {
 			// Add back before done, so it is never uncounted.
 			e.voids.add(p)
+			failures++
+		} else {
+			failures = 0
 		}
 		e.voids.done()
 		switch {

@@ -391,7 +391,9 @@ func metric(t *testing.T, r *replica, prefix string) float64 {
 // forwarded request's access log entry captures its reservation, every
 // other reservation expires uncharged.
 func TestFaultDelivery(t *testing.T) {
-	const settleTimeout = 4 * time.Second
+	// Well above the engine's longest retry backoff (5 s), as in production
+	// (5 min): a settle that failed during a pause is retried in time.
+	const settleTimeout = 10 * time.Second
 	srv := redistest.StartWith(t, "--appendonly", "yes", "--appendfsync", "always")
 	delivery := func(c *config.Config) {
 		c.Policy.Paths = []string{"testdata/charge-delivery.rego"}
