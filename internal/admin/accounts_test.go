@@ -656,3 +656,15 @@ func ExampleAccountsHandler() {
 	// 200 {"account":"acme","balance":100,"applied":true}
 	// 200 {"account":"acme","balance":100,"applied":false}
 }
+
+// TestLedgerOff: without a durable ledger, the ledger routes answer 404
+// ledger_off saying what to configure.
+func TestLedgerOff(t *testing.T) {
+	base := serve(t, memoryEngine(t), token)
+	for _, path := range []string{"/v1/accounts", "/v1/accounts?limit=5", "/v1/accounts/acme/ledger", "/v1/accounts/acme/ledger/verify"} {
+		p := wantProblem(t, do(t, base, call{method: "GET", path: path}), http.StatusNotFound)
+		if p.Reason != "ledger_off" || !strings.Contains(p.Detail, "postgres.dsn") {
+			t.Errorf("%s: %+v, want ledger_off naming postgres.dsn", path, p)
+		}
+	}
+}

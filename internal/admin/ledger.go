@@ -30,18 +30,12 @@ type accountsPage struct {
 // in order, a page at a time (?limit=N&after=<next>).
 func (a *accountsAPI) list(w http.ResponseWriter, r *http.Request) {
 	if a.book == nil {
-		writeProblem(w, http.StatusNotFound, problemLedgerOff, "no durable ledger: configure postgres (postgres.dsn) to keep one")
+		writeProblem(w, http.StatusNotFound, problemLedgerOff, ledgerOffDetail)
 		return
 	}
-	limit := defaultPage
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > pgsink.MaxPage {
-			writeProblem(w, http.StatusBadRequest, problemInvalidRequest,
-				"limit "+strconv.Quote(s)+" is not a whole number from 1 to "+strconv.Itoa(pgsink.MaxPage))
-			return
-		}
-		limit = n
+	limit, ok := pageLimit(w, r)
+	if !ok {
+		return
 	}
 	accounts, err := a.book.Accounts(r.Context(), r.URL.Query().Get("after"), limit)
 	if err != nil {
@@ -78,20 +72,32 @@ type verification struct {
 // defaultPage is the entries a ledger page holds unless limit says.
 const defaultPage = 100
 
+const ledgerOffDetail = "no durable ledger: configure postgres (postgres.dsn) to keep one"
+
+// pageLimit reads ?limit= (defaultPage when absent), answering 400 when it
+// is not a whole number from 1 to pgsink.MaxPage.
+func pageLimit(w http.ResponseWriter, r *http.Request) (int, bool) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return defaultPage, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > pgsink.MaxPage {
+		writeProblem(w, http.StatusBadRequest, problemInvalidRequest,
+			"limit "+strconv.Quote(s)+" is not a whole number from 1 to "+strconv.Itoa(pgsink.MaxPage))
+		return 0, false
+	}
+	return n, true
+}
+
 func (a *accountsAPI) ledger(w http.ResponseWriter, r *http.Request) {
 	id, ok := a.ledgerAccount(w, r)
 	if !ok {
 		return
 	}
-	limit := defaultPage
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > pgsink.MaxPage {
-			writeProblem(w, http.StatusBadRequest, problemInvalidRequest,
-				"limit "+strconv.Quote(s)+" is not a whole number from 1 to "+strconv.Itoa(pgsink.MaxPage))
-			return
-		}
-		limit = n
+	limit, ok := pageLimit(w, r)
+	if !ok {
+		return
 	}
 	after, err := decodeCursor(r.URL.Query().Get("after"))
 	if err != nil {
@@ -142,8 +148,7 @@ func (a *accountsAPI) ledgerAccount(w http.ResponseWriter, r *http.Request) (str
 		return "", false
 	}
 	if a.book == nil {
-		writeProblem(w, http.StatusNotFound, problemLedgerOff,
-			"no durable ledger: configure postgres (postgres.dsn) to keep one")
+		writeProblem(w, http.StatusNotFound, problemLedgerOff, ledgerOffDetail)
 		return "", false
 	}
 	return id, true
