@@ -19,11 +19,6 @@ end
 balance = redis.call('INCRBY', KEYS[1], amount)
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 local t = redis.call('TIME')
-local entry = {'k', ARGV[6], 'a', ARGV[4], 'n', ARGV[1], 'b', string.format('%d', balance),
-  'r', ARGV[5], 'why', ARGV[7], 't', string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))}
-if ARGV[8] ~= '0' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', unpack(entry))
-else
-  redis.call('XADD', KEYS[3], '*', unpack(entry))
-end
+record(KEYS[3], ARGV[8], {'k', ARGV[6], 'a', ARGV[4], 'n', ARGV[1], 'b', string.format('%d', balance),
+  'r', ARGV[5], 'why', ARGV[7], 't', string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))})
 return {balance, 1, 0, 0}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -43,7 +44,64 @@ type Request struct {
 	// that would apply the request later refuses it with ErrDeadline and
 	// takes nothing; Engine.Take sets it from the context's deadline.
 	Deadline time.Time
+	// void is what the store needs to void this request's Take.
+	void voidRecord
 }
+
+// voidRecord is what a store needs to void a Take: the window of its own
+// time in which the Take ran if it ran at all (Lo, Hi: µs; it can never
+// run after Hi), or, once its outcome is known, what it took.
+type voidRecord struct {
+	Lo, Hi  int64
+	Known   bool
+	Credits int64
+	Mark    string // the quotas it counted (RedisStore's quotaMark)
+}
+
+// String encodes r for a PendingStore: "u:<lo>:<hi>" or
+// "k:<credits>:<mark>".
+func (r voidRecord) String() string {
+	if r.Known {
+		return "k:" + strconv.FormatInt(r.Credits, 10) + ":" + r.Mark
+	}
+	return "u:" + strconv.FormatInt(r.Lo, 10) + ":" + strconv.FormatInt(r.Hi, 10)
+}
+
+// parseVoidRecord reads String's encoding back (the zero record, which
+// voids nothing, for anything else).
+func parseVoidRecord(s string) voidRecord {
+	kind, rest, _ := strings.Cut(s, ":")
+	a, b, ok := strings.Cut(rest, ":")
+	x, err := strconv.ParseInt(a, 10, 64)
+	if !ok || err != nil {
+		return voidRecord{}
+	}
+	switch kind {
+	case "k":
+		return voidRecord{Known: true, Credits: x, Mark: b}
+	case "u":
+		if y, err := strconv.ParseInt(b, 10, 64); err == nil {
+			return voidRecord{Lo: x, Hi: y}
+		}
+	}
+	return voidRecord{}
+}
+
+// ErrVoidUnresolved: a void cannot tell whether its Take ran (the ledger
+// entries of its window were trimmed, and no durable ledger holds them).
+var ErrVoidUnresolved = errors.New("ratelimit: cannot tell whether the voided request was charged: the ledger entries of its time were trimmed and no durable ledger is configured")
+
+// errNotSent: a Take failed before it reached the store (nothing to void).
+var errNotSent = errors.New("not sent")
+
+// errVoidEarly: the Take being voided may still run; retry after.
+type errVoidEarly struct{ after time.Duration }
+
+func (e errVoidEarly) Error() string {
+	return "ratelimit: too early to void: the request may still be applied for " + e.after.String()
+}
+
+func voidEarly(ms int64) error { return errVoidEarly{after: time.Duration(ms) * time.Millisecond} }
 
 // tag returns the hash tag of a limit's counter.
 func (r *Request) tag(l *Limit) string {
@@ -327,7 +385,9 @@ func (e *Engine) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		// The Take may still run in the store (its reply was lost, or it
 		// waits in a paused server): void it, whatever the failure mode —
 		// a request let through degraded is not charged either.
-		e.void(ctx, req, reasonVoid)
+		if !errors.Is(err, errNotSent) {
+			e.void(ctx, req, reasonVoid)
+		}
 		if !failsOpen(req) {
 			return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
 		}
@@ -485,41 +545,13 @@ const (
 	reasonExpired      = "expired"       // no settle within the settle timeout
 )
 
-// refunder is a store that gives back a charge it knows it took (the
-// memory store, whose Takes have no lost replies), once per request id.
-type refunder interface {
-	Refund(ctx context.Context, account string, amount int64, requestID, reason string) error
-}
-
-// refund gives back the credits of a request that was taken but whose
-// answer cannot be delivered. Rates and quotas it counted stay consumed.
+// refund gives back what a request took (its credits, and the quotas it
+// counted; rate limits stay consumed) when its answer cannot be delivered.
 func (e *Engine) refund(ctx context.Context, req *Request, out *Outcome) {
 	if req.Charge == nil || out.Charged == 0 {
 		return
 	}
-	if _, ok := e.store.(voider); ok {
-		e.void(ctx, req, reasonGone) // idempotent by request id
-		return
-	}
-	if out.Reserved {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		if _, err := e.store.Settle(ctx, req.Charge.Account, req.Reservation, false, reasonGone); err != nil {
-			e.log.Error("could not release the reservation of a request whose caller had gone; it is released when it expires",
-				"account", req.Charge.Account, "credits", out.Charged, "reservation", req.Reservation, "error", err)
-		}
-		return
-	}
-	r, ok := e.store.(refunder)
-	if !ok {
-		return
-	}
-	if err := r.Refund(ctx, req.Charge.Account, out.Charged, req.ID, reasonGone); err != nil {
-		e.log.Error("could not refund the charge of a request whose caller had gone; the account may have been charged for it",
-			"account", req.Charge.Account, "credits", out.Charged, "request_id", req.ID, "error", err)
-		return
-	}
-	e.log.Warn("refunded the charge of a request whose caller had gone", "account", req.Charge.Account, "credits", out.Charged, "request_id", req.ID)
+	e.void(ctx, req, reasonGone) // its outcome is known; idempotent by request id
 }
 
 // void runs when a request is refused because the store failed, or taken
@@ -535,8 +567,16 @@ func (e *Engine) void(ctx context.Context, req *Request, reason string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 100*time.Millisecond)
 	defer cancel()
 	refunded, err := v.Void(ctx, req, reason)
+	var early errVoidEarly
 	switch {
+	case errors.Is(err, ErrVoidUnresolved):
+		e.voids.results.WithLabelValues("unresolved").Inc()
+		e.log.Error("could not void a charge whose outcome is unknown; the account may have been charged for a refused request",
+			"account", req.Charge.Account, "credits", req.Charge.Credits, "request_id", req.ID, "error", err)
 	case err != nil:
+		// Retried by Run: at once if it was only too early (the Take may
+		// still run, until a few ms from now), else until the store answers.
+		_ = errors.As(err, &early)
 		if !e.voids.add(pendingVoid{req: voidable(req), reason: reason}) {
 			e.log.Error("could not void a charge whose outcome is unknown, and too many voids are pending to retry it; the account may have been charged for a refused request",
 				"account", req.Charge.Account, "credits", req.Charge.Credits, "request_id", req.ID, "error", err)
@@ -674,6 +714,21 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 			refunded, err = v.Void(cctx, p.req, p.reason)
 		}
 		cancel()
+		var early errVoidEarly
+		switch {
+		case errors.As(err, &early):
+			// Not a failure: the Take may still run for a few ms.
+			e.voids.add(p)
+			e.voids.done()
+			ok = false
+			continue
+		case errors.Is(err, ErrVoidUnresolved):
+			e.voids.results.WithLabelValues("unresolved").Inc()
+			e.log.Error("could not void a charge whose outcome is unknown; the account may have been charged for a refused request",
+				"account", p.req.Charge.Account, "credits", p.req.Charge.Credits, "request_id", p.req.ID, "error", err)
+			err = nil
+			refunded = -1
+		}
 		if err == nil && p.saved {
 			done = append(done, p.record())
 		}
@@ -693,6 +748,7 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 		switch {
 		case err != nil:
 			ok = false
+		case refunded < 0: // unresolved, counted above
 		case refunded > 0:
 			e.voids.results.WithLabelValues("refunded").Inc()
 			e.log.Warn("refunded the charge of a refused request after retrying its void", "account", p.req.Charge.Account, "credits", refunded, "request_id", p.req.ID, "reason", p.reason)
@@ -780,8 +836,11 @@ func balanceKey(account string) string { return "tollgate:{" + EscapeKey(account
 func topupKey(account, key string) string {
 	return "tollgate:{" + EscapeKey(account) + "}:topup:" + EscapeKey(key)
 }
-func requestKey(account, id string) string {
-	return "tollgate:{" + EscapeKey(account) + "}:req:" + id
+
+// voidKey marks a voided request (only voided ones), so that its void
+// gives back once.
+func voidKey(account, id string) string {
+	return "tollgate:{" + EscapeKey(account) + "}:void:" + id
 }
 
 // reservationsKey is the hash of an account's reservations (field: the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -667,8 +668,9 @@ func TestHugeCosts(t *testing.T) {
 }
 
 // TestLostReplyIsRefunded: a Take whose reply is lost (Redis ran it, the
-// answer never arrived) is refused — and its charge is refunded, so a
-// refused request never costs the customer.
+// answer never arrived) is refused — and, once it can no longer run, its
+// void finds its ledger entry and refunds it, with the quota it counted,
+// so a refused request never costs the customer.
 func TestLostReplyIsRefunded(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := newDropProxy(t, srv.Addr)
@@ -683,7 +685,8 @@ func TestLostReplyIsRefunded(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := func() *ratelimit.Request {
-		return &ratelimit.Request{Charge: &ratelimit.Charge{Account: "acme", Credits: 5}}
+		return &ratelimit.Request{Limits: []ratelimit.Limit{quota("monthly", "acme", 100, ratelimit.Month)},
+			Charge: &ratelimit.Charge{Account: "acme", Credits: 5}}
 	}
 	if out, err := eng.Take(ctx, req()); err != nil || out.Balance != 15 { // loads the script
 		t.Fatalf("first take: %+v %v", out, err)
@@ -696,8 +699,58 @@ func TestLostReplyIsRefunded(t *testing.T) {
 	if proxy.dropped.Load() != 1 {
 		t.Fatalf("the proxy dropped %d replies, want 1", proxy.dropped.Load())
 	}
-	if b := balance(t, eng.Store(), "acme"); b != 15 {
-		t.Errorf("balance %d after a refused request, want 15: it was charged and not refunded", b)
+	if b, used := balance(t, eng.Store(), "acme"), quotaUsed(t, eng.Store(), "acme"); b != 10 || used != 2 {
+		t.Fatalf("balance %d, quota used %d: want 10 and 2 (taken; the void waits until the Take can no longer run)", b, used)
+	}
+	runUntil(t, eng, "the lost Take was never voided", func() bool { return balance(t, eng.Store(), "acme") == 15 })
+	if used := quotaUsed(t, eng.Store(), "acme"); used != 1 {
+		t.Errorf("quota used %d after the void, want 1 (the lost Take's given back)", used)
+	}
+}
+
+// TestNoKeyPerRequest: a charged request leaves nothing in Redis but its
+// counters, its balance and its ledger entry — no key per request — and a
+// void leaves one small marker for the voided request only.
+func TestNoKeyPerRequest(t *testing.T) {
+	srv := redistest.Start(t)
+	store := ratelimit.NewRedisStore(srv.Client(), time.Second)
+	ctx := context.Background()
+	if _, err := store.Credit(ctx, "acme", 1000, "seed"); err != nil {
+		t.Fatal(err)
+	}
+	keys := func() []string {
+		k, err := srv.Client().Keys(ctx, "*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(k)
+		return k
+	}
+	id := 0
+	req := func() *ratelimit.Request {
+		id++
+		return &ratelimit.Request{ID: fmt.Sprint("r", id), Limits: []ratelimit.Limit{
+			rate("per_second", "acme", 1000, time.Second, 0), quota("monthly", "acme", 1000, ratelimit.Month)},
+			Charge: &ratelimit.Charge{Account: "acme", Credits: 1}}
+	}
+	take(t, store, req())
+	before := keys()
+	for range 200 {
+		take(t, store, req())
+	}
+	if after := keys(); !slices.Equal(after, before) {
+		t.Fatalf("keys after 200 more charged requests: %v, want %v", after, before)
+	}
+	if n, err := srv.Client().XLen(ctx, "tollgate:{ledger}:ledger").Result(); err != nil || n != 202 {
+		t.Errorf("ledger stream holds %d entries (%v), want 202 (a top-up, 201 charges)", n, err)
+	}
+	r := req()
+	take(t, store, r)
+	if n, err := store.Void(ctx, r, "test"); err != nil || n != 1 {
+		t.Fatalf("Void = %d, %v", n, err)
+	}
+	if added := len(keys()) - len(before); added != 1 {
+		t.Errorf("a void added %d keys, want 1 (its marker)", added)
 	}
 }
 

@@ -48,7 +48,8 @@ type memShard struct {
 type memRes struct {
 	account, id string
 	credits     int64
-	expires     int64 // unix µs
+	quotas      string // the quotas the request counted (its mark)
+	expires     int64  // unix µs
 	settled     SettleResult
 }
 
@@ -121,6 +122,20 @@ func (s *MemoryStore) lock(req *Request) func() {
 	if req.Charge != nil {
 		idx = append(idx, s.shardIndex(req.Charge.Account))
 	}
+	return s.lockIdx(idx)
+}
+
+// lockTags locks the shards of account and of the quotas of mark.
+func (s *MemoryStore) lockTags(account, mark string) func() {
+	idx := []int{s.shardIndex(account)}
+	for _, q := range parseMark(mark) {
+		idx = append(idx, s.shardIndex(q.key))
+	}
+	return s.lockIdx(idx)
+}
+
+// lockIdx locks shards idx in order and returns the unlock function.
+func (s *MemoryStore) lockIdx(idx []int) func() {
 	slices.Sort(idx)
 	idx = slices.Compact(idx)
 	for _, i := range idx {
@@ -153,11 +168,12 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 	// reported when the request is refused and so consumes nothing.
 	before := make([]LimitState, len(req.Limits))
 	type write struct {
-		sh    *memShard
-		key   string
-		value int64
-		exp   int64
-		add   bool
+		sh         *memShard
+		key        string
+		value      int64
+		exp        int64
+		add        bool
+		tag, field string // a quota's, for the mark
 	}
 	writes := make([]write, 0, len(req.Limits)+1)
 	overage := false
@@ -197,7 +213,8 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			continue
 		}
 		start, end := l.PeriodBounds(now)
-		key := quotaKey(req.tag(l)) + "\x00" + quotaField(l) + ":" + strconv.FormatInt(start.UnixMicro(), 10) + ":" + strconv.FormatInt(end.UnixMicro(), 10)
+		field := quotaField(l) + ":" + strconv.FormatInt(start.UnixMicro(), 10) + ":" + strconv.FormatInt(end.UnixMicro(), 10)
+		key := memQuotaKey(req.tag(l), field)
 		var used int64
 		if e, ok := sh.counters[key]; ok && e.expires > nowUS {
 			used = e.value
@@ -219,7 +236,7 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		}
 		st.Remaining = l.Limit - used - l.Cost
 		before[i] = LimitState{Remaining: l.Limit - used, Reset: st.Reset, Window: st.Window}
-		writes = append(writes, write{sh: sh, key: key, value: l.Cost, exp: end.UnixMicro(), add: true})
+		writes = append(writes, write{sh: sh, key: key, value: l.Cost, exp: end.UnixMicro(), add: true, tag: req.tag(l), field: field})
 	}
 	for i := range out.Limits {
 		if out.Limits[i].Exceeded && !req.Limits[i].Shadow {
@@ -282,10 +299,18 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		c := req.Charge
 		bsh.balances[c.Account] -= out.Charged
 		out.Balance = bsh.balances[c.Account]
+		var mark []byte
+		for _, w := range writes {
+			if w.add && w.value > 0 {
+				mark = appendMark(mark, w.tag, w.field, w.value)
+			}
+		}
+		req.void = voidRecord{Known: true, Credits: out.Charged, Mark: string(mark)}
 		kind, id := ledger.Charge, req.ID
 		if reserving {
 			kind, id = ledger.Reserve, req.Reservation
-			bsh.res[resKey(c.Account, req.Reservation)] = &memRes{account: c.Account, id: req.Reservation, credits: out.Charged, expires: nowUS + s.settle.Microseconds()}
+			bsh.res[resKey(c.Account, req.Reservation)] = &memRes{account: c.Account, id: req.Reservation, credits: out.Charged,
+				quotas: string(mark), expires: nowUS + s.settle.Microseconds()}
 			out.Reserved = true
 		}
 		s.ledger.add(ledger.Entry{Account: c.Account, Consumer: req.Consumer, Kind: kind, Amount: -out.Charged,
@@ -301,8 +326,16 @@ func resKey(account, id string) string { return account + "\x00" + id }
 func (s *MemoryStore) Settle(_ context.Context, account, id string, capture bool, reason string) (SettleResult, error) {
 	sh := s.shard(account)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	r, ok := sh.res[resKey(account, id)]
+	var quotas string
+	if ok {
+		quotas = r.quotas
+	}
+	sh.mu.Unlock()
+	// Lock the quotas' shards with the account's (in order), then look
+	// again: it may have been settled meanwhile.
+	defer s.lockTags(account, quotas)()
+	r, ok = sh.res[resKey(account, id)]
 	switch {
 	case !ok:
 		return Unknown, nil
@@ -324,6 +357,7 @@ func (s *MemoryStore) settleLocked(sh *memShard, r *memRes, res SettleResult, re
 	if res != Captured {
 		sh.balances[r.account] += r.credits
 		e.Kind, e.Amount = ledger.Release, r.credits
+		s.giveback(r.quotas, now.UnixMicro())
 	}
 	e.BalanceAfter = sh.balances[r.account]
 	s.ledger.add(e)
@@ -333,11 +367,12 @@ func (s *MemoryStore) settleLocked(sh *memShard, r *memRes, res SettleResult, re
 
 // ExpireReservations implements Store.
 func (s *MemoryStore) ExpireReservations(context.Context) (int, error) {
-	now := s.now()
-	nowUS := now.UnixMicro()
+	nowUS := s.now().UnixMicro()
+	type due struct{ account, id, quotas string }
 	released := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
+		var todo []due
 		sh.mu.Lock()
 		for k, r := range sh.res {
 			switch {
@@ -345,31 +380,128 @@ func (s *MemoryStore) ExpireReservations(context.Context) (int, error) {
 			case r.settled != "":
 				delete(sh.res, k) // forgotten
 			default:
-				s.settleLocked(sh, r, Released, reasonExpired, now)
-				released++
+				todo = append(todo, due{r.account, r.id, r.quotas})
 			}
 		}
 		sh.mu.Unlock()
+		// Released with the shards of their quotas locked too.
+		for _, d := range todo {
+			unlock := s.lockTags(d.account, d.quotas)
+			now := s.now()
+			if r, ok := sh.res[resKey(d.account, d.id)]; ok && r.settled == "" && r.expires <= now.UnixMicro() {
+				s.settleLocked(sh, r, Released, reasonExpired, now)
+				released++
+			}
+			unlock()
+		}
 	}
 	return released, nil
 }
 
-// Refund implements refunder: it gives back amount to account once per
-// request id, and records it in the ledger.
-func (s *MemoryStore) Refund(_ context.Context, account string, amount int64, requestID, reason string) error {
-	sh := s.shard(account)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	now := s.now()
-	rk := topupKey(account, refundKey(requestID))
-	if e, ok := sh.topups[rk]; ok && e.expires > now.UnixMicro() {
-		return nil // refunded already
+var _ voider = (*MemoryStore)(nil)
+
+// Void implements voider: it gives back what req's Take took — its credits
+// (or its reservation, unless settled already) and the quotas it counted —
+// once per request id, and records it in the ledger. A memory Take has no
+// lost replies: one that failed took nothing.
+func (s *MemoryStore) Void(ctx context.Context, req *Request, reason string) (int64, error) {
+	v := &req.void
+	if req.Charge == nil || !v.Known {
+		return 0, nil
 	}
-	sh.balances[account] += amount
-	sh.topups[rk] = memEntry{value: amount, expires: now.UnixMicro() + IdempotencyTTL.Microseconds()}
-	s.ledger.add(ledger.Entry{Account: account, Kind: ledger.Refund, Amount: amount, BalanceAfter: sh.balances[account],
-		RequestID: requestID, Reason: reason, Time: now})
-	return nil
+	account := req.Charge.Account
+	if req.Charge.Reserves() {
+		if res, err := s.Settle(ctx, account, req.Reservation, false, reason); err != nil || res != Released {
+			return 0, err
+		}
+		return v.Credits, nil
+	}
+	defer s.lockTags(account, v.Mark)()
+	sh := s.shard(account)
+	now := s.now()
+	rk := topupKey(account, refundKey(req.ID))
+	if e, ok := sh.topups[rk]; ok && e.expires > now.UnixMicro() {
+		return 0, nil // voided already
+	}
+	sh.balances[account] += v.Credits
+	s.giveback(v.Mark, now.UnixMicro())
+	sh.topups[rk] = memEntry{value: v.Credits, expires: now.UnixMicro() + IdempotencyTTL.Microseconds()}
+	s.ledger.add(ledger.Entry{Account: account, Kind: ledger.Refund, Amount: v.Credits, BalanceAfter: sh.balances[account],
+		RequestID: req.ID, Reason: reason, Time: now})
+	return v.Credits, nil
+}
+
+// memQuotaKey is a quota counter's key in its shard.
+func memQuotaKey(tag, field string) string { return quotaKey(tag) + "\x00" + field }
+
+// giveback gives back the quotas of mark whose period has not ended (with
+// their shards locked).
+func (s *MemoryStore) giveback(mark string, nowUS int64) {
+	for _, q := range parseMark(mark) {
+		sh := s.shard(q.key)
+		k := memQuotaKey(q.key, q.field)
+		e, ok := sh.counters[k]
+		if !ok || e.expires <= nowUS {
+			continue
+		}
+		if e.value -= q.cost; e.value <= 0 {
+			delete(sh.counters, k)
+			continue
+		}
+		sh.counters[k] = e
+	}
+}
+
+// markItem is one quota a request counted: its key (the Redis hash, or
+// the memory store's tag), field and cost.
+type markItem struct {
+	key, field string
+	cost       int64
+}
+
+// appendMark appends one quota to a mark, in take.lua's format:
+// "<key length>:<key><field length>:<field><cost>;".
+func appendMark(b []byte, key, field string, cost int64) []byte {
+	b = strconv.AppendInt(b, int64(len(key)), 10)
+	b = append(b, ':')
+	b = append(b, key...)
+	b = strconv.AppendInt(b, int64(len(field)), 10)
+	b = append(b, ':')
+	b = append(b, field...)
+	b = strconv.AppendInt(b, cost, 10)
+	return append(b, ';')
+}
+
+// parseMark reads a mark (what it cannot read, from there on, is ignored).
+func parseMark(m string) []markItem {
+	var out []markItem
+	str := func() (string, bool) {
+		n, rest, ok := strings.Cut(m, ":")
+		l, err := strconv.Atoi(n)
+		if !ok || err != nil || l < 0 || l > len(rest) {
+			return "", false
+		}
+		m = rest[l:]
+		return rest[:l], true
+	}
+	for m != "" {
+		key, ok := str()
+		if !ok {
+			break
+		}
+		field, ok := str()
+		if !ok {
+			break
+		}
+		c, rest, ok := strings.Cut(m, ";")
+		cost, err := strconv.ParseInt(c, 10, 64)
+		if !ok || err != nil {
+			break
+		}
+		m = rest
+		out = append(out, markItem{key, field, cost})
+	}
+	return out
 }
 
 // refundKey marks a request's refund among the top-up keys: its NUL can

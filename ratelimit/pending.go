@@ -18,6 +18,8 @@ type Pending struct {
 	// Capture: the settle captures (else it releases).
 	Capture bool
 	Reason  string
+	// State is what the store needs to void the Take (opaque).
+	State string
 }
 
 // PendingStore keeps the voids and settles Engine.Run retries, so that a
@@ -43,15 +45,14 @@ func (p *pendingVoid) record() Pending {
 	}
 	c := p.req.Charge
 	return Pending{Kind: pendingVoidKind, Account: c.Account, ID: p.req.ID, Reservation: p.req.Reservation,
-		Credits: c.Credits, Settle: c.Settle, Reason: p.reason}
+		Credits: c.Credits, Settle: c.Settle, Reason: p.reason, State: p.req.void.String()}
 }
 
-// fromRecord is a pending void or settle loaded from a PendingStore (a
-// loaded void gives back no quotas: its limits are not kept).
+// fromRecord is a pending void or settle loaded from a PendingStore.
 func fromRecord(r Pending) pendingVoid {
 	if r.Kind == pendingSettleKind {
 		return pendingVoid{settle: &pendingSettle{account: r.Account, id: r.ID, capture: r.Capture}, saved: true}
 	}
-	return pendingVoid{req: &Request{Charge: &Charge{Account: r.Account, Credits: r.Credits, Settle: r.Settle}, ID: r.ID, Reservation: r.Reservation},
-		reason: r.Reason, saved: true}
+	return pendingVoid{req: &Request{Charge: &Charge{Account: r.Account, Credits: r.Credits, Settle: r.Settle}, ID: r.ID, Reservation: r.Reservation,
+		void: parseVoidRecord(r.State)}, reason: r.Reason, saved: true}
 }

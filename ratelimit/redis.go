@@ -7,12 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 var (
+	//go:embed common.lua
+	commonSource string
 	//go:embed take.lua
 	takeSource string
 	//go:embed credit.lua
@@ -22,10 +26,10 @@ var (
 	//go:embed settle.lua
 	settleSource string
 
-	takeScript   = redis.NewScript(takeSource)
-	creditScript = redis.NewScript(creditSource)
-	voidScript   = redis.NewScript(voidSource)
-	settleScript = redis.NewScript(settleSource)
+	takeScript   = redis.NewScript(commonSource + takeSource)
+	creditScript = redis.NewScript(commonSource + creditSource)
+	voidScript   = redis.NewScript(commonSource + voidSource)
+	settleScript = redis.NewScript(commonSource + settleSource)
 )
 
 // RedisStore keeps counters and balances in Redis (single node, Sentinel or
@@ -47,6 +51,73 @@ type RedisStore struct {
 	// settle is how long a reservation waits for its settle (and a settled
 	// one is remembered).
 	settle time.Duration
+	// clock relates Redis's clock to this process's (not in a Cluster,
+	// whose nodes have clocks of their own).
+	clock atomic.Pointer[redisClock]
+	// trimLag keeps shipped ledger entries this long; deferred holds, per
+	// stream, where a trim the lag held back is to reach.
+	trimLag  time.Duration
+	trimMu   sync.Mutex
+	deferred map[string]string
+	// durable finds a charge in the durable ledger, for a void whose
+	// window was trimmed from the stream (nil: none).
+	durable DurableLedger
+}
+
+// DurableLedger finds a request's charge entry in the ledger made durable
+// (PostgreSQL), between two times: a void looks there once the entries of
+// its window were shipped and trimmed from Redis.
+type DurableLedger func(ctx context.Context, account, requestID string, from, to time.Time) (credits int64, found bool, err error)
+
+// SetDurableLedger gives voids the durable ledger (call before use).
+func (s *RedisStore) SetDurableLedger(f DurableLedger) { s.durable = f }
+
+// redisClock is one reading of Redis's clock: its time (µs) in a reply
+// that arrived at local, rtt after its call was sent.
+type redisClock struct {
+	redisUS int64
+	local   time.Time
+	rtt     time.Duration
+}
+
+const (
+	// clockFresh: an older reading is not used (Redis's clock may have
+	// been stepped, or a failover changed the node).
+	clockFresh = 10 * time.Second
+	// clockSlack covers clock rate differences (1,000 ppm of the reading's
+	// age on top) and clock differences between a failed-over node and
+	// the one read.
+	clockSlack = 10 * time.Millisecond
+)
+
+// observe keeps a reading of Redis's clock: the one with the shortest
+// round trip of the last 100 ms (a reply delayed by a pause says little).
+func (s *RedisStore) observe(redisUS int64, sent, got time.Time) {
+	if s.cluster {
+		return
+	}
+	rtt := got.Sub(sent)
+	if c := s.clock.Load(); c != nil && rtt > c.rtt && got.Sub(c.local) < 100*time.Millisecond {
+		return
+	}
+	s.clock.Store(&redisClock{redisUS: redisUS, local: got, rtt: rtt})
+}
+
+// window is the Redis time within which a Take sent at sent, with
+// deadline, runs if it runs at all: lo is no later than Redis's clock at
+// sent, hi (the script refuses after it) no earlier than Redis's clock at
+// deadline. From a fresh reading of Redis's clock it is about the store
+// timeout wide; otherwise it assumes the clocks agree within the clock
+// skew.
+func (s *RedisStore) window(sent, deadline time.Time) (lo, hi int64) {
+	if c := s.clock.Load(); c != nil {
+		if age := sent.Sub(c.local); age >= 0 && age < clockFresh {
+			slack := clockSlack + age/1000
+			return c.redisUS + (sent.Sub(c.local) - slack).Microseconds(),
+				c.redisUS + (deadline.Sub(c.local) + c.rtt + slack).Microseconds()
+		}
+	}
+	return sent.Add(-s.skew).UnixMicro(), deadline.Add(s.skew).UnixMicro()
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -65,7 +136,7 @@ func NewRedisStore(client redis.UniversalClient, timeout time.Duration) *RedisSt
 		timeout = DefaultRedisTimeout
 	}
 	_, cluster := client.(*redis.ClusterClient)
-	return &RedisStore{client: client, timeout: timeout, skew: DefaultClockSkew, cluster: cluster, ledgerMax: DefaultLedgerMaxLen, settle: DefaultSettleTimeout}
+	return &RedisStore{client: client, timeout: timeout, skew: DefaultClockSkew, cluster: cluster, ledgerMax: DefaultLedgerMaxLen, settle: DefaultSettleTimeout, trimLag: TrimLag}
 }
 
 // DefaultLedgerMaxLen caps each ledger stream when nothing ships it.
@@ -178,17 +249,16 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 		args = append(args, kind, l.Cost, l.Limit, prev.UnixMicro(), cur.UnixMicro(), next.UnixMicro(), after.UnixMicro(), quotaField(l))
 	}
 	if c := req.Charge; c != nil {
-		id := req.ID
-		if id == "" {
-			id = newID()
-		}
-		keys = append(keys, balanceKey(c.Account), requestKey(c.Account, id), s.ledgerStream(c.Account),
+		keys = append(keys, balanceKey(c.Account), s.ledgerStream(c.Account),
 			reservationsKey(c.Account), s.reservationIndex(c.Account))
 	}
 	if s.cluster && !sameSlot(keys) {
 		return nil, ErrCrossSlot
 	}
-	args = append(args, deadline.Add(s.skew).UnixMicro())
+	sent := time.Now()
+	lo, hi := s.window(sent, deadline)
+	req.void = voidRecord{Lo: lo, Hi: hi}
+	args = append(args, hi)
 	if c := req.Charge; c != nil {
 		args = append(args, c.Account, req.Consumer, req.Revision, req.ID, s.ledgerMax)
 		if c.Reserves() {
@@ -200,11 +270,12 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	res, err := takeScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	if errors.Is(err, redis.ErrPoolTimeout) {
+		// Never sent: nothing to void.
+		return nil, fmt.Errorf("redis take: %w: %w", errNotSent, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("redis take: %w", err)
-	}
-	if len(res) == 1 && res[0] == -3 {
-		return nil, errors.New("redis take: this request was voided after a timeout")
 	}
 	if len(res) == 1 && res[0] == -4 {
 		return nil, ErrDeadline
@@ -234,7 +305,29 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 			Overage:   r[3] == 2,
 		}
 	}
+	s.observe(res[2], sent, time.Now())
+	if out.Charged > 0 {
+		req.void.Known, req.void.Credits, req.void.Mark = true, out.Charged, quotaMark(req, out, res[2])
+	}
 	return out, nil
+}
+
+// quotaMark is the record of the quotas a Take counted, as take.lua
+// writes it (the periods are the ones it chose: each ends reset after
+// Redis's time now and is window long).
+func quotaMark(req *Request, out *Outcome, now int64) string {
+	var b []byte
+	for i := range req.Limits {
+		l, st := &req.Limits[i], &out.Limits[i]
+		if l.IsRate() || st.Exceeded || st.Overage || l.Cost <= 0 {
+			continue
+		}
+		key := quotaKey(req.tag(l))
+		stop := now + st.Reset.Microseconds()
+		field := quotaField(l) + ":" + strconv.FormatInt(stop-st.Window.Microseconds(), 10) + ":" + strconv.FormatInt(stop, 10)
+		b = appendMark(b, key, field, l.Cost)
+	}
+	return string(b)
 }
 
 // limitKey is the Redis key of a limit's counter: a rate's TAT, or the
@@ -256,37 +349,95 @@ func sameSlot(keys []string) bool {
 	return true
 }
 
-// Void implements Voider: it refunds the charge of req, or releases its
-// reservation, and gives back the quotas it counted, if its Take ran, and
-// otherwise makes sure it never will. Rate limits stay counted.
+// Void implements voider: it gives back what the Take of req took — its
+// charge, or its reservation, and the quotas it counted (rate limits stay
+// counted) — once. When the Take's outcome is unknown it waits (errVoidEarly)
+// until the Take can no longer run, then looks for it in the ledger.
 func (s *RedisStore) Void(ctx context.Context, req *Request, reason string) (int64, error) {
 	if req.Charge == nil || req.ID == "" {
 		return 0, nil
 	}
 	a := req.Charge.Account
-	keys := make([]string, 0, 4+len(req.Limits))
-	keys = append(keys, requestKey(a, req.ID), balanceKey(a), s.ledgerStream(a), reservationsKey(a))
-	for i := range req.Limits {
-		keys = append(keys, limitKey(req, &req.Limits[i]))
-	}
-	if s.cluster && !sameSlot(keys) {
-		keys = keys[:4] // the Take was refused before it was sent (ErrCrossSlot)
-	}
 	c := s.client
 	if s.voids != nil {
 		c = s.voids
 	}
-	n, err := voidScript.Run(ctx, c, keys, requestTTL.Milliseconds(), a, req.ID, reason, s.ledgerMax, req.Reservation).Int64()
-	if err != nil || n >= 0 {
-		return n, err
+	v := &req.void
+	if req.Charge.Reserves() && req.Reservation != "" {
+		// Released unless settled already (a capture: the request went
+		// upstream). Once the Take can no longer run, so that a late one
+		// does not reserve after the release.
+		var notBefore int64
+		if !v.Known {
+			notBefore = v.Hi
+		}
+		code, n, err := s.settle1(ctx, c, a, req.Reservation, "r", reason, notBefore)
+		switch {
+		case err != nil:
+			return 0, err
+		case code == 6:
+			return 0, voidEarly(n)
+		case code == 2:
+			return n, nil
+		}
+		return 0, nil
 	}
-	// Reserved: release the reservation unless it was settled already.
-	code, credits, err := s.settle1(ctx, a, req.Reservation, "r", reason)
-	if err != nil || code != 2 {
-		return 0, err
+	if !v.Known && v.Hi == 0 {
+		return 0, ErrVoidUnresolved // a void kept by a version that recorded no window
 	}
-	return credits, nil
+	keys := []string{voidKey(a, req.ID), balanceKey(a), s.ledgerStream(a)}
+	args := []any{"u", a, req.ID, reason, s.ledgerMax, voidTTL.Milliseconds(), v.Lo, v.Hi}
+	if v.Known {
+		args = []any{"k", a, req.ID, reason, s.ledgerMax, voidTTL.Milliseconds(), v.Credits, v.Mark}
+	}
+	res, err := voidScript.Run(ctx, c, keys, args...).Int64Slice()
+	if err != nil {
+		return 0, fmt.Errorf("redis void: %w", err)
+	}
+	if len(res) != 2 {
+		return 0, fmt.Errorf("redis void: script returned %d values, want 2", len(res))
+	}
+	switch res[0] {
+	case 1:
+		return res[1], nil
+	case 2:
+		return 0, voidEarly(res[1])
+	case 3:
+		return s.voidDurable(ctx, c, req, reason)
+	}
+	return 0, nil
 }
+
+// voidDurable voids a Take whose window was shipped and trimmed from the
+// ledger stream: the durable ledger says whether it ran. The refund gives
+// back its credits; its quotas stay counted (the durable ledger does not
+// keep them).
+func (s *RedisStore) voidDurable(ctx context.Context, c redis.UniversalClient, req *Request, reason string) (int64, error) {
+	if s.durable == nil {
+		return 0, ErrVoidUnresolved
+	}
+	a := req.Charge.Account
+	credits, found, err := s.durable(ctx, a, req.ID, time.UnixMicro(req.void.Lo), time.UnixMicro(req.void.Hi))
+	if err != nil {
+		return 0, fmt.Errorf("redis void: durable ledger: %w", err)
+	}
+	if !found {
+		return 0, nil
+	}
+	res, err := voidScript.Run(ctx, c, []string{voidKey(a, req.ID), balanceKey(a), s.ledgerStream(a)},
+		"k", a, req.ID, reason, s.ledgerMax, voidTTL.Milliseconds(), credits, "").Int64Slice()
+	if err != nil {
+		return 0, fmt.Errorf("redis void: %w", err)
+	}
+	if len(res) == 2 && res[0] == 1 {
+		return res[1], nil
+	}
+	return 0, nil
+}
+
+// voidTTL is how long a voided request is remembered, so that a repeated
+// void gives back nothing more (only voided requests leave this mark).
+const voidTTL = 24 * time.Hour
 
 // Settle implements Store with settle.lua.
 func (s *RedisStore) Settle(ctx context.Context, account, id string, capture bool, reason string) (SettleResult, error) {
@@ -296,7 +447,7 @@ func (s *RedisStore) Settle(ctx context.Context, account, id string, capture boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	code, _, err := s.settle1(ctx, account, id, op, reason)
+	code, _, err := s.settle1(ctx, s.client, account, id, op, reason, 0)
 	if err != nil {
 		return "", err
 	}
@@ -311,12 +462,13 @@ func (s *RedisStore) Settle(ctx context.Context, account, id string, capture boo
 	return Unknown, nil
 }
 
-// settle1 runs settle.lua for one reservation (op: c, r or x) and returns
-// its code and the reservation's credits.
-func (s *RedisStore) settle1(ctx context.Context, account, id, op, reason string) (code, credits int64, err error) {
-	res, err := settleScript.Run(ctx, s.client,
+// settle1 runs settle.lua for one reservation (op: c, r or x; a release
+// not before Redis time notBefore µs, when set) and returns its code and
+// the reservation's credits (with code 6, not yet: ms to wait).
+func (s *RedisStore) settle1(ctx context.Context, c redis.UniversalClient, account, id, op, reason string, notBefore int64) (code, credits int64, err error) {
+	res, err := settleScript.Run(ctx, c,
 		[]string{reservationsKey(account), s.reservationIndex(account), balanceKey(account), s.ledgerStream(account)},
-		id, op, account, reservationMember(account, id), reason, s.ledgerMax, s.settle.Microseconds()).Int64Slice()
+		id, op, account, reservationMember(account, id), reason, s.ledgerMax, s.settle.Microseconds(), notBefore).Int64Slice()
 	if err != nil {
 		return 0, 0, fmt.Errorf("redis settle: %w", err)
 	}
@@ -355,7 +507,7 @@ func (s *RedisStore) ExpireReservations(ctx context.Context) (int, error) {
 				s.client.ZRem(ctx, indexKey(names[i]), m)
 				continue
 			}
-			code, _, err := s.settle1(ctx, account, id, "x", reasonExpired)
+			code, _, err := s.settle1(ctx, s.client, account, id, "x", reasonExpired, 0)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -367,10 +519,6 @@ func (s *RedisStore) ExpireReservations(ctx context.Context) (int, error) {
 	}
 	return released, errors.Join(errs...)
 }
-
-// requestTTL is how long a request id is remembered: far longer than any
-// reply can be late.
-const requestTTL = 10 * time.Minute
 
 // Credit implements Store.
 func (s *RedisStore) Credit(ctx context.Context, account string, amount int64, key string) (*Credit, error) {

@@ -323,6 +323,10 @@ func TestVoidRestoresQuotas(t *testing.T) {
 	}
 	never := paidRequest("acme")
 	never.ID = "never-ran"
+	never.Deadline = time.Now().Add(-time.Second) // refused by Redis: it never runs
+	if _, err := r.Take(ctx, never); !errors.Is(err, ratelimit.ErrDeadline) {
+		t.Fatalf("Take past its deadline: %v, want ErrDeadline", err)
+	}
 	if n, err := r.Void(ctx, never, "void"); err != nil || n != 0 {
 		t.Errorf("Void of a Take that never ran = %d, %v; want 0", n, err)
 	}
@@ -371,5 +375,48 @@ func TestSettleLedgerSumsToBalance(t *testing.T) {
 		if kinds[ledger.Reserve] != 3*n || kinds[ledger.Capture] != n || kinds[ledger.Release] != 2*n || kinds[ledger.Charge] != n {
 			t.Errorf("entries by kind %v; want %d reserve, %d capture, %d release, %d charge", kinds, 3*n, n, 2*n, n)
 		}
+	})
+}
+
+// TestReleaseRestoresQuotas: in every store, a released or expired
+// reservation gives back the quota its request counted, a captured one
+// keeps it, and a charge refunded because its caller had gone gives back
+// its quota too.
+func TestReleaseRestoresQuotas(t *testing.T) {
+	settleStores(t, func(t *testing.T, e *settleEnv) {
+		ctx := context.Background()
+		credit(t, e.store, "acme", 100)
+		for _, id := range []string{"captured", "released", "expired"} {
+			if _, err := e.eng.Take(ctx, reserving("acme", id, 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if used := quotaUsed(t, e.store, "acme"); used != 3 {
+			t.Fatalf("quota used %d after three reservations, want 3", used)
+		}
+		e.settle(t, "acme", "captured", true, ratelimit.Captured)
+		e.settle(t, "acme", "released", false, ratelimit.Released)
+		e.settle(t, "acme", "released", false, ratelimit.AlreadySettled)
+		if used := quotaUsed(t, e.store, "acme"); used != 2 {
+			t.Errorf("quota used %d after a capture and a release, want 2", used)
+		}
+		e.advance(e.timeout + 50*time.Millisecond)
+		if n, err := e.eng.ExpireReservations(ctx); err != nil || n != 1 {
+			t.Fatalf("ExpireReservations = %d, %v; want 1", n, err)
+		}
+		if used := quotaUsed(t, e.store, "acme"); used != 1 {
+			t.Errorf("quota used %d after the expiry, want 1 (the captured request's)", used)
+		}
+		e.wantBalance(t, "acme", 99)
+
+		gone, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := e.eng.Take(gone, paidRequest("acme")); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Take for a gone caller: %v, want context.Canceled", err)
+		}
+		if used := quotaUsed(t, e.store, "acme"); used != 1 {
+			t.Errorf("quota used %d after a gone caller's refund, want 1", used)
+		}
+		e.wantBalance(t, "acme", 99)
 	})
 }

@@ -2,13 +2,12 @@
 -- Time is the server's (TIME), in microseconds, so replicas agree.
 --
 -- KEYS: one per limit (rate: its TAT key; quota: the quota hash of its tag),
---       then, when there is a charge, the balance key, the request's id
---       key (set when the request is taken, so that void.lua can refund it,
---       and set to "void" by void.lua so that a late Take refuses), the
---       ledger stream of the balance's slot (a charge is recorded there),
---       the account's reservations hash and the reservation expiry index
---       of the balance's slot (a sorted set: member account:id, score the
---       expiry in µs).
+--       then, when there is a charge, the balance key, the ledger stream
+--       of the balance's slot (a charge is recorded there: void.lua finds
+--       it there when the Take's reply was lost), the account's
+--       reservations hash and the reservation expiry index of the
+--       balance's slot (a sorted set: member account:id, score the expiry
+--       in µs). Nothing is written per request besides the ledger entry.
 -- ARGV: n, has_charge, credits, overdraft, overage_only,
 --       then 8 per limit: kind, cost, limit, a, b, c, d, e
 --         kind "r"/"R" (rate / shadow rate): a = emission interval µs,
@@ -22,16 +21,16 @@
 --       stream's MAXLEN (0: unbounded, entries are shipped then trimmed),
 --       then the reservation id ("": charged now, not reserved), the
 --       settle timeout (µs) and the reservation's index member
--- Returns {-3} for a voided request, {-4} for one past its deadline, {-5}
+-- A charge's ledger entry (and a reservation) records the quotas the
+-- request counted, in field "q" ("<key length>:<key><field length>:<field>
+-- <cost>;" per quota), so that a void or a release gives them back.
+-- Returns {-4} for a request past its deadline, {-5}
 -- for a reservation id in use, else: {allowed, denied (0-based, -1 none, -2 charge), now, balance,
 --           charged, retry_after, then per limit: remaining, reset, window, flags}
 --           flags: 1 exceeded, 2 overage; a shadow limit that is exceeded
 --           gets flag 1 but neither refuses nor counts
 local n = tonumber(ARGV[1])
 local has_charge = ARGV[2] == '1'
-if has_charge and redis.call('EXISTS', KEYS[n + 2]) == 1 then
-  return {-3}
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if now > tonumber(ARGV[6 + 8 * n]) then
@@ -41,7 +40,7 @@ local reservation = ''
 if has_charge then reservation = ARGV[6 + 8 * n + 6] end
 -- a pending (or recently settled) reservation id is never reused: one
 -- access log entry settles one reservation
-if reservation ~= '' and redis.call('HEXISTS', KEYS[n + 4], reservation) == 1 then
+if reservation ~= '' and redis.call('HEXISTS', KEYS[n + 3], reservation) == 1 then
   return {-5}
 end
 local out = {}
@@ -162,35 +161,29 @@ if allowed == 1 then
   end
   if charged > 0 then
     balance = redis.call('DECRBY', KEYS[n + 1], charged)
+    -- the quotas counted, for a void or a release to give back
+    local mark = {}
+    for _, w in ipairs(writes) do
+      if w[1] == 'q' and w[4] > 0 then
+        mark[#mark + 1] = string.format('%d:', #w[2]) .. w[2] .. string.format('%d:', #w[3]) .. w[3] .. string.format('%d;', w[4])
+      end
+    end
+    mark = table.concat(mark)
     local l = 6 + 8 * n
     local kind, rid = 'charge', ARGV[l + 4]
     if reservation ~= '' then
       kind, rid = 'reserve', reservation
       local expiry = string.format('%d', now + tonumber(ARGV[l + 7]))
-      redis.call('HSET', KEYS[n + 4], reservation, string.format('%d', charged) .. ':' .. expiry)
-      redis.call('ZADD', KEYS[n + 5], expiry, ARGV[l + 8])
+      redis.call('HSET', KEYS[n + 3], reservation, string.format('%d', charged) .. ':' .. expiry .. '|' .. mark)
+      redis.call('ZADD', KEYS[n + 4], expiry, ARGV[l + 8])
     end
     local entry = {'k', kind, 'a', ARGV[l + 1], 'c', ARGV[l + 2], 'n', string.format('%d', -charged),
       'b', string.format('%d', balance), 'r', rid, 'p', ARGV[l + 3], 't', string.format('%d', now)}
-    if ARGV[l + 5] ~= '0' then
-      redis.call('XADD', KEYS[n + 3], 'MAXLEN', '~', ARGV[l + 5], '*', unpack(entry))
-    else
-      redis.call('XADD', KEYS[n + 3], '*', unpack(entry))
+    if mark ~= '' and reservation == '' then
+      entry[#entry + 1] = 'q'
+      entry[#entry + 1] = mark
     end
-  end
-  if has_charge then
-    -- remembered for void.lua (10 minutes: requestTTL in redis.go): the
-    -- credits ("r" first: reserved, void releases the reservation instead
-    -- of refunding), then "|limit:cost:length:field" per quota counted,
-    -- which void gives back
-    local mark = string.format('%d', charged)
-    if reservation ~= '' and charged > 0 then mark = 'r' .. mark end
-    for _, w in ipairs(writes) do
-      if w[1] == 'q' and w[4] > 0 then
-        mark = mark .. '|' .. string.format('%d', w[7]) .. ':' .. string.format('%d', w[4]) .. ':' .. string.format('%d', #w[3]) .. ':' .. w[3]
-      end
-    end
-    redis.call('SET', KEYS[n + 2], mark, 'PX', 600000)
+    record(KEYS[n + 2], ARGV[l + 5], entry)
   end
 else
   charged = 0

@@ -1,59 +1,82 @@
--- Tollgate: void a request whose Take reply was lost, or whose answer could
--- not be delivered. Scripts run one at a time, so either the Take already
--- ran (its charge is refunded, and the refund recorded in the ledger) or it
--- has not (the id is marked void and the Take, if it ever arrives, refuses).
--- The quotas the Take counted are given back too (when their period's
--- counter is still there); rate limits stay counted.
--- A reservation the access log captured already (the request went
--- upstream) keeps its quotas.
--- KEYS: request key, balance key, ledger stream of the balance's slot, the
---       account's reservations hash, then the key of each limit of the
---       request, in order (none when they are not in the balance's slot:
---       the Take never ran).
--- ARGV: ttl ms, account, request id, reason, stream MAXLEN (0: unbounded),
---       reservation id ("": none).
--- Returns the credits refunded, or -1 when the Take reserved its credits
--- (marked "r<credits>"): the caller then releases the reservation with
--- settle.lua (idempotent), since only the reservation says whether it is
--- still pending.
-local v = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], 'void', 'PX', ARGV[1])
-if v and v ~= 'void' then
-  local quotas
-  v, quotas = string.match(v, '^([^|]*)(.*)$')
-  if string.sub(v, 1, 1) == 'r' and redis.call('HGET', KEYS[4], ARGV[6]) == 'captured' then
-    return 0
+-- Tollgate: void a charged request whose Take reply was lost, or whose
+-- answer could not be delivered: whatever its Take took is given back
+-- (credits, and the quotas it counted; rate limits stay counted), once.
+-- Nothing was written per request for this: the Take's ledger entry is
+-- the record. Either the outcome is known ("k": the Take ran, and ARGV
+-- says what it took), or it is not ("u"): then the void waits until the
+-- Take can no longer run (Redis's clock past the Take's deadline, "hi";
+-- take.lua refuses later) and looks for the Take's entry in the ledger
+-- stream between "lo" (no earlier than the Take was sent) and "hi".
+-- A voided request leaves a marker (only voided requests do), so a void
+-- repeated after a lost reply gives back nothing more.
+-- KEYS: the void marker, the balance key, the ledger stream of the
+--       balance's slot.
+-- ARGV: op ("k" / "u"), account, request id, reason, stream MAXLEN (0:
+--       unbounded), marker ttl ms, then for "k": credits, quota mark
+--       (take.lua's); for "u": lo µs, hi µs (Redis time).
+-- Returns {code, value}: {0, 0} nothing was taken; {1, credits} given back;
+-- {2, ms} too early, retry in ms; {3, 0} the window was trimmed from the
+-- stream (shipped): ask the durable ledger; {4, 0} voided already.
+local op = ARGV[1]
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {4, 0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local credits, mark = 0, ''
+if op == 'k' then
+  credits, mark = tonumber(ARGV[7]), ARGV[8]
+else
+  local lo, hi = tonumber(ARGV[7]), tonumber(ARGV[8])
+  if now <= hi then
+    return {2, math.floor((hi - now) / 1000) + 1}
   end
-  local pos = 1
-  while pos <= #quotas do
-    local i, cost, len, from = string.match(quotas, '^|(%d+):(%d+):(%d+):()', pos)
-    if not i then break end
-    local field = string.sub(quotas, from, from + tonumber(len) - 1)
-    pos = from + tonumber(len)
-    local key = KEYS[4 + tonumber(i)]
-    if key and redis.call('HEXISTS', key, field) == 1 then
-      if redis.call('HINCRBY', key, field, -tonumber(cost)) <= 0 then
-        redis.call('HDEL', key, field)
+  local from = string.format('%d', math.floor(lo / 1000))
+  local to = string.format('%d', math.floor(hi / 1000) + 1)
+  local found = false
+  local batch = redis.call('XRANGE', KEYS[3], from, to, 'COUNT', 256)
+  while #batch > 0 and not found do
+    for _, e in ipairs(batch) do
+      local f = {}
+      for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+      if f.r == ARGV[3] and f.a == ARGV[2] and f.k == 'charge' then
+        credits, mark, found = -tonumber(f.n), f.q or '', true
+        break
       end
     end
+    if #batch < 256 then break end
+    local last = batch[#batch][1]
+    local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+    batch = redis.call('XRANGE', KEYS[3], ms .. '-' .. string.format('%d', tonumber(seq) + 1), to, 'COUNT', 256)
   end
-end
-if v and string.sub(v, 1, 1) == 'r' then
-  return -1
-end
-if v and v ~= 'void' then
-  local charged = tonumber(v)
-  if charged and charged > 0 then
-    local balance = redis.call('INCRBY', KEYS[2], charged)
-    local t = redis.call('TIME')
-    local entry = {'k', 'refund', 'a', ARGV[2], 'n', string.format('%d', charged), 'b', string.format('%d', balance),
-      'r', ARGV[3], 'why', ARGV[4], 't', string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))}
-    if ARGV[5] ~= '0' then
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(entry))
-    else
-      redis.call('XADD', KEYS[3], '*', unpack(entry))
+  if not found then
+    -- Not in the stream. Was the window still all there? It was if an
+    -- entry older than it is, if nothing was ever trimmed, or if nothing
+    -- was written since it began.
+    local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+    if first and tonumber(string.match(first[1], '^(%d+)')) < tonumber(from) then
+      return {0, 0}
     end
-    return charged
+    if redis.call('EXISTS', KEYS[3]) == 0 then
+      return {0, 0}
+    end
+    local info = redis.call('XINFO', 'STREAM', KEYS[3])
+    local f = {}
+    for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+    -- nothing ever trimmed, or nothing written since the window began
+    if tonumber(f['entries-added']) == tonumber(f['length']) or
+        tonumber(string.match(f['last-generated-id'], '^(%d+)')) < tonumber(from) then
+      return {0, 0}
+    end
+    return {3, 0}
   end
 end
-return 0
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[6])
+if credits <= 0 and mark == '' then
+  return {0, 0}
+end
+giveback(mark)
+local balance = redis.call('INCRBY', KEYS[2], credits)
+record(KEYS[3], ARGV[5], {'k', 'refund', 'a', ARGV[2], 'n', string.format('%d', credits), 'b', string.format('%d', balance),
+  'r', ARGV[3], 'why', ARGV[4], 't', string.format('%d', now)})
+return {1, credits}

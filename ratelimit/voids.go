@@ -42,10 +42,10 @@ func newVoidQueue(max int) *voidQueue {
 		}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_voids_total",
-			Help: "Voids by result: refunded (the request had been charged), nothing_taken, dropped (too many pending: the account may have been charged).",
+			Help: "Voids by result: refunded (the request had been charged), nothing_taken, dropped (too many pending: the account may have been charged), unresolved (its ledger entries were trimmed with no durable ledger to ask: the account may have been charged).",
 		}, []string{"result"}),
 	}
-	for _, r := range []string{"refunded", "nothing_taken", "dropped"} {
+	for _, r := range []string{"refunded", "nothing_taken", "dropped", "unresolved"} {
 		q.results.WithLabelValues(r)
 	}
 	return q

@@ -161,6 +161,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		AnswerMargin: time.Duration(cfg.Store.AnswerMargin)}
 	if a.book != nil { // pending voids and settles survive a restart in PostgreSQL
 		engineOpts.Pending = a.book
+		if rs, ok := st.Store.(*ratelimit.RedisStore); ok {
+			rs.SetDurableLedger(a.book.FindCharge) // a void whose entries were shipped and trimmed looks there
+		}
 	}
 	limits, err := ratelimit.NewEngine(st.Store, engineOpts)
 	if err != nil {

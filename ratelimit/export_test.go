@@ -1,0 +1,5 @@
+package ratelimit
+
+// VoidWindow is the window of Redis time a Take of r ran in if at all
+// (set by RedisStore.Take), for tests.
+func VoidWindow(r *Request) (lo, hi int64) { return r.void.Lo, r.void.Hi }
