@@ -55,14 +55,52 @@ type voidRecord struct {
 	Lo, Hi  int64
 	Known   bool
 	Credits int64
-	Mark    string // the quotas it counted (RedisStore's quotaMark)
+	// Mark is the quotas it counted (take.lua's format), made from the
+	// limit states and the store's time (at, µs) when first needed: only
+	// voids need it. tags: its keys are the tags (the memory store).
+	Mark   string
+	at     int64
+	states []LimitState
+	tags   bool
 }
 
-// String encodes r for a PendingStore: "u:<lo>:<hi>" or
-// "k:<credits>:<mark>".
-func (r voidRecord) String() string {
+// known records that the Take ran at the store's time at (µs) and took
+// credits, with states its limits' states.
+func (r *voidRecord) known(credits, at int64, states []LimitState, tags bool) {
+	r.Known, r.Credits, r.at, r.states, r.tags = true, credits, at, states, tags
+}
+
+// mark returns the quotas the Take of req counted (see voidRecord.Mark):
+// each quota with room was counted, in the period that ends Reset after
+// the Take's time and is Window long.
+func (r *voidRecord) mark(req *Request) string {
+	if r.Mark != "" || r.states == nil {
+		return r.Mark
+	}
+	var b []byte
+	for i := range req.Limits {
+		l, st := &req.Limits[i], &r.states[i]
+		if l.IsRate() || st.Exceeded || st.Overage || l.Cost <= 0 {
+			continue
+		}
+		key := req.tag(l)
+		if !r.tags {
+			key = quotaKey(key)
+		}
+		stop := r.at + st.Reset.Microseconds()
+		field := quotaField(l) + ":" + strconv.FormatInt(stop-st.Window.Microseconds(), 10) + ":" + strconv.FormatInt(stop, 10)
+		b = appendMark(b, key, field, l.Cost)
+	}
+	r.Mark, r.states = string(b), nil
+	return r.Mark
+}
+
+// voidState encodes the void record of req for a PendingStore: "u:<lo>:<hi>"
+// or "k:<credits>:<mark>".
+func (req *Request) voidState() string {
+	r := &req.void
 	if r.Known {
-		return "k:" + strconv.FormatInt(r.Credits, 10) + ":" + r.Mark
+		return "k:" + strconv.FormatInt(r.Credits, 10) + ":" + r.mark(req)
 	}
 	return "u:" + strconv.FormatInt(r.Lo, 10) + ":" + strconv.FormatInt(r.Hi, 10)
 }

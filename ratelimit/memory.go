@@ -168,12 +168,11 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 	// reported when the request is refused and so consumes nothing.
 	before := make([]LimitState, len(req.Limits))
 	type write struct {
-		sh         *memShard
-		key        string
-		value      int64
-		exp        int64
-		add        bool
-		tag, field string // a quota's, for the mark
+		sh    *memShard
+		key   string
+		value int64
+		exp   int64
+		add   bool
 	}
 	writes := make([]write, 0, len(req.Limits)+1)
 	overage := false
@@ -213,14 +212,15 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			continue
 		}
 		start, end := l.PeriodBounds(now)
-		field := quotaField(l) + ":" + strconv.FormatInt(start.UnixMicro(), 10) + ":" + strconv.FormatInt(end.UnixMicro(), 10)
-		key := memQuotaKey(req.tag(l), field)
+		key := quotaKey(req.tag(l)) + "\x00" + quotaField(l) + ":" + strconv.FormatInt(start.UnixMicro(), 10) + ":" + strconv.FormatInt(end.UnixMicro(), 10) // memQuotaKey
 		var used int64
 		if e, ok := sh.counters[key]; ok && e.expires > nowUS {
 			used = e.value
 		}
-		st.Window = end.Sub(start)
-		st.Reset = end.Sub(now)
+		// In whole µs, as the period's bounds in its key (a void finds
+		// the period again from them).
+		st.Window = time.Duration(end.UnixMicro()-start.UnixMicro()) * time.Microsecond
+		st.Reset = time.Duration(end.UnixMicro()-nowUS) * time.Microsecond
 		if l.Cost > l.Limit-used {
 			if l.Overage && req.Charge != nil {
 				st.Overage = true
@@ -236,7 +236,7 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		}
 		st.Remaining = l.Limit - used - l.Cost
 		before[i] = LimitState{Remaining: l.Limit - used, Reset: st.Reset, Window: st.Window}
-		writes = append(writes, write{sh: sh, key: key, value: l.Cost, exp: end.UnixMicro(), add: true, tag: req.tag(l), field: field})
+		writes = append(writes, write{sh: sh, key: key, value: l.Cost, exp: end.UnixMicro(), add: true})
 	}
 	for i := range out.Limits {
 		if out.Limits[i].Exceeded && !req.Limits[i].Shadow {
@@ -299,18 +299,13 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		c := req.Charge
 		bsh.balances[c.Account] -= out.Charged
 		out.Balance = bsh.balances[c.Account]
-		var mark []byte
-		for _, w := range writes {
-			if w.add && w.value > 0 {
-				mark = appendMark(mark, w.tag, w.field, w.value)
-			}
-		}
-		req.void = voidRecord{Known: true, Credits: out.Charged, Mark: string(mark)}
+		req.void = voidRecord{}
+		req.void.known(out.Charged, nowUS, out.Limits, true)
 		kind, id := ledger.Charge, req.ID
 		if reserving {
 			kind, id = ledger.Reserve, req.Reservation
 			bsh.res[resKey(c.Account, req.Reservation)] = &memRes{account: c.Account, id: req.Reservation, credits: out.Charged,
-				quotas: string(mark), expires: nowUS + s.settle.Microseconds()}
+				quotas: req.void.mark(req), expires: nowUS + s.settle.Microseconds()}
 			out.Reserved = true
 		}
 		s.ledger.add(ledger.Entry{Account: c.Account, Consumer: req.Consumer, Kind: kind, Amount: -out.Charged,
@@ -416,7 +411,8 @@ func (s *MemoryStore) Void(ctx context.Context, req *Request, reason string) (in
 		}
 		return v.Credits, nil
 	}
-	defer s.lockTags(account, v.Mark)()
+	mark := v.mark(req)
+	defer s.lockTags(account, mark)()
 	sh := s.shard(account)
 	now := s.now()
 	rk := topupKey(account, refundKey(req.ID))
@@ -424,7 +420,7 @@ func (s *MemoryStore) Void(ctx context.Context, req *Request, reason string) (in
 		return 0, nil // voided already
 	}
 	sh.balances[account] += v.Credits
-	s.giveback(v.Mark, now.UnixMicro())
+	s.giveback(mark, now.UnixMicro())
 	sh.topups[rk] = memEntry{value: v.Credits, expires: now.UnixMicro() + IdempotencyTTL.Microseconds()}
 	s.ledger.add(ledger.Entry{Account: account, Kind: ledger.Refund, Amount: v.Credits, BalanceAfter: sh.balances[account],
 		RequestID: req.ID, Reason: reason, Time: now})

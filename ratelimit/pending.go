@@ -45,7 +45,7 @@ func (p *pendingVoid) record() Pending {
 	}
 	c := p.req.Charge
 	return Pending{Kind: pendingVoidKind, Account: c.Account, ID: p.req.ID, Reservation: p.req.Reservation,
-		Credits: c.Credits, Settle: c.Settle, Reason: p.reason, State: p.req.void.String()}
+		Credits: c.Credits, Settle: c.Settle, Reason: p.reason, State: p.req.voidState()}
 }
 
 // fromRecord is a pending void or settle loaded from a PendingStore.

@@ -307,27 +307,9 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	}
 	s.observe(res[2], sent, time.Now())
 	if out.Charged > 0 {
-		req.void.Known, req.void.Credits, req.void.Mark = true, out.Charged, quotaMark(req, out, res[2])
+		req.void.known(out.Charged, res[2], out.Limits, false)
 	}
 	return out, nil
-}
-
-// quotaMark is the record of the quotas a Take counted, as take.lua
-// writes it (the periods are the ones it chose: each ends reset after
-// Redis's time now and is window long).
-func quotaMark(req *Request, out *Outcome, now int64) string {
-	var b []byte
-	for i := range req.Limits {
-		l, st := &req.Limits[i], &out.Limits[i]
-		if l.IsRate() || st.Exceeded || st.Overage || l.Cost <= 0 {
-			continue
-		}
-		key := quotaKey(req.tag(l))
-		stop := now + st.Reset.Microseconds()
-		field := quotaField(l) + ":" + strconv.FormatInt(stop-st.Window.Microseconds(), 10) + ":" + strconv.FormatInt(stop, 10)
-		b = appendMark(b, key, field, l.Cost)
-	}
-	return string(b)
 }
 
 // limitKey is the Redis key of a limit's counter: a rate's TAT, or the
@@ -388,7 +370,7 @@ func (s *RedisStore) Void(ctx context.Context, req *Request, reason string) (int
 	keys := []string{voidKey(a, req.ID), balanceKey(a), s.ledgerStream(a)}
 	args := []any{"u", a, req.ID, reason, s.ledgerMax, voidTTL.Milliseconds(), v.Lo, v.Hi}
 	if v.Known {
-		args = []any{"k", a, req.ID, reason, s.ledgerMax, voidTTL.Milliseconds(), v.Credits, v.Mark}
+		args = []any{"k", a, req.ID, reason, s.ledgerMax, voidTTL.Milliseconds(), v.Credits, v.mark(req)}
 	}
 	res, err := voidScript.Run(ctx, c, keys, args...).Int64Slice()
 	if err != nil {

@@ -163,3 +163,26 @@ func countBlocked(list string) int {
 	}
 	return n
 }
+
+// TestMemoryVoidRealClock: with the real clock (sub-µs times), the memory
+// store's refund of a gone caller's charge finds the quota period it
+// counted and gives it back.
+func TestMemoryVoidRealClock(t *testing.T) {
+	m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
+	eng, err := ratelimit.NewEngine(m, ratelimit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	credit(t, m, "acme", 10)
+	take(t, m, paidRequest("acme"))
+	for range 20 {
+		gone, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := eng.Take(gone, paidRequest("acme")); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Take for a gone caller: %v", err)
+		}
+	}
+	if b, used := balance(t, m, "acme"), quotaUsed(t, m, "acme"); b != 9 || used != 1 {
+		t.Errorf("balance %d, quota used %d; want 9 and 1 (20 gone callers refunded, quotas given back)", b, used)
+	}
+}
