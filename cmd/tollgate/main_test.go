@@ -168,7 +168,7 @@ func TestSIGTERM(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	cfg := filepath.Join(t.TempDir(), "tollgate.yaml")
-	_ = os.WriteFile(cfg, []byte("grpc:\n  address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n"), 0o644)
+	_ = os.WriteFile(cfg, []byte("grpc:\n  address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nshutdown_delay: 200ms\n"), 0o644)
 	cmd := exec.Command(bin, "serve", "--config", cfg)
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
@@ -203,8 +203,10 @@ func TestSIGTERM(t *testing.T) {
 		_ = cmd.Process.Kill()
 		t.Fatal("did not exit within 15s of SIGTERM")
 	}
-	if !strings.Contains(stderr.String(), "shutting down") {
-		t.Errorf("stderr does not log the shutdown:\n%s", stderr.String())
+	for _, want := range []string{"not ready, serving for shutdown_delay", "delay=200ms", "draining in-flight calls"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr does not log the shutdown (%q):\n%s", want, stderr.String())
+		}
 	}
 }
 

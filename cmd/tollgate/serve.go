@@ -42,7 +42,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func loadConfig(path string) (*config.Config, error) {
 	if path == "" {
-		return config.Default(), nil
+		c := config.Default()
+		none := config.Duration(0) // the loopback demo: Ctrl-C stops it at once
+		c.ShutdownDelay = &none
+		return c, nil
 	}
 	return config.Load(path)
 }

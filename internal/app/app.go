@@ -463,7 +463,8 @@ func (a *App) status() any {
 }
 
 // Run serves until ctx is done, then drains: health and /readyz flip to
-// not serving first, the runners stop, and the gRPC and admin listeners
+// not serving first, serving goes on for shutdown_delay, the runners stop,
+// and the gRPC and admin listeners
 // finish their in-flight calls within one shutdown_timeout, after which the
 // rest are closed; then the decision log writes what it holds (the
 // draining calls' records too) within another shutdown_timeout at most. A
@@ -507,12 +508,20 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
+		a.setServing(false)
 		if ctx.Err() != nil {
+			// Not ready, still serving: whoever routes here by readiness
+			// (Kubernetes endpoints, Envoy's health checks) stops sending
+			// before the listeners close. A failure skips the delay.
+			if delay := time.Duration(*a.cfg.ShutdownDelay); delay > 0 {
+				a.log.Info("shutting down: not ready, serving for shutdown_delay", "delay", delay)
+				t := time.NewTimer(delay)
+				<-t.C
+			}
 			a.log.Info("shutting down: draining in-flight calls", "timeout", time.Duration(a.cfg.ShutdownTimeout))
 		} else {
 			a.log.Error("shutting down after a failure: draining in-flight calls", "error", context.Cause(gctx))
 		}
-		a.setServing(false)
 		stopBackground()
 		// One deadline for all of it: the listeners' drain, then what the
 		// after-drain runners (the decision log) still have to write.

@@ -42,6 +42,8 @@ func testConfig() *config.Config {
 	c.GRPC.Address = "127.0.0.1:0"
 	c.Admin.Address = "127.0.0.1:0"
 	c.ShutdownTimeout = config.Duration(5 * time.Second)
+	none := config.Duration(0)
+	c.ShutdownDelay = &none
 	return c
 }
 

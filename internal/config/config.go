@@ -43,7 +43,14 @@ type Config struct {
 	// Settle tunes charges settled on delivery (reserved at Check,
 	// captured or released from Envoy's access log).
 	Settle Settle `yaml:"settle"`
-	// ShutdownTimeout bounds how long in-flight calls may drain after SIGTERM.
+	// ShutdownDelay is how long Tollgate keeps serving after SIGTERM
+	// while reporting itself not ready (/readyz 503, gRPC health
+	// NOT_SERVING), so load balancers, Kubernetes endpoints and Envoy's
+	// health checks stop sending before the listeners close. Unset: 5s
+	// (`tollgate serve` without a config file sets none); 0s: none.
+	ShutdownDelay *Duration `yaml:"shutdown_delay"`
+	// ShutdownTimeout bounds how long in-flight calls may drain after the
+	// delay.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
@@ -305,6 +312,7 @@ const (
 	DefaultDecision        = "tollgate/decision"
 	DefaultDenyStatus      = 403
 	DefaultShutdownTimeout = Duration(10 * time.Second)
+	DefaultShutdownDelay   = Duration(5 * time.Second)
 )
 
 // Default returns the configuration `tollgate serve` uses without --config:
@@ -346,6 +354,10 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.ShutdownDelay == nil {
+		d := DefaultShutdownDelay
+		c.ShutdownDelay = &d
 	}
 	if c.Store.Kind == "" {
 		c.Store.Kind = "memory"

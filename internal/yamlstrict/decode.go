@@ -111,7 +111,15 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value, path string, pos Positio
 			return
 		}
 		p := reflect.New(v.Type().Elem())
-		d.decode(n, p.Elem(), path, pos)
+		if p.Elem().Type() == durationType { // optional: set, 0s means none
+			t, ok := d.Duration(n, what, "none")
+			if !ok {
+				return
+			}
+			p.Elem().SetInt(int64(t))
+		} else {
+			d.decode(n, p.Elem(), path, pos)
+		}
 		v.Set(p)
 	case reflect.Struct:
 		keys, index := structKeys(v.Type())
