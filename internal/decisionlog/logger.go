@@ -201,9 +201,19 @@ func (l *Logger) Run(ctx context.Context) error {
 			batch = l.fill(append(batch[:0], r))
 			l.write(wctx, batch)
 		case <-ctx.Done():
-			for wctx.Err() == nil {
+			// After the flush timeout, what is still buffered (at most one
+			// buffer's worth, so late Logs cannot keep Run here) is dropped
+			// and counted.
+			left := cap(l.ch)
+			for left > 0 {
 				if batch = l.fill(batch[:0]); len(batch) == 0 {
 					return nil
+				}
+				if wctx.Err() != nil {
+					left -= len(batch)
+					l.dropSink.Add(float64(len(batch)))
+					clear(batch)
+					continue
 				}
 				l.write(wctx, batch)
 			}
