@@ -4,6 +4,7 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate-dev/tollgate/internal/tlsconfig"
 )
 
 // Options configure the admin server.
@@ -24,12 +27,20 @@ type Options struct {
 	// Status returns the document served on /status (JSON).
 	Status func() any
 	Logger *slog.Logger
+	// TLS, when set, serves HTTPS only.
+	TLS *tls.Config
+	// ClientCert: every path but the probes (/healthz, /readyz: kubelet
+	// presents no certificate) needs a verified client certificate, and,
+	// with AllowedIdentities, one carrying one of them.
+	ClientCert        bool
+	AllowedIdentities []string
 }
 
 // Server is the admin HTTP server.
 type Server struct {
 	mux  *http.ServeMux
 	http *http.Server
+	tls  *tls.Config
 }
 
 // New builds the admin server with /metrics, /healthz, /readyz and /status.
@@ -62,14 +73,41 @@ func New(opts Options) *Server {
 	} else {
 		errLog = slog.Default()
 	}
+	var handler http.Handler = mux
+	if opts.ClientCert {
+		handler = clientCert(mux, opts.AllowedIdentities)
+	}
 	return &Server{
 		mux: mux,
+		tls: opts.TLS,
 		http: &http.Server{
-			Handler:           mux,
+			Handler:           handler,
 			ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
 		},
 	}
+}
+
+// clientCert refuses (403) a request without a verified client
+// certificate allowed here, except the probes.
+func clientCert(next http.Handler, allowed []string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		st := r.TLS
+		ok := st != nil && len(st.VerifiedChains) > 0
+		if ok && len(allowed) > 0 {
+			ok = tlsconfig.Allowed(st, allowed)
+		}
+		if !ok {
+			writeProblem(w, http.StatusForbidden, "client_certificate",
+				"this path needs a client certificate with an allowed identity (admin.allowed_identities)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Handle adds a route (Go 1.22 pattern syntax).
@@ -77,6 +115,9 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 
 // Serve serves on ln until Shutdown; it returns nil after a shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
 	if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

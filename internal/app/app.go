@@ -6,6 +6,7 @@ package app
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -38,6 +40,7 @@ import (
 	dlogpg "github.com/tollgate-dev/tollgate/internal/decisionlog/pgsink"
 	"github.com/tollgate-dev/tollgate/internal/pg"
 	"github.com/tollgate-dev/tollgate/internal/reload"
+	"github.com/tollgate-dev/tollgate/internal/tlsconfig"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
@@ -66,6 +69,11 @@ type App struct {
 	pool *pgxpool.Pool
 	// book is the durable ledger (nil: no PostgreSQL).
 	book *pgsink.Sink
+	// grpcTLS and adminTLS are the listeners' certificates (nil:
+	// plaintext); identities, the gRPC services' allowed client
+	// identities.
+	grpcTLS, adminTLS *tlsconfig.Server
+	identities        map[string][]string
 	// decisions are the decision logs in PostgreSQL, which usage reads
 	// (nil: decision logs off, or another sink).
 	decisions *dlogpg.Sink
@@ -228,6 +236,18 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		a.reloader("xds", a.xds.Reloader())
 	}
 
+	// TLS: certificates reloaded as their files change; with a client CA,
+	// gRPC clients must present a certificate (Envoy's cluster TLS
+	// context), admin clients on every path but the probes.
+	if a.grpcTLS, err = a.listenerTLS(ctx, cfg.GRPC.TLS, "grpc_tls", tls.RequireAndVerifyClientCert, []string{"h2"}, reg); err != nil {
+		return nil, err
+	}
+	adminTLS, err := a.listenerTLS(ctx, cfg.Admin.TLS, "admin_tls", tls.VerifyClientCertIfGiven, []string{"h2", "http/1.1"}, reg)
+	if err != nil {
+		return nil, err
+	}
+	a.identities = identityRules(cfg)
+
 	// One gRPC server per distinct address: ext_authz and health on
 	// grpc.address; the RLS and xDS there too unless given their own.
 	a.health = health.NewServer()
@@ -240,12 +260,19 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if a.xds != nil {
 		a.xds.Register(a.grpcServer(cmp.Or(cfg.XDS.Address, cfg.GRPC.Address), "xds.address"))
 	}
-	a.admin = admin.New(admin.Options{
-		Gatherer: reg,
-		Ready:    a.ready.Load,
-		Status:   a.status,
-		Logger:   log.With("component", "admin"),
-	})
+	adminOpts := admin.Options{
+		Gatherer:          reg,
+		Ready:             a.ready.Load,
+		Status:            a.status,
+		Logger:            log.With("component", "admin"),
+		ClientCert:        cfg.Admin.TLS.ClientCAFile != "",
+		AllowedIdentities: cfg.Admin.AllowedIdentities,
+	}
+	if adminTLS != nil {
+		adminOpts.TLS = adminTLS.Config()
+		a.adminTLS = adminTLS
+	}
+	a.admin = admin.New(adminOpts)
 	if token != "" {
 		var book admin.Ledger // no typed nil in the interface
 		if a.book != nil {
@@ -383,18 +410,25 @@ func (a *App) grpcServer(addr, field string) *grpc.Server {
 			return g.srv
 		}
 	}
-	srv := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// Stream workers: handler goroutines are reused, so the deep stacks
 		// that Rego evaluation grows are kept instead of being grown
 		// (copied) again for every call — a third of the CPU of a Check
 		// without them.
-		grpc.NumStreamWorkers(uint32(16*runtime.GOMAXPROCS(0))),
+		grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
-	)
+	}
+	if a.grpcTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(a.grpcTLS.Config())))
+	}
+	if len(a.identities) > 0 {
+		opts = append(opts, identityInterceptors(a.identities)...)
+	}
+	srv := grpc.NewServer(opts...)
 	a.undo.push(func() error { srv.Stop(); return nil }) // its stream workers
 	healthpb.RegisterHealthServer(srv, a.health)
-	if a.cfg.GRPC.ReflectionEnabled() {
+	if a.cfg.GRPC.ReflectionOn(addr) {
 		reflection.Register(srv)
 	}
 	a.grpcs = append(a.grpcs, &grpcListener{addr: addr, field: field, srv: srv})
@@ -447,6 +481,9 @@ type statusDoc struct {
 	Policy    reload.Status  `json:"policy"`
 	RateLimit *reload.Status `json:"ratelimit,omitempty"`
 	XDS       *reload.Status `json:"xds,omitempty"`
+	// The listeners' certificates (detail: subject, SANs, not_after).
+	GRPCTLS  *reload.Status `json:"grpc_tls,omitempty"`
+	AdminTLS *reload.Status `json:"admin_tls,omitempty"`
 }
 
 func (a *App) status() any {
@@ -458,6 +495,14 @@ func (a *App) status() any {
 	if a.xds != nil {
 		st := a.xds.Reloader().Status()
 		doc.XDS = &st
+	}
+	if a.grpcTLS != nil {
+		st := a.grpcTLS.Reloader().Status()
+		doc.GRPCTLS = &st
+	}
+	if a.adminTLS != nil {
+		st := a.adminTLS.Reloader().Status()
+		doc.AdminTLS = &st
 	}
 	return doc
 }
@@ -575,12 +620,19 @@ func (a *App) Banner(w io.Writer) {
 	if len(a.cfg.Policy.Paths) == 0 {
 		policy = "embedded demo (policies/demo)"
 	}
+	scheme, grpcTLS := "http", ""
+	if a.adminTLS != nil {
+		scheme = "https"
+	}
+	if a.grpcTLS != nil {
+		grpcTLS = " (TLS)"
+	}
 	fmt.Fprintf(w, "Tollgate %s is serving\n", a.version)
-	fmt.Fprintf(w, "  gRPC              %s   envoy.service.auth.v3.Authorization/Check, envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit, envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs\n", a.GRPCAddr())
+	fmt.Fprintf(w, "  gRPC              %s%s   envoy.service.auth.v3.Authorization/Check, envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit, envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs\n", a.GRPCAddr(), grpcTLS)
 	for _, g := range a.grpcs[1:] {
 		fmt.Fprintf(w, "  gRPC (%s)  %s\n", g.field, g.ln.Addr())
 	}
-	fmt.Fprintf(w, "  admin (HTTP)      http://%s   /metrics /healthz /readyz /status\n", a.AdminAddr())
+	fmt.Fprintf(w, "  admin (HTTP)      %s://%s   /metrics /healthz /readyz /status\n", scheme, a.AdminAddr())
 	fmt.Fprintf(w, "  policy            %s, decision %s, revision %s\n", policy, a.cfg.Policy.Decision, a.engine.Revision())
 	if len(a.cfg.Policy.Paths) != 0 {
 		return

@@ -57,13 +57,59 @@ type Config struct {
 // GRPC is the listener that serves ext_authz (and, later, the rate limit
 // service and xDS) plus the gRPC health service.
 type GRPC struct {
-	Address    string `yaml:"address"`
-	Reflection *bool  `yaml:"reflection"`
+	Address string `yaml:"address"`
+	// Reflection is gRPC server reflection (grpcurl without .proto
+	// files). Unset: on for a listener on a loopback address only.
+	Reflection *bool `yaml:"reflection"`
+	// TLS serves every gRPC listener (grpc, ratelimit and xds addresses)
+	// over TLS; with a client CA, mutual TLS.
+	TLS ServerTLS `yaml:"tls"`
 }
 
-// ReflectionEnabled reports whether gRPC server reflection is on (default true,
-// so grpcurl works without proto files).
-func (g GRPC) ReflectionEnabled() bool { return g.Reflection == nil || *g.Reflection }
+// ReflectionOn reports whether gRPC server reflection is on for a
+// listener bound to addr: as set, or, when unset, only on loopback (the
+// banner's grpcurl commands use it; elsewhere it lists every service to
+// whoever reaches the port).
+func (g GRPC) ReflectionOn(addr string) bool {
+	if g.Reflection != nil {
+		return *g.Reflection
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ServerTLS is a listener's certificate, reloaded when its files change.
+type ServerTLS struct {
+	// CertFile and KeyFile (PEM): both set, the listener serves TLS only.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile (PEM): clients must present a certificate one of these
+	// CAs signed (mutual TLS); on the admin listener, every path but
+	// /healthz and /readyz needs one.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the listener serves TLS.
+func (t ServerTLS) Enabled() bool { return t.CertFile != "" }
+
+// validate: certificate and key together; a client CA needs them.
+func (t ServerTLS) validate(k *checker, at string) {
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		k.errorf(at+".key_file", "empty, with cert_file set (allowed: the PEM key of cert_file)")
+	case t.CertFile == "" && t.KeyFile != "":
+		k.errorf(at+".cert_file", "empty, with key_file set (allowed: the PEM certificate of key_file)")
+	case t.CertFile == "" && t.ClientCAFile != "":
+		k.errorf(at+".client_ca_file", "set without cert_file and key_file (mutual TLS needs the listener's own certificate)")
+	}
+}
 
 // Admin is the HTTP listener for /metrics, /healthz, /readyz and /status,
 // and the admin API (accounts and credits) when a token is set.
@@ -73,6 +119,12 @@ type Admin struct {
 	// file (a Kubernetes secret). Neither set: the admin API is off.
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
+	// TLS serves the admin listener over HTTPS.
+	TLS ServerTLS `yaml:"tls"`
+	// AllowedIdentities, with tls.client_ca_file: the client certificate
+	// identities (URI or DNS SANs) allowed on every path but /healthz and
+	// /readyz. Empty: any certificate the client CA signed.
+	AllowedIdentities []string `yaml:"allowed_identities"`
 }
 
 // RateLimit configures the rate limit service, served on the gRPC
@@ -91,6 +143,10 @@ type RateLimit struct {
 	// FailureMode of the files' limits when the store fails: open (OK,
 	// default) or closed (gRPC UNAVAILABLE: Envoy's failure_mode_deny).
 	FailureMode string `yaml:"failure_mode"`
+	// AllowedIdentities, with grpc.tls.client_ca_file: the client
+	// certificate identities allowed to call ShouldRateLimit. Empty: any
+	// certificate the client CA signed.
+	AllowedIdentities []string `yaml:"allowed_identities"`
 }
 
 // WatchEnabled reports whether the files are watched (default true).
@@ -108,6 +164,10 @@ type XDS struct {
 	Fleets map[string]string `yaml:"fleets"`
 	// Watch pushes changes to connected Envoys (default true).
 	Watch *bool `yaml:"watch"`
+	// AllowedIdentities, with grpc.tls.client_ca_file: the client
+	// certificate identities allowed to fetch configuration. Empty: any
+	// certificate the client CA signed.
+	AllowedIdentities []string `yaml:"allowed_identities"`
 }
 
 // Enabled reports whether any routes file is configured.
@@ -268,6 +328,11 @@ type Authz struct {
 	// DenyStatus is the HTTP status sent when the decision is undefined,
 	// invalid, or the policy failed at run time (default 403).
 	DenyStatus int `yaml:"deny_status"`
+	// AllowedIdentities, with grpc.tls.client_ca_file: the client
+	// certificate identities (SPIFFE IDs or DNS names, from URI and DNS
+	// SANs) allowed to call Check and StreamAccessLogs. Empty: any
+	// certificate the client CA signed.
+	AllowedIdentities []string `yaml:"allowed_identities"`
 }
 
 // DecisionLogs configures the decision logs: one JSON record per ext_authz
@@ -330,7 +395,6 @@ func (c *Config) applyDefaults() {
 			*b = &t
 		}
 	}
-	on(&c.GRPC.Reflection)
 	on(&c.Policy.Watch)
 	on(&c.RateLimit.Watch)
 	on(&c.XDS.Watch)
@@ -484,6 +548,12 @@ func (c *Config) validate(k *checker) {
 	if s := c.Authz.DenyStatus; s < 400 || s > 599 {
 		k.errorf("authz.deny_status", "%d is not an error status (allowed: 400-599)", s)
 	}
+	c.GRPC.TLS.validate(k, "grpc.tls")
+	c.Admin.TLS.validate(k, "admin.tls")
+	k.identities("authz.allowed_identities", c.Authz.AllowedIdentities, c.GRPC.TLS.ClientCAFile, "grpc.tls.client_ca_file")
+	k.identities("ratelimit.allowed_identities", c.RateLimit.AllowedIdentities, c.GRPC.TLS.ClientCAFile, "grpc.tls.client_ca_file")
+	k.identities("xds.allowed_identities", c.XDS.AllowedIdentities, c.GRPC.TLS.ClientCAFile, "grpc.tls.client_ca_file")
+	k.identities("admin.allowed_identities", c.Admin.AllowedIdentities, c.Admin.TLS.ClientCAFile, "admin.tls.client_ca_file")
 	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
 		k.errorf("admin.token_file", "set token or token_file, not both")
 	}
@@ -516,6 +586,19 @@ func (c *Config) validate(k *checker) {
 	}
 	if c.DecisionLogs.Sink == "postgres" && !c.Postgres.Enabled() {
 		k.errorf("decision_logs.sink", "postgres needs a database: set postgres.dsn (or postgres.dsn_file)")
+	}
+}
+
+// identities checks a list of allowed client identities: they can only be
+// verified with a client CA, and each is a SPIFFE ID or a DNS name.
+func (k *checker) identities(at string, ids []string, ca, caField string) {
+	if len(ids) > 0 && ca == "" {
+		k.errorf(at, "set without %s (identities come from verified client certificates)", caField)
+	}
+	for i, id := range ids {
+		if strings.TrimSpace(id) == "" || strings.ContainsAny(id, " \t*") {
+			k.errorf(fmt.Sprintf("%s[%d]", at, i), "%q is not an identity (allowed: a SPIFFE ID such as spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account, or a DNS name such as envoy.internal, matched exactly)", id)
+		}
 	}
 }
 

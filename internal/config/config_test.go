@@ -270,7 +270,7 @@ func TestParse(t *testing.T) {
 		err   string                      // the error must contain it
 	}{
 		{name: "YAML 1.1 boolean off", doc: "grpc: {reflection: off}\n",
-			check: func(c *config.Config) bool { return !c.GRPC.ReflectionEnabled() }},
+			check: func(c *config.Config) bool { return !c.GRPC.ReflectionOn("127.0.0.1:9191") }},
 		{name: "YAML 1.1 boolean yes", doc: "store: {kind: redis, redis: {addrs: [\"r:6379\"], tls: {enabled: yes}}}\n",
 			check: func(c *config.Config) bool { return c.Store.Redis.TLS.Enabled }},
 		{name: "trailing empty document", doc: "log: {level: debug}\n---\n",
