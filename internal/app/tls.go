@@ -72,12 +72,16 @@ func identityInterceptors(rules map[string][]string) []grpc.ServerOption {
 		if !ok {
 			return nil
 		}
+		var ids []string
 		if p, ok := peer.FromContext(ctx); ok {
-			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && tlsconfig.Allowed(&ti.State, allowed) {
-				return nil
+			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+				if tlsconfig.Allowed(&ti.State, allowed) {
+					return nil
+				}
+				ids = tlsconfig.Identities(&ti.State)
 			}
 		}
-		return status.Errorf(codes.PermissionDenied, "%s: the client certificate's identity is not allowed", svc)
+		return status.Errorf(codes.PermissionDenied, "%s: none of the client certificate's identities %q is allowed", svc, ids)
 	}
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

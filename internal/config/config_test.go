@@ -315,6 +315,25 @@ func TestParse(t *testing.T) {
 			check: func(c *config.Config) bool {
 				return !c.Postgres.Enabled() && c.Postgres.MaxConns == config.DefaultPostgresMaxConns
 			}},
+		{name: "grpc tls with mTLS and identities", doc: "grpc: {tls: {cert_file: s.crt, key_file: s.key, client_ca_file: ca.pem}}\nauthz: {allowed_identities: [\"spiffe://cluster.local/ns/edge/sa/envoy\"]}\n",
+			check: func(c *config.Config) bool {
+				return c.GRPC.TLS.Enabled() && c.Authz.AllowedIdentities[0] == "spiffe://cluster.local/ns/edge/sa/envoy"
+			}},
+		{name: "tls key without certificate", doc: "admin:\n  tls: {key_file: s.key}\n",
+			err: "f.yaml:2: admin.tls.cert_file: empty, with key_file set"},
+		{name: "client CA without a certificate", doc: "grpc:\n  tls: {client_ca_file: ca.pem}\n",
+			err: "f.yaml:2: grpc.tls.client_ca_file: set without cert_file and key_file"},
+		{name: "identities without a client CA", doc: "grpc: {tls: {cert_file: s.crt, key_file: s.key}}\nratelimit:\n  allowed_identities: [envoy.internal]\n",
+			err: "ratelimit.allowed_identities: set without grpc.tls.client_ca_file"},
+		{name: "wildcard identity", doc: "admin: {tls: {cert_file: s.crt, key_file: s.key, client_ca_file: ca.pem}}\nxds:\n  allowed_identities: [\"spiffe://cluster.local/*\"]\n",
+			err: `xds.allowed_identities[0]: "spiffe://cluster.local/*" is not an identity`},
+		{name: "reflection unset: loopback only", doc: "grpc: {address: \"0.0.0.0:9191\"}\n",
+			check: func(c *config.Config) bool {
+				return !c.GRPC.ReflectionOn(c.GRPC.Address) && c.GRPC.ReflectionOn("127.0.0.1:9191") &&
+					c.GRPC.ReflectionOn("localhost:9191") && c.GRPC.ReflectionOn("[::1]:9191") && !c.GRPC.ReflectionOn("10.0.0.5:9191")
+			}},
+		{name: "reflection asked for", doc: "grpc: {address: \"0.0.0.0:9191\", reflection: true}\n",
+			check: func(c *config.Config) bool { return c.GRPC.ReflectionOn(c.GRPC.Address) }},
 		{name: "syntax error on line 1", doc: `grpc: "\q"`, err: "f.yaml:1: invalid YAML: found unknown escape character"},
 		{name: "tab on line 1", doc: "\t- a", err: "f.yaml:1: invalid YAML:"},
 		{name: "YAML version on line 1", doc: "%YAML 2.0\n---\na: 1", err: "f.yaml:1: invalid YAML:"},
