@@ -55,7 +55,7 @@ type running struct {
 	banner string
 }
 
-func start(t *testing.T, cfg *config.Config) *running {
+func start(t testing.TB, cfg *config.Config) *running {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := app.New(context.Background(), cfg, log, "test")
@@ -78,7 +78,7 @@ func start(t *testing.T, cfg *config.Config) *running {
 	return r
 }
 
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	t.Helper()
 	r.cancel()
 	select {

@@ -47,7 +47,7 @@ type mtls struct {
 	grpcCert, grpcKey  string
 }
 
-func startMTLS(t *testing.T) *mtls {
+func startMTLS(t testing.TB) *mtls {
 	t.Helper()
 	m := &mtls{serverCA: tlstest.NewCA(t, "server CA"), clientCA: tlstest.NewCA(t, "client CA"), dir: t.TempDir()}
 	m.grpcCert, m.grpcKey = m.serverCA.Server(t).Write(t, m.dir, "grpc")
@@ -69,7 +69,7 @@ func startMTLS(t *testing.T) *mtls {
 }
 
 // dial connects over TLS with a client certificate for l (nil: none).
-func (m *mtls) dial(t *testing.T, cert *tls.Certificate) *grpc.ClientConn {
+func (m *mtls) dial(t testing.TB, cert *tls.Certificate) *grpc.ClientConn {
 	t.Helper()
 	cfg := &tls.Config{RootCAs: m.serverCA.Pool(), ServerName: "localhost"}
 	if cert != nil {
@@ -83,12 +83,12 @@ func (m *mtls) dial(t *testing.T, cert *tls.Certificate) *grpc.ClientConn {
 	return conn
 }
 
-func (m *mtls) client(t *testing.T, l tlstest.Leaf) *tls.Certificate {
+func (m *mtls) client(t testing.TB, l tlstest.Leaf) *tls.Certificate {
 	c := m.clientCA.Issue(t, l).TLS
 	return &c
 }
 
-func demoCheck(t *testing.T) *authv3.CheckRequest {
+func demoCheck(t testing.TB) *authv3.CheckRequest {
 	t.Helper()
 	req := &authv3.CheckRequest{}
 	if err := protojson.Unmarshal([]byte(app.DemoAllowed), req); err != nil {
@@ -301,4 +301,30 @@ func TestReflectionLoopbackOnly(t *testing.T) {
 	if err := list(net.JoinHostPort("127.0.0.1", port)); err != nil {
 		t.Errorf("reflection asked for on 0.0.0.0: %v", err)
 	}
+}
+
+// BenchmarkCheckTransport: the demo Check over plaintext, over mutual TLS,
+// and over mutual TLS with an identity allow-list, in the same run (both
+// cores busy; client and server CPU together).
+func BenchmarkCheckTransport(b *testing.B) {
+	req := demoCheck(b)
+	run := func(b *testing.B, conn *grpc.ClientConn) {
+		client := authv3.NewAuthorizationClient(conn)
+		b.ReportAllocs()
+		b.SetParallelism(4)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := client.Check(context.Background(), req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.Run("plaintext", func(b *testing.B) { run(b, start(b, testConfig()).conn) })
+	b.Run("mtls+identities", func(b *testing.B) {
+		m := startMTLS(b)
+		run(b, m.dial(b, m.client(b, tlstest.Leaf{URIs: []string{envoyID}})))
+	})
 }
