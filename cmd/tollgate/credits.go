@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -33,6 +35,14 @@ const creditsUsage = `Usage:
   --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
   --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN; prefer the
                    variable: a flag is visible to other users in the process list)
+` + adminTLSUsage
+
+// adminTLSUsage documents the flags for an admin listener serving TLS.
+const adminTLSUsage = `  --ca-file F      PEM CAs to trust for an https:// --admin (default $TOLLGATE_ADMIN_CA_FILE;
+                   otherwise the system's)
+  --cert-file F, --key-file F
+                   a client certificate for admin.tls.client_ca_file (default
+                   $TOLLGATE_ADMIN_CERT_FILE, $TOLLGATE_ADMIN_KEY_FILE)
 `
 
 // defaultAdminURL is the admin listener of the default configuration.
@@ -60,12 +70,46 @@ func creditsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // adminFlags are the flags shared by the credits commands.
 type adminFlags struct {
-	admin, token string
+	admin, token              string
+	caFile, certFile, keyFile string
 }
 
 func (f *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.admin, "admin", defaultAdminURL, "admin listener URL")
 	fs.StringVar(&f.token, "token", "", "admin token (default $TOLLGATE_ADMIN_TOKEN)")
+	fs.StringVar(&f.caFile, "ca-file", os.Getenv("TOLLGATE_ADMIN_CA_FILE"), "PEM CAs to trust for an https:// admin URL")
+	fs.StringVar(&f.certFile, "cert-file", os.Getenv("TOLLGATE_ADMIN_CERT_FILE"), "client certificate (PEM)")
+	fs.StringVar(&f.keyFile, "key-file", os.Getenv("TOLLGATE_ADMIN_KEY_FILE"), "client certificate's key (PEM)")
+}
+
+// tlsConfig is the client's TLS configuration from the flags; nil when
+// none is set (the system's roots, no client certificate).
+func (f *adminFlags) tlsConfig() (*tls.Config, error) {
+	if f.caFile == "" && f.certFile == "" && f.keyFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.caFile != "" {
+		pem, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", f.caFile)
+		}
+	}
+	if (f.certFile == "") != (f.keyFile == "") {
+		return nil, errors.New("--cert-file and --key-file go together")
+	}
+	if f.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cert-file %s, --key-file %s: %w", f.certFile, f.keyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 // client checks the flags and returns the API client.
@@ -83,11 +127,18 @@ func (f *adminFlags) client(cmd string, stderr io.Writer) (*adminClient, error) 
 		fmt.Fprintf(stderr, "%s: no admin token: set TOLLGATE_ADMIN_TOKEN (or pass --token) to the server's admin.token\n", cmd)
 		return nil, errUsage
 	}
-	return &adminClient{
-		base:  strings.TrimRight(f.admin, "/"),
-		token: token,
-		http:  &http.Client{Timeout: 30 * time.Second},
-	}, nil
+	tc, err := f.tlsConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return nil, errUsage
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if tc != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tc
+		hc.Transport = tr
+	}
+	return &adminClient{base: strings.TrimRight(f.admin, "/"), token: token, http: hc}, nil
 }
 
 func creditsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) error {

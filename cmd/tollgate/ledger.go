@@ -25,7 +25,7 @@ const ledgerUsage = `Usage:
 
   --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
   --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN)
-
+` + adminTLSUsage + `
 The ledger is kept in PostgreSQL: the server needs postgres configured.
 `
 

@@ -21,7 +21,7 @@ const usageUsage = `Usage:
   --csv            print CSV (RFC 4180, with a header row) instead of JSON
   --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
   --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN)
-
+` + adminTLSUsage + `
 The range is at most 366 days. Usage is read from the decision logs in PostgreSQL: the
 server needs postgres and decision_logs (enabled: true, sink: postgres) configured.
 `
