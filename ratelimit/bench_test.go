@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -146,7 +147,7 @@ func BenchmarkTakeMemoryFull(b *testing.B) {
 	const maxKeys = 16_384
 	newStore := func() (*ratelimit.MemoryStore, *benchClock) {
 		c := &benchClock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-		return ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys, Shards: 16}), c
+		return ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys, Shards: 16, Logger: slog.New(slog.DiscardHandler)}), c
 	}
 	ctx := context.Background()
 	b.Run("expired", func(b *testing.B) {

@@ -1,8 +1,13 @@
 package ratelimit_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,12 +24,14 @@ import (
 func TestMemoryFloodOfShortLivedKeys(t *testing.T) {
 	c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	const maxKeys = 1024
-	store := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys, Shards: 4})
+	quiet := slog.New(slog.DiscardHandler)
+	store := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys, Shards: 4, Logger: quiet})
 	reg := prometheus.NewPedanticRegistry()
-	eng, err := ratelimit.NewEngine(store, ratelimit.Options{Registerer: reg})
+	eng, err := ratelimit.NewEngine(store, ratelimit.Options{Registerer: reg, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg.MustRegister(store.Collectors()...)
 	ctx := context.Background()
 	perIP := func(ip int) *ratelimit.Request {
 		return &ratelimit.Request{Limits: []ratelimit.Limit{rate("per_ip", fmt.Sprintf("10.0.%d.%d", ip/256, ip%256), 2, time.Second, 0)}}
@@ -32,12 +39,16 @@ func TestMemoryFloodOfShortLivedKeys(t *testing.T) {
 	legit := &ratelimit.Request{Limits: []ratelimit.Limit{rate("per_consumer", "new-consumer", 2, time.Second, 0)}}
 
 	// The flood: every 100 ms, maxKeys new addresses send one request.
-	ip := 0
+	ip, floodDegraded := 0, 0
 	flood := func() {
 		for range maxKeys {
 			ip++
-			if _, err := eng.Take(ctx, perIP(ip)); err != nil {
+			out, err := eng.Take(ctx, perIP(ip))
+			if err != nil {
 				t.Fatal(err)
+			}
+			if out.Degraded {
+				floodDegraded++ // found the store full of live counters
 			}
 		}
 	}
@@ -65,4 +76,134 @@ func TestMemoryFloodOfShortLivedKeys(t *testing.T) {
 	if want := 2 + 2400/500; allowed != want {
 		t.Errorf("the new consumer got %d of 25 requests through a 2/s limit, want %d", allowed, want)
 	}
+	// The flood's own new keys, past what expires, found the store full of
+	// live counters: refused, so their limits (fail open) let them through
+	// uncounted — and counted as refused.
+	if got := counter(t, reg, "tollgate_memory_store_refused_total"); floodDegraded == 0 || got != float64(floodDegraded) {
+		t.Errorf("tollgate_memory_store_refused_total = %v, want %d (the flood's degraded requests, some)", got, floodDegraded)
+	}
+	if got := counter(t, reg, "tollgate_store_errors_total"); got != float64(floodDegraded) {
+		t.Errorf("tollgate_store_errors_total = %v, want %d", got, floodDegraded)
+	}
+	if got := counter(t, reg, "tollgate_memory_store_evicted_total"); got < 30*maxKeys/10 {
+		t.Errorf("tollgate_memory_store_evicted_total = %v, want at least %d (the expired flood counters replaced)", got, 30*maxKeys/10)
+	}
+	if n := store.Len(); n > maxKeys {
+		t.Errorf("%d counters kept, want at most %d", n, maxKeys)
+	}
+}
+
+// TestMemoryFullOfLiveQuotas: live quota counters and balances are never
+// evicted. A store full of them refuses a new key — a store error, so a
+// fail-open limit lets the request through degraded and a fail-closed one
+// refuses it — counts the refusals and logs them once per interval; the
+// expired rate counters among them are evicted first.
+func TestMemoryFullOfLiveQuotas(t *testing.T) {
+	c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	var logs syncBuffer
+	store := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: 8, Shards: 1,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), LogInterval: time.Hour})
+	reg := prometheus.NewPedanticRegistry()
+	eng, err := ratelimit.NewEngine(store, ratelimit.Options{Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.MustRegister(store.Collectors()...)
+	ctx := context.Background()
+	paid := func(i int) *ratelimit.Request {
+		a := fmt.Sprint("consumer-", i)
+		return &ratelimit.Request{Limits: []ratelimit.Limit{quota("daily", a, 10, ratelimit.Day)},
+			Charge: &ratelimit.Charge{Account: a, Credits: 3}}
+	}
+	// Four consumers with a balance and a live daily quota, four addresses
+	// with a rate counter that expires in half a second.
+	for i := range 4 {
+		credit(t, store, fmt.Sprint("consumer-", i), 100)
+		if out, err := eng.Take(ctx, paid(i)); err != nil || !out.Allowed || out.Degraded {
+			t.Fatalf("consumer %d: %+v %v", i, out, err)
+		}
+		take(t, store, &ratelimit.Request{Limits: []ratelimit.Limit{rate("per_ip", fmt.Sprint("10.0.0.", i), 2, time.Second, 0)}})
+	}
+	if n := store.Len(); n != 8 {
+		t.Fatalf("%d counters, want 8 (full)", n)
+	}
+	c.Advance(time.Hour)
+	// Four new consumers take the expired rate counters' room.
+	for i := 4; i < 8; i++ {
+		if out, err := eng.Take(ctx, &ratelimit.Request{Limits: []ratelimit.Limit{quota("daily", fmt.Sprint("consumer-", i), 10, ratelimit.Day)}}); err != nil || !out.Allowed || out.Degraded {
+			t.Fatalf("consumer %d: %+v %v, want counted (an expired rate counter evicted)", i, out, err)
+		}
+	}
+	// Now only live quotas: new keys are refused, by their failure mode.
+	for i := range 3 {
+		out, err := eng.Take(ctx, &ratelimit.Request{Limits: []ratelimit.Limit{quota("daily", fmt.Sprint("open-", i), 10, ratelimit.Day)}})
+		if err != nil || !out.Allowed || !out.Degraded {
+			t.Fatalf("fail-open limit, store full: %+v %v, want allowed and degraded", out, err)
+		}
+	}
+	closed := quota("daily", "closed", 10, ratelimit.Day)
+	closed.FailOpen = false
+	if _, err := eng.Take(ctx, &ratelimit.Request{Limits: []ratelimit.Limit{closed}}); !errors.Is(err, ratelimit.ErrStoreUnavailable) || !errors.Is(err, ratelimit.ErrMemoryFull) {
+		t.Fatalf("fail-closed limit, store full: %v, want ErrStoreUnavailable (ErrMemoryFull)", err)
+	}
+	// A charged request of a new consumer, whose charge fails closed.
+	credit(t, store, "consumer-8", 100)
+	if _, err := eng.Take(ctx, paid(8)); !errors.Is(err, ratelimit.ErrStoreUnavailable) {
+		t.Fatalf("charged request of a new consumer, store full: %v, want ErrStoreUnavailable", err)
+	}
+	for name, want := range map[string]float64{
+		"tollgate_memory_store_evicted_total": 4,
+		"tollgate_memory_store_refused_total": 5,
+		"tollgate_store_errors_total":         5,
+	} {
+		if got := counter(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if n := strings.Count(logs.String(), "memory store is full"); n != 1 {
+		t.Errorf("%d log lines say the store is full, want 1 (once per interval):\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "evicted_total=") || !strings.Contains(logs.String(), "max_keys=8") {
+		t.Errorf("the log line lacks the counts:\n%s", logs.String())
+	}
+	// The live quotas and balances are intact, and still enforced.
+	for i := range 4 {
+		a := fmt.Sprint("consumer-", i)
+		acct, err := store.Account(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if acct.Balance != 97 || len(acct.Quotas) != 1 || acct.Quotas[0].Used != 1 {
+			t.Errorf("%s: balance %d, quotas %+v, want 97 and daily used 1", a, acct.Balance, acct.Quotas)
+		}
+		if out, err := eng.Take(ctx, paid(i)); err != nil || !out.Allowed || out.Degraded || out.Balance != 94 || out.Limits[0].Remaining != 8 {
+			t.Errorf("%s after the refusals: %+v %v, want counted (balance 94, 8 left)", a, out, err)
+		}
+	}
+	// The next day the periods have ended: their counters make room.
+	c.Advance(24 * time.Hour)
+	if out, err := eng.Take(ctx, &ratelimit.Request{Limits: []ratelimit.Limit{closed}}); err != nil || !out.Allowed {
+		t.Fatalf("next day: %+v %v, want counted (an ended period evicted)", out, err)
+	}
+	if got := counter(t, reg, "tollgate_memory_store_evicted_total"); got != 5 {
+		t.Errorf("tollgate_memory_store_evicted_total = %v, want 5", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger shared by goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
