@@ -366,11 +366,12 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		return out, nil
 	}
 	// Everything has room: check the memory bound, then consume it all.
+	// An expired counter counts as new: making room may evict it.
 	added := map[*memShard]int{}
 	for i := range writes {
 		w := &writes[i]
-		if _, ok := w.sh.counters[w.key]; !ok {
-			w.isNew = true
+		if e, ok := w.sh.counters[w.key]; !ok || e.expires <= nowUS {
+			w.isNew = !ok
 			added[w.sh]++
 		}
 	}
@@ -380,6 +381,14 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 			if !s.evict(sh, nowUS, n) {
 				s.refused.Add(1)
 				return nil, ErrMemoryFull
+			}
+		}
+	}
+	if full { // what was evicted is new again, and needs its expiry item
+		for i := range writes {
+			if w := &writes[i]; !w.isNew {
+				_, ok := w.sh.counters[w.key]
+				w.isNew = !ok
 			}
 		}
 	}

@@ -190,6 +190,30 @@ func TestMemoryFullOfLiveQuotas(t *testing.T) {
 	}
 }
 
+// TestMemoryEvictRewritten: making room in a full store may evict an
+// expired counter the same request then writes again; it stays within
+// max_keys and is reclaimed when it expires again.
+func TestMemoryEvictRewritten(t *testing.T) {
+	c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	s := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: 2, Shards: 1, Logger: slog.New(slog.DiscardHandler)})
+	a, b, n := rate("a", "k", 10, time.Second, 0), rate("b", "k", 10, time.Second, 0), rate("n", "k", 10, time.Second, 0)
+	take(t, s, &ratelimit.Request{Limits: []ratelimit.Limit{a}})
+	c.Advance(time.Millisecond)
+	take(t, s, &ratelimit.Request{Limits: []ratelimit.Limit{b}})
+	c.Advance(time.Second) // both expired, a first
+	if out, err := s.Take(context.Background(), &ratelimit.Request{Limits: []ratelimit.Limit{a, n}}); err != nil || !out.Allowed {
+		t.Fatalf("a and a new counter in a store full of expired ones: %+v %v", out, err)
+	}
+	if got := s.Len(); got > 2 {
+		t.Errorf("%d counters, want at most 2 (max_keys)", got)
+	}
+	c.Advance(time.Second)
+	s.Sweep()
+	if got := s.Len(); got != 0 {
+		t.Errorf("%d counters left after they all expired and a sweep, want 0 (each in the expiry heap)", got)
+	}
+}
+
 // syncBuffer is a bytes.Buffer for a logger shared by goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
