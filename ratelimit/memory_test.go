@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -211,6 +213,103 @@ func TestMemoryEvictRewritten(t *testing.T) {
 	s.Sweep()
 	if got := s.Len(); got != 0 {
 		t.Errorf("%d counters left after they all expired and a sweep, want 0 (each in the expiry heap)", got)
+	}
+}
+
+// TestMemoryPressureRandom: random rate and quota takes over few keys,
+// releases that give quotas back (deleting counters), reservations, time
+// passing and sweeps, in a store a few keys small. The bound always holds,
+// every counter is found again by the expiry heap (nothing is left once
+// all have expired), and no live quota is ever lost: the usage the store
+// reports is what was taken and not given back.
+func TestMemoryPressureRandom(t *testing.T) {
+	c := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	const maxKeys = 12
+	s := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys, Shards: 2, Logger: slog.New(slog.DiscardHandler)})
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(1, 2))
+	accounts := []string{"a", "b", "c"}
+	for _, a := range accounts {
+		credit(t, s, a, 1_000_000)
+	}
+	used := map[string]int64{} // account → daily quota units held, today
+	day := c.Now().Truncate(24 * time.Hour)
+	type res struct {
+		account, id string
+		day         time.Time
+	}
+	var pending []res // reservations not settled
+	for i := range 5000 {
+		switch op := r.IntN(10); {
+		case op < 4: // the rate counters of some address and its network
+			ip := r.IntN(40)
+			req := &ratelimit.Request{Limits: []ratelimit.Limit{rate("per_ip", fmt.Sprint("10.0.0.", ip), 5, time.Second, 0),
+				rate("per_net", fmt.Sprint("10.0.", ip%5), 50, time.Second, 0)}}
+			if _, err := s.Take(ctx, req); err != nil && !errors.Is(err, ratelimit.ErrMemoryFull) {
+				t.Fatal(err)
+			}
+		case op < 7: // a reserved paid request with a daily quota
+			a := accounts[r.IntN(len(accounts))]
+			id := fmt.Sprint("r", i)
+			req := &ratelimit.Request{ID: id, Reservation: id, Limits: []ratelimit.Limit{quota("daily", a, 1_000_000, ratelimit.Day)},
+				Charge: &ratelimit.Charge{Account: a, Credits: 1, Settle: ratelimit.SettleDelivery}}
+			out, err := s.Take(ctx, req)
+			switch {
+			case errors.Is(err, ratelimit.ErrMemoryFull):
+			case err != nil || !out.Reserved:
+				t.Fatalf("reserve: %+v %v", out, err)
+			default:
+				used[a]++
+				pending = append(pending, res{a, id, day})
+			}
+		case op < 8 && len(pending) > 0: // settled: captured or released
+			j := r.IntN(len(pending))
+			p := pending[j]
+			pending = slices.Delete(pending, j, j+1)
+			capture := r.IntN(2) == 0
+			got, err := s.Settle(ctx, p.account, p.id, capture, "test")
+			if err != nil || got == ratelimit.Unknown || got == ratelimit.AlreadySettled {
+				t.Fatalf("settle: %v %v", got, err)
+			}
+			if !capture && p.day.Equal(day) {
+				used[p.account]-- // given back (a past day's period has ended)
+			}
+		case op < 9:
+			c.Advance(time.Duration(r.IntN(400)) * time.Millisecond)
+		default:
+			if r.IntN(20) == 0 {
+				c.Advance(time.Duration(r.IntN(6)) * time.Hour)
+				pending = nil // released when they expire (not by this test)
+			}
+			s.Sweep()
+		}
+		if d := c.Now().Truncate(24 * time.Hour); !d.Equal(day) { // a new period
+			day, used = d, map[string]int64{}
+		}
+		if n := s.Len(); n > maxKeys {
+			t.Fatalf("op %d: %d counters, want at most %d", i, n, maxKeys)
+		}
+		for _, a := range accounts {
+			acct, err := s.Account(ctx, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got int64
+			for _, q := range acct.Quotas {
+				got += q.Used
+			}
+			if got != used[a] {
+				t.Fatalf("op %d: %s's daily quota used %d, want %d (a live quota lost?)", i, a, got, used[a])
+			}
+		}
+	}
+	if s.Evicted() == 0 || s.Refused() == 0 {
+		t.Errorf("evicted %d, refused %d: the store was not under pressure", s.Evicted(), s.Refused())
+	}
+	c.Advance(48 * time.Hour)
+	s.Sweep()
+	if n := s.Len(); n != 0 {
+		t.Errorf("%d counters left once all expired and swept, want 0 (each in the expiry heap)", n)
 	}
 }
 
