@@ -2,6 +2,8 @@ package ratelimit_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,3 +137,55 @@ func BenchmarkTakeRedisReserve(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTakeMemoryFull: a request with a new key when the memory store
+// is full (16,384 counters in 16 shards). expired: the counters of a flood
+// of one-request keys, half a second each, so the oldest have expired and
+// make room; live: daily quotas, which must never be evicted, so the new
+// key is refused (and follows its failure mode).
+func BenchmarkTakeMemoryFull(b *testing.B) {
+	const maxKeys = 16_384
+	newStore := func() (*ratelimit.MemoryStore, *benchClock) {
+		c := &benchClock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+		return ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: c.Now, MaxKeys: maxKeys, Shards: 16, Logger: slog.New(slog.DiscardHandler)}), c
+	}
+	ctx := context.Background()
+	b.Run("expired", func(b *testing.B) {
+		s, c := newStore()
+		req := &ratelimit.Request{Limits: []ratelimit.Limit{rate("per_ip", "", 2, time.Second, 0)}}
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			i++
+			req.Limits[0].Key = "10.0.0." + strconv.Itoa(i)
+			c.now = c.now.Add(50 * time.Microsecond) // 10,000 live at a time
+			if _, err := s.Take(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("live", func(b *testing.B) {
+		s, _ := newStore()
+		req := &ratelimit.Request{Limits: []ratelimit.Limit{quota("daily", "", 1000, ratelimit.Day)}}
+		for i := range 4 * maxKeys { // every shard full
+			req.Limits[0].Key = "consumer-" + strconv.Itoa(i)
+			if _, err := s.Take(ctx, req); err != nil && !errors.Is(err, ratelimit.ErrMemoryFull) {
+				b.Fatal(err)
+			}
+		}
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			i++
+			req.Limits[0].Key = "new-" + strconv.Itoa(i)
+			if _, err := s.Take(ctx, req); !errors.Is(err, ratelimit.ErrMemoryFull) {
+				b.Fatalf("%v, want ErrMemoryFull", err)
+			}
+		}
+	})
+}
+
+// benchClock is a fake clock for one goroutine.
+type benchClock struct{ now time.Time }
+
+func (c *benchClock) Now() time.Time { return c.now }

@@ -571,6 +571,12 @@ func TestMemoryBounded(t *testing.T) {
 	if out := take(t, s, &ratelimit.Request{Limits: []ratelimit.Limit{rate("x", "k", 10, time.Second, 0)}}); !out.Allowed {
 		t.Fatalf("after expiry: %+v", out)
 	}
+	// One expired counter was evicted to make room, not all of them: the
+	// work per new key is bounded.
+	if n, ev := s.Len(), s.Evicted(); n != 4 || ev != 1 {
+		t.Errorf("%d counters kept, %d evicted, want 4 kept, 1 evicted", n, ev)
+	}
+	s.Sweep()
 	if n := s.Len(); n != 1 {
 		t.Errorf("%d counters kept after the sweep, want 1", n)
 	}

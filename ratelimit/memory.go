@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgate-dev/tollgate/internal/throttle"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
 )
 
@@ -20,9 +25,15 @@ import (
 // Keys are spread over shards by their hash tag, each shard with its own
 // lock; a Take locks the shards of all its keys (in order), which makes it
 // atomic.
-// Expired counters are reclaimed by Sweep (run by Run); a shard holds at
-// most MaxKeys/shards counters, and a Take that would need more fails
-// (and so follows the limits' failure mode).
+// A shard holds at most MaxKeys/shards counters. When a Take needs a new
+// one in a full shard, the shard evicts counters that carry no state any
+// more — rate counters whose TAT has passed, quota counters of periods that
+// have ended — soonest expired first, from an expiry heap (O(log n) each,
+// no scan). Live counters are never evicted, nor balances: that would
+// hand out free usage. When nothing can be evicted the Take fails with
+// ErrMemoryFull, a store error, so the limits' failure mode decides.
+// Evictions and refusals are counted (Collectors) and logged once per
+// interval. Expired counters are also reclaimed by Sweep (run by Run).
 type MemoryStore struct {
 	now    func() time.Time
 	seed   maphash.Seed
@@ -33,14 +44,82 @@ type MemoryStore struct {
 	// a settled one is remembered (so a repeated id is refused and a late
 	// settle reports already_settled).
 	settle time.Duration
+
+	log         *slog.Logger
+	logInterval time.Duration
+	lastLog     throttle.Every
+	maxKeys     int
+	// evicted and refused count counters evicted to make room and Takes
+	// refused because their shard was full of live counters.
+	evicted, refused atomic.Uint64
 }
 
 type memShard struct {
 	mu       sync.Mutex
 	counters map[string]memEntry // rate TATs and quota counts
+	// expiry orders the counters by expiry, soonest first: each counter
+	// has at least one item, whose time is at most the counter's (a rate
+	// counter's TAT moves on without its item: the item catches up when
+	// it comes to the top). Items of deleted counters are dropped there.
+	expiry   expiryHeap
 	balances map[string]int64
 	topups   map[string]memEntry // idempotency key → amount
 	res      map[string]*memRes  // account "\x00" reservation id → reservation
+}
+
+// expiryHeap is a min-heap of counters by expiry (unix µs), without
+// container/heap's interface boxing: pushing allocates nothing beyond the
+// slice's growth.
+type expiryHeap []expiryItem
+
+type expiryItem struct {
+	at  int64
+	key string
+}
+
+func (h *expiryHeap) push(at int64, key string) {
+	*h = append(*h, expiryItem{at, key})
+	h.up(len(*h) - 1)
+}
+
+// pop removes the top item.
+func (h *expiryHeap) pop() {
+	old := *h
+	n := len(old) - 1
+	old[0] = old[n]
+	old[n] = expiryItem{} // the key is not kept alive
+	*h = old[:n]
+	if n > 0 {
+		h.down(0)
+	}
+}
+
+func (h expiryHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if h[p].at <= h[i].at {
+			return
+		}
+		h[p], h[i] = h[i], h[p]
+		i = p
+	}
+}
+
+func (h expiryHeap) down(i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
+		}
+		if r := c + 1; r < len(h) && h[r].at < h[c].at {
+			c = r
+		}
+		if h[i].at <= h[c].at {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
 }
 
 // memRes is a reservation: pending (settled empty) until expires, then a
@@ -71,10 +150,15 @@ type MemoryOptions struct {
 	// SettleTimeout is how long a reservation waits for its settle before
 	// ExpireReservations releases it (DefaultSettleTimeout when 0).
 	SettleTimeout time.Duration
+	// Logger receives the message, once per LogInterval (default 10s),
+	// that the store is full and what it evicted and refused.
+	Logger      *slog.Logger
+	LogInterval time.Duration
 }
 
-// ErrMemoryFull: the memory store holds MaxKeys live counters.
-var ErrMemoryFull = errors.New("ratelimit: memory store is full (raise store.memory.max_keys or use Redis)")
+// ErrMemoryFull: the shard of a new counter holds MaxKeys/shards live
+// counters and none can be evicted.
+var ErrMemoryFull = errors.New("ratelimit: memory store is full of live counters (key limits by authenticated consumer, raise store.memory.max_keys, or use Redis)")
 
 // NewMemoryStore returns an empty store.
 func NewMemoryStore(opts MemoryOptions) *MemoryStore {
@@ -93,7 +177,14 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	if opts.SettleTimeout == 0 {
 		opts.SettleTimeout = DefaultSettleTimeout
 	}
-	s := &MemoryStore{now: opts.Now, seed: maphash.MakeSeed(), shards: make([]memShard, opts.Shards), ledger: newMemLedger(opts.LedgerEntries), settle: opts.SettleTimeout}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.LogInterval == 0 {
+		opts.LogInterval = 10 * time.Second
+	}
+	s := &MemoryStore{now: opts.Now, seed: maphash.MakeSeed(), shards: make([]memShard, opts.Shards), ledger: newMemLedger(opts.LedgerEntries), settle: opts.SettleTimeout,
+		log: opts.Logger, logInterval: opts.LogInterval, maxKeys: opts.MaxKeys}
 	s.max = max(opts.MaxKeys/opts.Shards, 1)
 	for i := range s.shards {
 		s.shards[i] = memShard{counters: map[string]memEntry{}, balances: map[string]int64{}, topups: map[string]memEntry{}, res: map[string]*memRes{}}
@@ -150,6 +241,12 @@ func (s *MemoryStore) lockIdx(idx []int) func() {
 
 // Take implements Store.
 func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
+	full := false // logged once the shards are unlocked
+	defer func() {
+		if full {
+			s.logFull()
+		}
+	}()
 	defer s.lock(req)()
 	now := s.now()
 	if !req.Deadline.IsZero() && now.After(req.Deadline) {
@@ -173,6 +270,7 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		value int64
 		exp   int64
 		add   bool
+		isNew bool // no counter yet: one more in its shard
 	}
 	writes := make([]write, 0, len(req.Limits)+1)
 	overage := false
@@ -268,21 +366,36 @@ func (s *MemoryStore) Take(_ context.Context, req *Request) (*Outcome, error) {
 		return out, nil
 	}
 	// Everything has room: check the memory bound, then consume it all.
+	// An expired counter counts as new: making room may evict it.
 	added := map[*memShard]int{}
-	for _, w := range writes {
-		if _, ok := w.sh.counters[w.key]; !ok {
+	for i := range writes {
+		w := &writes[i]
+		if e, ok := w.sh.counters[w.key]; !ok || e.expires <= nowUS {
+			w.isNew = !ok
 			added[w.sh]++
 		}
 	}
 	for sh, n := range added {
 		if len(sh.counters)+n > s.max {
-			s.sweep(sh, nowUS)
-			if len(sh.counters)+n > s.max {
+			full = true
+			if !s.evict(sh, nowUS, n) {
+				s.refused.Add(1)
 				return nil, ErrMemoryFull
 			}
 		}
 	}
+	if full { // what was evicted is new again, and needs its expiry item
+		for i := range writes {
+			if w := &writes[i]; !w.isNew {
+				_, ok := w.sh.counters[w.key]
+				w.isNew = !ok
+			}
+		}
+	}
 	for _, w := range writes {
+		if w.isNew {
+			w.sh.expiry.push(w.exp, w.key)
+		}
 		if w.add {
 			e := w.sh.counters[w.key]
 			if e.expires <= nowUS {
@@ -589,15 +702,76 @@ func (s *MemoryStore) Sweep() {
 }
 
 func (s *MemoryStore) sweep(sh *memShard, nowUS int64) {
-	for k, e := range sh.counters {
-		if e.expires <= nowUS {
-			delete(sh.counters, k)
-		}
-	}
+	s.expire(sh, nowUS, 0)
 	for k, e := range sh.topups {
 		if e.expires <= nowUS {
 			delete(sh.topups, k)
 		}
+	}
+}
+
+// expire removes the counters of sh whose time has passed, soonest first,
+// until sh has room for need more (need 0: all of them), and returns how
+// many it removed. A counter whose time has moved on is put back in the
+// heap at its new time; the item of a deleted one is dropped.
+func (s *MemoryStore) expire(sh *memShard, nowUS int64, need int) int {
+	removed := 0
+	for len(sh.expiry) > 0 && sh.expiry[0].at <= nowUS && (need == 0 || len(sh.counters)+need > s.max) {
+		top := &sh.expiry[0]
+		e, ok := sh.counters[top.key]
+		switch {
+		case !ok:
+			sh.expiry.pop()
+		case e.expires <= nowUS:
+			delete(sh.counters, top.key)
+			sh.expiry.pop()
+			removed++
+		default: // still live: its item catches up
+			top.at = e.expires
+			sh.expiry.down(0)
+		}
+	}
+	return removed
+}
+
+// evict makes room for need new counters in the full shard sh by evicting
+// counters that carry no state (expired), and reports whether it did. Live
+// counters are never evicted.
+func (s *MemoryStore) evict(sh *memShard, nowUS int64, need int) bool {
+	if n := s.expire(sh, nowUS, need); n > 0 {
+		s.evicted.Add(uint64(n))
+	}
+	return len(sh.counters)+need <= s.max
+}
+
+// logFull says, once per interval, that the store is full.
+func (s *MemoryStore) logFull() {
+	if !s.lastLog.Allow(s.logInterval) {
+		return
+	}
+	s.log.Warn("memory store is full: expired counters are evicted to make room; new counters that find only live ones are refused and their limits follow their failure mode (key limits by authenticated consumer, raise store.memory.max_keys, or use Redis; logged once per interval)",
+		"max_keys", s.maxKeys, "evicted_total", s.evicted.Load(), "refused_total", s.refused.Load(), "interval", s.logInterval)
+}
+
+// Evicted returns how many counters were evicted to make room.
+func (s *MemoryStore) Evicted() uint64 { return s.evicted.Load() }
+
+// Refused returns how many Takes were refused because the store was full
+// of live counters.
+func (s *MemoryStore) Refused() uint64 { return s.refused.Load() }
+
+// Collectors returns the store's metrics, for the caller's registry:
+// tollgate_memory_store_evicted_total and tollgate_memory_store_refused_total.
+func (s *MemoryStore) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tollgate_memory_store_evicted_total",
+			Help: "Counters the memory store evicted to make room when full: rate counters whose TAT had passed and quota counters of ended periods (never live ones, never balances).",
+		}, func() float64 { return float64(s.evicted.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tollgate_memory_store_refused_total",
+			Help: "Requests that needed a new counter when the memory store was full of live ones: a store error, so their limits followed their failure mode.",
+		}, func() float64 { return float64(s.refused.Load()) }),
 	}
 }
 

@@ -165,6 +165,8 @@ func TestDemo(t *testing.T) {
 		`tollgate_authz_check_duration_seconds_count 2`,
 		`tollgate_reloads_total{component="policy",result="success"} 1`,
 		`tollgate_reloads_total{component="policy",result="failure"} 0`,
+		`tollgate_memory_store_evicted_total 0`, // the demo's store is memory
+		`tollgate_memory_store_refused_total 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -40,12 +40,12 @@ const sweepInterval = 10 * time.Second
 // them; otherwise the store keeps a bounded recent history.
 func newStore(ctx context.Context, c config.Store, settle config.Settle, shipped bool, log *slog.Logger) (*store, error) {
 	if c.Kind == "memory" {
-		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys, SettleTimeout: time.Duration(settle.Timeout)})
+		m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{MaxKeys: c.Memory.MaxKeys, SettleTimeout: time.Duration(settle.Timeout), Logger: log})
 		dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "tollgate_ledger_dropped_total",
 			Help: "Ledger entries the memory store's bounded ring dropped before they were shipped (raise nothing: ship more often, or use Redis).",
 		}, func() float64 { return float64(m.LedgerDropped()) })
-		return &store{Store: m, ledger: m, metrics: []prometheus.Collector{dropped}, close: func() error { return nil }, run: func(ctx context.Context) error {
+		return &store{Store: m, ledger: m, metrics: append(m.Collectors(), dropped), close: func() error { return nil }, run: func(ctx context.Context) error {
 			m.Run(ctx, sweepInterval)
 			return nil
 		}}, nil
