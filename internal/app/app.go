@@ -209,7 +209,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	rlsOpts := rls.Options{FailClosed: cfg.RateLimit.FailureMode == "closed", Logger: log.With("component", "rls")}
+	rlsOpts := rls.Options{FailClosed: cfg.RateLimit.FailureMode == "closed", Logger: log.With("component", "rls"),
+		Bounds: rls.Bounds{Descriptors: cfg.RateLimit.MaxDescriptors, Entries: cfg.RateLimit.MaxEntries, EntryBytes: cfg.RateLimit.MaxEntryBytes}}
 	if dlog != nil {
 		rlsOpts.DecisionLog = dlog
 	}

@@ -147,7 +147,26 @@ type RateLimit struct {
 	// certificate identities allowed to call ShouldRateLimit. Empty: any
 	// certificate the client CA signed.
 	AllowedIdentities []string `yaml:"allowed_identities"`
+	// MaxDescriptors, MaxEntries and MaxEntryBytes bound one
+	// ShouldRateLimit request: descriptors, entries per descriptor, and
+	// the bytes of an entry's key or value (and of the domain). A request
+	// past any is answered INVALID_ARGUMENT, never let through.
+	MaxDescriptors int `yaml:"max_descriptors"`
+	MaxEntries     int `yaml:"max_entries"`
+	MaxEntryBytes  int `yaml:"max_entry_bytes"`
 }
+
+// Defaults and ceilings of the rate limit service's request bounds.
+const (
+	DefaultMaxDescriptors = 64
+	DefaultMaxEntries     = 16
+	DefaultMaxEntryBytes  = 1024
+	// MaxDescriptors is ratelimit.MaxLimits: a request's limits are
+	// applied in one step of the store.
+	MaxDescriptors = 1024
+	MaxEntries     = 256
+	MaxEntryBytes  = 64 << 10
+)
 
 // WatchEnabled reports whether the files are watched (default true).
 func (r RateLimit) WatchEnabled() bool { return r.Watch == nil || *r.Watch }
@@ -429,6 +448,15 @@ func (c *Config) applyDefaults() {
 	if c.RateLimit.FailureMode == "" {
 		c.RateLimit.FailureMode = "open"
 	}
+	if c.RateLimit.MaxDescriptors == 0 {
+		c.RateLimit.MaxDescriptors = DefaultMaxDescriptors
+	}
+	if c.RateLimit.MaxEntries == 0 {
+		c.RateLimit.MaxEntries = DefaultMaxEntries
+	}
+	if c.RateLimit.MaxEntryBytes == 0 {
+		c.RateLimit.MaxEntryBytes = DefaultMaxEntryBytes
+	}
 	if c.Store.Memory.MaxKeys == 0 {
 		c.Store.Memory.MaxKeys = 1_000_000
 	}
@@ -572,6 +600,18 @@ func (c *Config) validate(k *checker) {
 	}
 	if c.RateLimit.Decision != "" {
 		k.check("ratelimit.decision", validDecisionPath(c.RateLimit.Decision))
+	}
+	for _, b := range []struct {
+		at       string
+		v, limit int
+	}{
+		{"ratelimit.max_descriptors", c.RateLimit.MaxDescriptors, MaxDescriptors},
+		{"ratelimit.max_entries", c.RateLimit.MaxEntries, MaxEntries},
+		{"ratelimit.max_entry_bytes", c.RateLimit.MaxEntryBytes, MaxEntryBytes},
+	} {
+		if b.v < 1 || b.v > b.limit {
+			k.errorf(b.at, "%d is out of range (allowed: 1 to %d)", b.v, b.limit)
+		}
 	}
 	for _, fleet := range slices.Sorted(maps.Keys(c.XDS.Fleets)) { // sorted: the same errors past the cap
 		k.path("xds.fleets."+fleet, c.XDS.Fleets[fleet], fmt.Sprintf("empty routes file for fleet %q", fleet), "the path of a routes file")

@@ -16,6 +16,8 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/yamlstrict"
+	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls"
 )
 
 func TestMain(m *testing.M) {
@@ -315,6 +317,22 @@ func TestParse(t *testing.T) {
 			check: func(c *config.Config) bool {
 				return !c.Postgres.Enabled() && c.Postgres.MaxConns == config.DefaultPostgresMaxConns
 			}},
+		{name: "ratelimit bounds default", doc: "ratelimit: {failure_mode: open}\n",
+			check: func(c *config.Config) bool {
+				return c.RateLimit.MaxDescriptors == 64 && c.RateLimit.MaxEntries == 16 && c.RateLimit.MaxEntryBytes == 1024
+			}},
+		{name: "ratelimit bounds set", doc: "ratelimit: {max_descriptors: 1024, max_entries: 1, max_entry_bytes: 65536}\n",
+			check: func(c *config.Config) bool {
+				return c.RateLimit.MaxDescriptors == 1024 && c.RateLimit.MaxEntries == 1 && c.RateLimit.MaxEntryBytes == 65536
+			}},
+		{name: "ratelimit max_descriptors past MaxLimits", doc: "ratelimit:\n  max_descriptors: 1025\n",
+			err: "f.yaml:2: ratelimit.max_descriptors: 1025 is out of range (allowed: 1 to 1024)"},
+		{name: "ratelimit max_entries negative", doc: "ratelimit:\n  max_entries: -1\n",
+			err: "f.yaml:2: ratelimit.max_entries: -1 is out of range (allowed: 1 to 256)"},
+		{name: "ratelimit max_entry_bytes too large", doc: "ratelimit:\n\n  max_entry_bytes: 65537\n",
+			err: "f.yaml:3: ratelimit.max_entry_bytes: 65537 is out of range (allowed: 1 to 65536)"},
+		{name: "ratelimit max_entries not a number", doc: "ratelimit: {max_entries: many}\n",
+			err: "f.yaml:1: ratelimit.max_entries"},
 		{name: "syntax error on line 1", doc: `grpc: "\q"`, err: "f.yaml:1: invalid YAML: found unknown escape character"},
 		{name: "tab on line 1", doc: "\t- a", err: "f.yaml:1: invalid YAML:"},
 		{name: "YAML version on line 1", doc: "%YAML 2.0\n---\na: 1", err: "f.yaml:1: invalid YAML:"},
@@ -396,5 +414,18 @@ func TestManyFleetErrors(t *testing.T) {
 		} else if err.Error() != first {
 			t.Fatalf("the errors differ from one Parse to the next:\n%s\n---\n%s", first, err)
 		}
+	}
+}
+
+// TestRateLimitBoundsAgree: the configuration's defaults are the rate
+// limit service's, and no configuration allows more descriptors than one
+// request may carry limits.
+func TestRateLimitBoundsAgree(t *testing.T) {
+	if config.MaxDescriptors != ratelimit.MaxLimits {
+		t.Errorf("config.MaxDescriptors %d, ratelimit.MaxLimits %d: want equal", config.MaxDescriptors, ratelimit.MaxLimits)
+	}
+	got := [3]int{config.DefaultMaxDescriptors, config.DefaultMaxEntries, config.DefaultMaxEntryBytes}
+	if want := [3]int{rls.DefaultMaxDescriptors, rls.DefaultMaxEntries, rls.DefaultMaxEntryBytes}; got != want {
+		t.Errorf("config defaults %v, rls defaults %v: want equal", got, want)
 	}
 }
