@@ -2,6 +2,9 @@ package rls_test
 
 import (
 	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
+	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/rls"
 )
@@ -125,5 +129,66 @@ func TestRLSBoundsConfigured(t *testing.T) {
 				t.Errorf("ShouldRateLimit = %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRLSPolicyTooManyLimits: a Rego source giving more limits than one
+// request may carry (ratelimit.MaxLimits) is a broken policy: its limits
+// are left out and the files' apply, as when the policy fails, rather than
+// failing the call.
+func TestRLSPolicyTooManyLimits(t *testing.T) {
+	dir := t.TempDir()
+	policy := `package tollgate
+
+# n limits for a descriptor with an entry n, none for the others.
+ratelimit := [limits(d) | some d in input.descriptors]
+
+limits(d) := [{"name": sprintf("l%d", [i]), "key": "many", "limit": 5, "window": "1m"} |
+	some i in numbers.range(1, to_number(d.entries_map.n))
+] if d.entries_map.n
+limits(d) := [] if not d.entries_map.n
+`
+	if err := os.WriteFile(filepath.Join(dir, "many.rego"), []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := policies.New(context.Background(), policies.Options{Paths: []string{dir}, Queries: []string{"tollgate/ratelimit"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := e.Query("tollgate/ratelimit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := redistest.Start(t)
+	eng, err := ratelimit.NewEngine(ratelimit.NewRedisStore(srv.Client(), 5*time.Second), ratelimit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := rls.New(eng, rls.Options{Source: rls.NewRegoSource(q, e.Revision), Logger: slog.New(slog.DiscardHandler)})
+	svc.SetConfig(loadRLSConfig(t, "testdata/rls/config.yaml"))
+	client := serveRLS(t, svc)
+	req := func(n int) *rlsv3.RateLimitRequest {
+		r := rlsRequest("remote_address", "203.0.113.9") // 3 a minute in the files
+		r.Descriptors = append(r.Descriptors, rlsRequest("n", strconv.Itoa(n)).Descriptors...)
+		return r
+	}
+
+	// Within MaxLimits: the policy's limits apply with the files'.
+	resp, err := client.ShouldRateLimit(context.Background(), req(ratelimit.MaxLimits-2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.OverallCode != rlsv3.RateLimitResponse_OK || resp.Statuses[1].GetCurrentLimit().GetRequestsPerUnit() != 5 {
+		t.Fatalf("%d policy limits: %v, want OK with the policy's limit of 5 on descriptor 1", ratelimit.MaxLimits-2, resp)
+	}
+	// One past: the policy's limits are left out; the files' still count.
+	for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
+		resp, err := client.ShouldRateLimit(context.Background(), req(ratelimit.MaxLimits-1))
+		if err != nil {
+			t.Fatalf("call %d: %v, want an answer from the files' limits", i+1, err)
+		}
+		if resp.OverallCode != want || resp.Statuses[1].GetCurrentLimit() != nil {
+			t.Errorf("call %d: %v, want %v from remote_address's 3 a minute, no limit on descriptor 1", i+1, resp, want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package rls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -284,6 +285,13 @@ func (s *Server) shouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 			// through: log it and go on with the files' limits.
 			s.logOnce("rate limit policy failed; applying the configuration files' limits only", err)
 		}
+		if total := policyLimits(extra); total+n > ratelimit.MaxLimits {
+			// So is a policy giving more limits than one request may
+			// carry (the files give at most one per descriptor).
+			s.logOnce("rate limit policy gave too many limits; applying the configuration files' limits only",
+				fmt.Errorf("%d limits for %d descriptors; at most %d per request, the files' included", total, n, ratelimit.MaxLimits))
+			extra = nil
+		}
 		for i, ls := range extra {
 			if i >= n {
 				break
@@ -378,6 +386,15 @@ func (s *Server) shouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 		resp.RawBody = overLimitBody(&limits[out.Denied], out)
 	}
 	return resp, nil
+}
+
+// policyLimits counts the limits a DescriptorSource gave.
+func policyLimits(extra [][]ratelimit.Limit) int {
+	total := 0
+	for _, ls := range extra {
+		total += len(ls)
+	}
+	return total
 }
 
 // limitFor turns a matched rule (or a request's per-descriptor override)
