@@ -3,7 +3,6 @@
 package admin
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -36,7 +35,8 @@ type Options struct {
 	// with AllowedIdentities, one carrying one of them.
 	ClientCert        bool
 	AllowedIdentities []string
-	// Limits bound connections and requests (zero fields: the defaults).
+	// Limits bound connections and requests (zero or negative fields:
+	// the defaults; nothing is ever unbounded).
 	Limits Limits
 }
 
@@ -75,12 +75,22 @@ var DefaultLimits = Limits{
 
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
-	l.MaxConnections = cmp.Or(l.MaxConnections, d.MaxConnections)
-	l.ReadHeaderTimeout = cmp.Or(l.ReadHeaderTimeout, d.ReadHeaderTimeout)
-	l.ReadTimeout = cmp.Or(l.ReadTimeout, d.ReadTimeout)
-	l.WriteTimeout = cmp.Or(l.WriteTimeout, d.WriteTimeout)
-	l.IdleTimeout = cmp.Or(l.IdleTimeout, d.IdleTimeout)
-	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, d.MaxHeaderBytes)
+	pick := func(v, def time.Duration) time.Duration {
+		if v <= 0 {
+			return def
+		}
+		return v
+	}
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = d.MaxConnections
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	l.ReadHeaderTimeout = pick(l.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	l.ReadTimeout = pick(l.ReadTimeout, d.ReadTimeout)
+	l.WriteTimeout = pick(l.WriteTimeout, d.WriteTimeout)
+	l.IdleTimeout = pick(l.IdleTimeout, d.IdleTimeout)
 	return l
 }
 
