@@ -108,3 +108,43 @@ func BenchmarkCheckRedis(b *testing.B) {
 	client, _, _ := redisServer(b)
 	benchCheck(b, client, fixture(b, "demo_200_api_key"))
 }
+
+// TestCheckMaxLimitsRedis: a decision with ratelimit.MaxLimits limits is
+// enforced whole over Redis (the Take script no longer unpacks its reply,
+// which failed past about 2,000 limits and let the request through as if
+// Redis were down); one more limit is an invalid decision, denied, never
+// let through.
+func TestCheckMaxLimitsRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	limits, err := ratelimit.NewEngine(ratelimit.NewRedisStore(srv.Client(), 5*time.Second), ratelimit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := limitsServer(t, authz.Options{Limiter: limits})
+	many := func(n int) *authv3.CheckRequest {
+		req := rateRequest()
+		req.Attributes.Request.Http.Path = "/many"
+		req.Attributes.Request.Http.Headers = map[string]string{"x-limits": strconv.Itoa(n)}
+		return req
+	}
+	for i, want := range []int32{200, 200, 429} {
+		resp, err := client.Check(context.Background(), many(ratelimit.MaxLimits))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := int32(200)
+		if d := resp.GetDeniedResponse(); d != nil {
+			got = int32(d.GetStatus().GetCode())
+		}
+		if got != want {
+			t.Errorf("check %d with %d limits: status %d (%s), want %d", i+1, ratelimit.MaxLimits, got, resp.GetStatus().GetMessage(), want)
+		}
+	}
+	resp, err := client.Check(context.Background(), many(ratelimit.MaxLimits+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetDeniedResponse().GetStatus().GetCode(); got != 403 || resp.GetStatus().GetMessage() != "invalid_decision" {
+		t.Errorf("%d limits: status %v reason %q, want 403 invalid_decision", ratelimit.MaxLimits+1, got, resp.GetStatus().GetMessage())
+	}
+}

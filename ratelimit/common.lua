@@ -23,7 +23,9 @@ local function giveback(mark)
 end
 
 -- record appends a balance change to the ledger stream (MAXLEN ~ maxlen
--- unless maxlen is '0').
+-- unless maxlen is '0'). entry is one of the scripts' fixed lists (at
+-- most 18 values): the only lists unpacked, since redis.call takes no
+-- table; a list of the request's size is never unpacked.
 local function record(stream, maxlen, entry)
   if maxlen ~= '0' then
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(entry))

@@ -180,8 +180,16 @@ func (c *Charge) Validate() error {
 	return nil
 }
 
+// MaxLimits bounds the limits of one request: a store applies them all in
+// one step (one Lua script on Redis, which blocks the server while it
+// runs), so a policy's decision with more is refused, not run.
+const MaxLimits = 1024
+
 // Validate checks every limit and the charge of r.
 func (r *Request) Validate() error {
+	if len(r.Limits) > MaxLimits {
+		return fmt.Errorf("%d limits in one request; at most %d are allowed", len(r.Limits), MaxLimits)
+	}
 	for i := range r.Limits {
 		if err := r.Limits[i].Validate(); err != nil {
 			return fmt.Errorf("limits[%d]: %w", i, err)

@@ -194,4 +194,11 @@ else
   end
 end
 
-return {allowed, denied, now, balance, charged, retry, unpack(out)}
+-- Built in a loop, never with unpack(out): unpack pushes every value on
+-- Lua's C stack, which holds 8,000 ("too many results to unpack" past
+-- about 2,000 limits).
+local reply = {allowed, denied, now, balance, charged, retry}
+for i = 1, #out do
+  reply[6 + i] = out[i]
+end
+return reply

@@ -33,8 +33,9 @@ const creditsUsage = `Usage:
                                     print ACCOUNT's balance and quota usage
 
   --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
-  --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN; prefer the
-                   variable: a flag is visible to other users in the process list)
+  --token TOKEN    an admin token of the server: admin.token, or one of admin.tokens with
+                   scope read (show) or credits (topup) (default $TOLLGATE_ADMIN_TOKEN; prefer
+                   the variable: a flag is visible to other users in the process list)
 ` + adminTLSUsage
 
 // adminTLSUsage documents the flags for an admin listener serving TLS.
@@ -124,7 +125,7 @@ func (f *adminFlags) client(cmd string, stderr io.Writer) (*adminClient, error) 
 		token = os.Getenv("TOLLGATE_ADMIN_TOKEN")
 	}
 	if token == "" {
-		fmt.Fprintf(stderr, "%s: no admin token: set TOLLGATE_ADMIN_TOKEN (or pass --token) to the server's admin.token\n", cmd)
+		fmt.Fprintf(stderr, "%s: no admin token: set TOLLGATE_ADMIN_TOKEN (or pass --token) to one of the server's admin tokens (admin.token, admin.tokens)\n", cmd)
 		return nil, errUsage
 	}
 	tc, err := f.tlsConfig()

@@ -17,6 +17,16 @@ import (
 
 const testAdminToken = "cli-test-token"
 
+// adminTokens is testAdminToken as the all-scopes token (admin.token).
+func adminTokens(t testing.TB) *admin.Tokens {
+	t.Helper()
+	k, err := admin.NewTokens(admin.AllScopes(testAdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // adminServer runs the accounts API over a memory store.
 func adminServer(t *testing.T) string {
 	t.Helper()
@@ -24,7 +34,7 @@ func adminServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(admin.AccountsHandler(e, testAdminToken, slog.New(slog.DiscardHandler), nil))
+	srv := httptest.NewServer(admin.AccountsHandler(e, adminTokens(t), slog.New(slog.DiscardHandler), nil))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -87,7 +97,7 @@ func TestCreditsCmd(t *testing.T) {
 			args: func() []string {
 				return []string{"add", "acme", "100", "--admin", base, "--token", "wrong", "--idempotency-key", "k9"}
 			},
-			wantErr: "401 Unauthorized: the bearer token is not this server's admin.token",
+			wantErr: "401 Unauthorized: the bearer token is not one of this server's admin tokens",
 		},
 		{
 			name:    "show with a wrong token",

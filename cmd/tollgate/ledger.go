@@ -24,7 +24,8 @@ const ledgerUsage = `Usage:
                                     waits up to 10 s for the drift to clear)
 
   --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
-  --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN)
+  --token TOKEN    an admin token of the server with scope read: admin.token, or one of
+                   admin.tokens (default $TOLLGATE_ADMIN_TOKEN)
 ` + adminTLSUsage + `
 The ledger is kept in PostgreSQL: the server needs postgres configured.
 `

@@ -42,7 +42,7 @@ func TestLedgerCmd(t *testing.T) {
 	if n, err := sh.Once(ctx); err != nil || n != 3 {
 		t.Fatalf("shipped %d, %v; want 3", n, err)
 	}
-	srv := httptest.NewServer(admin.AccountsHandler(eng, testAdminToken, slog.New(slog.DiscardHandler), sink))
+	srv := httptest.NewServer(admin.AccountsHandler(eng, adminTokens(t), slog.New(slog.DiscardHandler), sink))
 	t.Cleanup(srv.Close)
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", testAdminToken)
 	run := func(args ...string) (string, string, error) {

@@ -23,7 +23,7 @@ func TestCreditsOverMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(admin.AccountsHandler(e, testAdminToken, slog.New(slog.DiscardHandler), nil))
+	srv := httptest.NewUnstartedServer(admin.AccountsHandler(e, adminTokens(t), slog.New(slog.DiscardHandler), nil))
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{serverCA.Server(t).TLS},
 		ClientCAs: clientCA.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
 	srv.StartTLS()

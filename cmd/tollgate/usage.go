@@ -20,7 +20,8 @@ const usageUsage = `Usage:
   --period P       day or month (default day)
   --csv            print CSV (RFC 4180, with a header row) instead of JSON
   --admin URL      Tollgate's admin listener (default http://127.0.0.1:9192)
-  --token TOKEN    admin.token of the server (default $TOLLGATE_ADMIN_TOKEN)
+  --token TOKEN    an admin token of the server with scope read: admin.token, or one of
+                   admin.tokens (default $TOLLGATE_ADMIN_TOKEN)
 ` + adminTLSUsage + `
 The range is at most 366 days. Usage is read from the decision logs in PostgreSQL: the
 server needs postgres and decision_logs (enabled: true, sink: postgres) configured.

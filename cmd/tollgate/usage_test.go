@@ -46,7 +46,7 @@ func TestUsageCmd(t *testing.T) {
 	if err := pgsink.New(pool).Write(ctx, []ledger.Entry{{ID: "e1", Account: "acme", Consumer: "acme", Kind: ledger.Charge, Amount: -4, RequestID: "c1", Time: at}}); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(admin.UsageHandler(sink, testAdminToken, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(admin.UsageHandler(sink, adminTokens(t), slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", testAdminToken)
 	run := func(args ...string) (string, string, error) {

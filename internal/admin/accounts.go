@@ -3,8 +3,6 @@ package admin
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,32 +66,31 @@ const (
 // book is the durable ledger; nil answers the ledger routes 404.
 //
 // Mount it at "/v1/accounts/". Every request must carry
-// "Authorization: Bearer <token>"; every error is an RFC 9457
+// "Authorization: Bearer <token>" of one of tokens (else 401), whose scopes
+// include the route's: read for the GETs, credits for the top-up (else
+// 403 insufficient_scope). Every error is an RFC 9457
 // application/problem+json document whose detail says what to fix.
 //
 // The API must not be mounted when no token is configured. Should it be
-// anyway, an empty token yields a handler that refuses every request with
-// 403 "admin API disabled: set admin.token" rather than serving
-// unauthenticated top-ups.
+// anyway, no tokens yields a handler that refuses every request with 403
+// "admin API disabled" rather than serving unauthenticated top-ups.
 //
 // log receives one info line per top-up (never the token); nil means
 // slog.Default().
-func AccountsHandler(accounts Accounts, token string, log *slog.Logger, book Ledger) http.Handler {
-	if token == "" {
-		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			writeProblem(w, http.StatusForbidden, "", "admin API disabled: set admin.token")
-		})
+func AccountsHandler(accounts Accounts, tokens *Tokens, log *slog.Logger, book Ledger) http.Handler {
+	if !tokens.On() {
+		return disabled()
 	}
 	if log == nil {
 		log = slog.Default()
 	}
 	api := &accountsAPI{accounts: accounts, log: log, book: book}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/accounts", api.list)
-	mux.HandleFunc("GET /v1/accounts/{id}", api.show)
-	mux.HandleFunc("POST /v1/accounts/{id}/credits", api.credit)
-	mux.HandleFunc("GET /v1/accounts/{id}/ledger", api.ledger)
-	mux.HandleFunc("GET /v1/accounts/{id}/ledger/verify", api.verify)
+	mux.HandleFunc("GET /v1/accounts", need(ScopeRead, api.list))
+	mux.HandleFunc("GET /v1/accounts/{id}", need(ScopeRead, api.show))
+	mux.HandleFunc("POST /v1/accounts/{id}/credits", need(ScopeCredits, api.credit))
+	mux.HandleFunc("GET /v1/accounts/{id}/ledger", need(ScopeRead, api.ledger))
+	mux.HandleFunc("GET /v1/accounts/{id}/ledger/verify", need(ScopeRead, api.verify))
 	// The rest answers in problem+json too, instead of ServeMux's text.
 	mux.HandleFunc("/v1/accounts/{$}", func(w http.ResponseWriter, _ *http.Request) {
 		writeProblem(w, http.StatusBadRequest, problemInvalidRequest,
@@ -108,29 +105,7 @@ func AccountsHandler(accounts Accounts, token string, log *slog.Logger, book Led
 			"no route for %s %s: the accounts API serves GET /v1/accounts/{id}, POST /v1/accounts/{id}/credits, GET /v1/accounts/{id}/ledger and GET /v1/accounts/{id}/ledger/verify (escape \"/\" in an id as %%2F)",
 			r.Method, r.URL.EscapedPath()))
 	})
-
-	return requireToken(token, mux)
-}
-
-// requireToken serves h to the requests that carry "Authorization: Bearer
-// <token>", and 401 to the others; token must not be empty.
-func requireToken(token string, h http.Handler) http.Handler {
-	// Hashing first makes the comparison constant-time in the token's
-	// length too.
-	want := sha256.Sum256([]byte(token))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := bearer(r.Header.Get("Authorization"))
-		if !ok {
-			unauthorized(w, "missing bearer token: send the header \"Authorization: Bearer <admin.token>\"")
-			return
-		}
-		sum := sha256.Sum256([]byte(got))
-		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-			unauthorized(w, "the bearer token is not this server's admin.token")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
+	return tokens.authenticate(mux)
 }
 
 type accountsAPI struct {

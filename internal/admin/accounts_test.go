@@ -31,6 +31,19 @@ const token = "s3cret-admin-token"
 
 var discard = slog.New(slog.DiscardHandler)
 
+// allScopes is tok as the all-scopes token (admin.token); "": no token.
+func allScopes(t testing.TB, tok string) *admin.Tokens {
+	t.Helper()
+	if tok == "" {
+		return nil
+	}
+	k, err := admin.NewTokens(admin.AllScopes(tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 func memoryEngine(t testing.TB) *ratelimit.Engine {
 	t.Helper()
 	e, err := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{}), ratelimit.Options{Logger: discard})
@@ -52,7 +65,7 @@ func redisEngine(t testing.TB, srv *redistest.Server, timeout time.Duration) *ra
 // serve runs the accounts API over accounts on a real HTTP server.
 func serve(t testing.TB, accounts admin.Accounts, tok string) string {
 	t.Helper()
-	srv := httptest.NewServer(admin.AccountsHandler(accounts, tok, discard, nil))
+	srv := httptest.NewServer(admin.AccountsHandler(accounts, allScopes(t, tok), discard, nil))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -354,9 +367,9 @@ func TestAuth(t *testing.T) {
 		{"empty bearer token", "Bearer ", "missing bearer token"},
 		{"basic scheme", "Basic " + token, "missing bearer token"},
 		{"no scheme", token, "missing bearer token"},
-		{"wrong token", "Bearer wrong", "not this server's admin.token"},
-		{"token prefix", "Bearer " + token[:len(token)-1], "not this server's admin.token"},
-		{"token with a suffix", "Bearer " + token + "x", "not this server's admin.token"},
+		{"wrong token", "Bearer wrong", "not one of this server's admin tokens"},
+		{"token prefix", "Bearer " + token[:len(token)-1], "not one of this server's admin tokens"},
+		{"token with a suffix", "Bearer " + token + "x", "not one of this server's admin tokens"},
 	}
 	routes := []call{
 		topUp("acme", "k1", 10),
@@ -394,7 +407,7 @@ func TestAuth(t *testing.T) {
 func TestCreditLog(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
-	srv := httptest.NewServer(admin.AccountsHandler(memoryEngine(t), token, log, nil))
+	srv := httptest.NewServer(admin.AccountsHandler(memoryEngine(t), allScopes(t, token), log, nil))
 	defer srv.Close()
 	wantCredit(t, do(t, srv.URL, topUp("acme", "k1", 100)))
 	wantCredit(t, do(t, srv.URL, topUp("acme", "k1", 100)))
@@ -423,7 +436,7 @@ func TestDisabled(t *testing.T) {
 		c := topUp("acme", "k1", 10)
 		c.auth = auth
 		p := wantProblem(t, do(t, base, c), http.StatusForbidden)
-		if p.Detail != "admin API disabled: set admin.token" {
+		if p.Detail != "admin API disabled: set admin.token or admin.tokens" {
 			t.Errorf("Authorization %q: detail = %q", auth, p.Detail)
 		}
 	}
@@ -591,7 +604,7 @@ func FuzzCreditAmount(f *testing.F) {
 		f.Add(s)
 	}
 	maxCredits := big.NewRat(ratelimit.MaxCredits, 1)
-	h := admin.AccountsHandler(memoryEngine(f), token, discard, nil)
+	h := admin.AccountsHandler(memoryEngine(f), allScopes(f, token), discard, nil)
 	var n atomic.Int64 // one account per input, so its balance is the amount
 	f.Fuzz(func(t *testing.T, lit string) {
 		body := `{"amount": ` + lit + `}`
@@ -636,7 +649,8 @@ func FuzzCreditAmount(f *testing.F) {
 
 func ExampleAccountsHandler() {
 	engine, _ := ratelimit.NewEngine(ratelimit.NewMemoryStore(ratelimit.MemoryOptions{}), ratelimit.Options{})
-	srv := httptest.NewServer(admin.AccountsHandler(engine, "s3cret", slog.New(slog.DiscardHandler), nil))
+	tokens, _ := admin.NewTokens(admin.AllScopes("s3cret"))
+	srv := httptest.NewServer(admin.AccountsHandler(engine, tokens, slog.New(slog.DiscardHandler), nil))
 	defer srv.Close()
 
 	for range 2 { // a retry with the same key is not applied twice

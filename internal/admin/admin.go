@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/tollgate-dev/tollgate/internal/tlsconfig"
 )
@@ -34,13 +35,71 @@ type Options struct {
 	// with AllowedIdentities, one carrying one of them.
 	ClientCert        bool
 	AllowedIdentities []string
+	// Limits bound connections and requests (zero or negative fields:
+	// the defaults; nothing is ever unbounded).
+	Limits Limits
+}
+
+// Limits bound the admin listener: how many connections it keeps open and
+// how long each may take, so that no client can exhaust the process's
+// file descriptors or hold connections forever.
+type Limits struct {
+	// MaxConnections open at once; more wait to be accepted (in the
+	// listen backlog) until one closes.
+	MaxConnections int
+	// ReadHeaderTimeout bounds reading a request's headers (and the TLS
+	// handshake): a slowloris client is cut off after it.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the
+	// end of its answer. It must exceed the longest admin answer: a usage
+	// report's query may take up to 60 s (usageTimeout), then its 504
+	// problem must still reach the client.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers.
+	MaxHeaderBytes int
+}
+
+// DefaultLimits are the admin listener's bounds by default.
+var DefaultLimits = Limits{
+	MaxConnections:    256,
+	ReadHeaderTimeout: 5 * time.Second,
+	ReadTimeout:       30 * time.Second,
+	WriteTimeout:      90 * time.Second,
+	IdleTimeout:       60 * time.Second,
+	MaxHeaderBytes:    64 << 10,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	pick := func(v, def time.Duration) time.Duration {
+		if v <= 0 {
+			return def
+		}
+		return v
+	}
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = d.MaxConnections
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	l.ReadHeaderTimeout = pick(l.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	l.ReadTimeout = pick(l.ReadTimeout, d.ReadTimeout)
+	l.WriteTimeout = pick(l.WriteTimeout, d.WriteTimeout)
+	l.IdleTimeout = pick(l.IdleTimeout, d.IdleTimeout)
+	return l
 }
 
 // Server is the admin HTTP server.
 type Server struct {
-	mux  *http.ServeMux
-	http *http.Server
-	tls  *tls.Config
+	mux      *http.ServeMux
+	http     *http.Server
+	tls      *tls.Config
+	maxConns int
 }
 
 // New builds the admin server with /metrics, /healthz, /readyz and /status.
@@ -77,12 +136,18 @@ func New(opts Options) *Server {
 	if opts.ClientCert {
 		handler = clientCert(mux, opts.AllowedIdentities)
 	}
+	lim := opts.Limits.withDefaults()
 	return &Server{
-		mux: mux,
-		tls: opts.TLS,
+		mux:      mux,
+		tls:      opts.TLS,
+		maxConns: lim.MaxConnections,
 		http: &http.Server{
 			Handler:           handler,
-			ReadHeaderTimeout: 5 * time.Second,
+			ReadHeaderTimeout: lim.ReadHeaderTimeout,
+			ReadTimeout:       lim.ReadTimeout,
+			WriteTimeout:      lim.WriteTimeout,
+			IdleTimeout:       lim.IdleTimeout,
+			MaxHeaderBytes:    lim.MaxHeaderBytes,
 			ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelWarn),
 		},
 	}
@@ -113,8 +178,11 @@ func clientCert(next http.Handler, allowed []string) http.Handler {
 // Handle adds a route (Go 1.22 pattern syntax).
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// Serve serves on ln until Shutdown; it returns nil after a shutdown.
+// Serve serves on ln until Shutdown; it returns nil after a shutdown. At
+// most Limits.MaxConnections connections are open at once: the cap is on
+// the TCP connections, under TLS, so that handshakes count too.
 func (s *Server) Serve(ln net.Listener) error {
+	ln = netutil.LimitListener(ln, s.maxConns)
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
 	}

@@ -66,22 +66,20 @@ type usageRow struct {
 // start of to's month. The range may not exceed MaxUsageRange; a report of
 // more than limit groups (default and most pgsink.MaxUsageRows) is refused
 // (400 result_too_large) rather than cut. usage nil (no decision logs in
-// PostgreSQL) answers 404 usage_off. Every request must carry the bearer
-// token; an empty token refuses them all (403).
-func UsageHandler(usage Usage, token string, log *slog.Logger) http.Handler {
-	if token == "" {
-		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			writeProblem(w, http.StatusForbidden, "", "admin API disabled: set admin.token")
-		})
+// PostgreSQL) answers 404 usage_off. Every request must carry a bearer
+// token with scope read; no tokens refuses them all (403).
+func UsageHandler(usage Usage, tokens *Tokens, log *slog.Logger) http.Handler {
+	if !tokens.On() {
+		return disabled()
 	}
 	if log == nil {
 		log = slog.Default()
 	}
 	api := &usageAPI{usage: usage, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/usage", api.serve)
+	mux.HandleFunc("GET /v1/usage", need(ScopeRead, api.serve))
 	mux.HandleFunc("/v1/usage", methodNotAllowed("GET, HEAD"))
-	return requireToken(token, mux)
+	return tokens.authenticate(mux)
 }
 
 type usageAPI struct {

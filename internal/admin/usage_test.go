@@ -56,7 +56,7 @@ func usageServer(t *testing.T) string {
 	if err := ledgerpg.New(pool).Write(ctx, []ledger.Entry{e("e1", ledger.Charge, -3, "ch-r1"), e("e2", ledger.Charge, -3, "ch-r2"), e("e3", ledger.Refund, 3, "ch-r2")}); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(admin.UsageHandler(s, token, discard))
+	srv := httptest.NewServer(admin.UsageHandler(s, allScopes(t, token), discard))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
@@ -148,7 +148,7 @@ func TestUsageBadRequest(t *testing.T) {
 }
 
 func TestUsageOff(t *testing.T) {
-	srv := httptest.NewServer(admin.UsageHandler(nil, token, discard))
+	srv := httptest.NewServer(admin.UsageHandler(nil, allScopes(t, token), discard))
 	t.Cleanup(srv.Close)
 	p := wantProblem(t, do(t, srv.URL, call{method: "GET", path: "/v1/usage"}), 404)
 	if p.Reason != "usage_off" || !strings.Contains(p.Detail, "sink: postgres") {

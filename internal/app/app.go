@@ -205,11 +205,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	token, err := adminToken(cfg.Admin)
+	tokens, err := adminTokens(cfg.Admin)
 	if err != nil {
 		return nil, err
 	}
-	rlsOpts := rls.Options{FailClosed: cfg.RateLimit.FailureMode == "closed", Logger: log.With("component", "rls")}
+	rlsOpts := rls.Options{FailClosed: cfg.RateLimit.FailureMode == "closed", Logger: log.With("component", "rls"),
+		Bounds: rls.Bounds{Descriptors: cfg.RateLimit.MaxDescriptors, Entries: cfg.RateLimit.MaxEntries, EntryBytes: cfg.RateLimit.MaxEntryBytes}}
 	if dlog != nil {
 		rlsOpts.DecisionLog = dlog
 	}
@@ -267,25 +268,26 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		Logger:            log.With("component", "admin"),
 		ClientCert:        cfg.Admin.TLS.ClientCAFile != "",
 		AllowedIdentities: cfg.Admin.AllowedIdentities,
+		Limits:            admin.Limits{MaxConnections: cfg.Admin.MaxConnections},
 	}
 	if adminTLS != nil {
 		adminOpts.TLS = adminTLS.Config()
 		a.adminTLS = adminTLS
 	}
 	a.admin = admin.New(adminOpts)
-	if token != "" {
+	if tokens.On() {
 		var book admin.Ledger // no typed nil in the interface
 		if a.book != nil {
 			book = a.book
 		}
-		a.admin.Handle("/v1/", admin.AccountsHandler(limits, token, log.With("component", "admin"), book))
+		a.admin.Handle("/v1/", admin.AccountsHandler(limits, tokens, log.With("component", "admin"), book))
 		var usage admin.Usage // no typed nil in the interface
 		if a.decisions != nil {
 			usage = a.decisions
 		}
-		a.admin.Handle("/v1/usage", admin.UsageHandler(usage, token, log.With("component", "admin")))
+		a.admin.Handle("/v1/usage", admin.UsageHandler(usage, tokens, log.With("component", "admin")))
 	} else {
-		log.Info("admin API (accounts, credits) is off: set admin.token or admin.token_file to enable it")
+		log.Info("admin API (accounts, credits) is off: set admin.token, admin.token_file or admin.tokens to enable it")
 	}
 
 	var lc net.ListenConfig

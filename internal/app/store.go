@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate-dev/tollgate/internal/admin"
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 	"github.com/tollgate-dev/tollgate/ratelimit/ledger"
@@ -115,18 +116,52 @@ func redisTLS(t config.TLS) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// adminToken reads the admin API token; "" means the API is off.
-func adminToken(a config.Admin) (string, error) {
-	if a.TokenFile == "" {
-		return a.Token, nil
+// adminTokens reads the admin API's tokens: admin.token (or token_file),
+// granting every scope, and admin.tokens, each its own scopes. nil: none,
+// the API is off.
+func adminTokens(a config.Admin) (*admin.Tokens, error) {
+	if !a.APIOn() {
+		return nil, nil
 	}
-	b, err := os.ReadFile(a.TokenFile)
+	var ts []admin.Token
+	tok, err := tokenOrFile(a.Token, a.TokenFile, "admin.token_file")
 	if err != nil {
-		return "", fmt.Errorf("admin.token_file: %w", err)
+		return nil, err
+	}
+	if tok != "" {
+		ts = append(ts, admin.AllScopes(tok))
+	}
+	for i, t := range a.Tokens {
+		tok, err := tokenOrFile(t.Token, t.TokenFile, fmt.Sprintf("admin.tokens[%d].token_file", i))
+		if err != nil {
+			return nil, err
+		}
+		scopes := make([]admin.Scope, len(t.Scopes))
+		for j, s := range t.Scopes {
+			scopes[j] = admin.Scope(s)
+		}
+		ts = append(ts, admin.Token{Secret: tok, Scopes: scopes})
+	}
+	k, err := admin.NewTokens(ts...)
+	if err != nil {
+		// A token file holding the same token as another entry.
+		return nil, fmt.Errorf("admin.tokens: %w", err)
+	}
+	return k, nil
+}
+
+// tokenOrFile is token, or the trimmed content of file (field names it).
+func tokenOrFile(token, file, field string) (string, error) {
+	if file == "" {
+		return token, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", errors.New("admin.token_file: " + a.TokenFile + " is empty")
+		return "", errors.New(field + ": " + file + " is empty")
 	}
 	return tok, nil
 }

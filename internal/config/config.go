@@ -115,16 +115,85 @@ func (t ServerTLS) validate(k *checker, at string) {
 // and the admin API (accounts and credits) when a token is set.
 type Admin struct {
 	Address string `yaml:"address"`
-	// Token is the admin API's bearer token; TokenFile reads it from a
-	// file (a Kubernetes secret). Neither set: the admin API is off.
+	// Token is the admin API's bearer token granting every scope;
+	// TokenFile reads it from a file (a Kubernetes secret). Neither set,
+	// and no Tokens: the admin API is off.
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
+	// Tokens are more bearer tokens, each granting only its scopes.
+	Tokens []AdminToken `yaml:"tokens"`
+	// MaxConnections caps the listener's open connections; more wait to
+	// be accepted (default DefaultAdminMaxConnections).
+	MaxConnections int `yaml:"max_connections"`
 	// TLS serves the admin listener over HTTPS.
 	TLS ServerTLS `yaml:"tls"`
 	// AllowedIdentities, with tls.client_ca_file: the client certificate
 	// identities (URI or DNS SANs) allowed on every path but /healthz and
 	// /readyz. Empty: any certificate the client CA signed.
 	AllowedIdentities []string `yaml:"allowed_identities"`
+}
+
+// AdminToken is an admin API bearer token limited to its scopes.
+type AdminToken struct {
+	// Token, or TokenFile to read it from a file (one of them).
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+	// Scopes: read (every GET), credits (top-ups), keys (the API key
+	// directory's writes).
+	Scopes []string `yaml:"scopes"`
+}
+
+// AdminScopes are the scopes an admin token may grant.
+var AdminScopes = []string{"read", "credits", "keys"}
+
+// DefaultAdminMaxConnections caps the admin listener's connections by
+// default: Prometheus, probes and operators need a handful.
+const DefaultAdminMaxConnections = 256
+
+// MaxAdminConnections is the highest admin.max_connections.
+const MaxAdminConnections = 65536
+
+// APIOn reports whether the admin API is served: a token is configured.
+func (a Admin) APIOn() bool { return a.Token != "" || a.TokenFile != "" || len(a.Tokens) > 0 }
+
+// validate checks the tokens: each set once (token or token_file), with
+// known scopes; the same literal token never twice. Messages never quote
+// a token.
+func (a Admin) validate(k *checker) {
+	if a.Token != "" && a.TokenFile != "" {
+		k.errorf("admin.token_file", "set token or token_file, not both")
+	}
+	if m := a.MaxConnections; m < 1 || m > MaxAdminConnections {
+		k.errorf("admin.max_connections", "%d is out of range (allowed: 1 to %d)", m, MaxAdminConnections)
+	}
+	seen := map[string]string{}
+	if a.Token != "" {
+		seen[a.Token] = "admin.token"
+	}
+	for i, t := range a.Tokens {
+		at := fmt.Sprintf("admin.tokens[%d]", i)
+		switch {
+		case t.Token == "" && t.TokenFile == "":
+			k.errorf(at, "no token: set token or token_file")
+		case t.Token != "" && t.TokenFile != "":
+			k.errorf(at+".token_file", "set token or token_file, not both")
+		case t.Token != "":
+			if prev, ok := seen[t.Token]; ok {
+				k.errorf(at+".token", "the same token as %s (each token must be distinct)", prev)
+			}
+			seen[t.Token] = at
+		}
+		if len(t.Scopes) == 0 {
+			k.errorf(at+".scopes", "empty (allowed: one or more of read, credits, keys)")
+		}
+		for j, sc := range t.Scopes {
+			if !slices.Contains(AdminScopes, sc) {
+				k.errorf(fmt.Sprintf("%s.scopes[%d]", at, j), "%q is not a scope (allowed: read, credits, keys)", sc)
+			} else if slices.Index(t.Scopes, sc) < j {
+				k.errorf(fmt.Sprintf("%s.scopes[%d]", at, j), "%q is listed twice", sc)
+			}
+		}
+	}
 }
 
 // RateLimit configures the rate limit service, served on the gRPC
@@ -147,7 +216,26 @@ type RateLimit struct {
 	// certificate identities allowed to call ShouldRateLimit. Empty: any
 	// certificate the client CA signed.
 	AllowedIdentities []string `yaml:"allowed_identities"`
+	// MaxDescriptors, MaxEntries and MaxEntryBytes bound one
+	// ShouldRateLimit request: descriptors, entries per descriptor, and
+	// the bytes of an entry's key or value (and of the domain). A request
+	// past any is answered INVALID_ARGUMENT, never let through.
+	MaxDescriptors int `yaml:"max_descriptors"`
+	MaxEntries     int `yaml:"max_entries"`
+	MaxEntryBytes  int `yaml:"max_entry_bytes"`
 }
+
+// Defaults and ceilings of the rate limit service's request bounds.
+const (
+	DefaultMaxDescriptors = 64
+	DefaultMaxEntries     = 16
+	DefaultMaxEntryBytes  = 1024
+	// MaxDescriptors is ratelimit.MaxLimits: a request's limits are
+	// applied in one step of the store.
+	MaxDescriptors = 1024
+	MaxEntries     = 256
+	MaxEntryBytes  = 64 << 10
+)
 
 // WatchEnabled reports whether the files are watched (default true).
 func (r RateLimit) WatchEnabled() bool { return r.Watch == nil || *r.Watch }
@@ -404,6 +492,9 @@ func (c *Config) applyDefaults() {
 	if c.Admin.Address == "" {
 		c.Admin.Address = DefaultAdminAddress
 	}
+	if c.Admin.MaxConnections == 0 {
+		c.Admin.MaxConnections = DefaultAdminMaxConnections
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -428,6 +519,15 @@ func (c *Config) applyDefaults() {
 	}
 	if c.RateLimit.FailureMode == "" {
 		c.RateLimit.FailureMode = "open"
+	}
+	if c.RateLimit.MaxDescriptors == 0 {
+		c.RateLimit.MaxDescriptors = DefaultMaxDescriptors
+	}
+	if c.RateLimit.MaxEntries == 0 {
+		c.RateLimit.MaxEntries = DefaultMaxEntries
+	}
+	if c.RateLimit.MaxEntryBytes == 0 {
+		c.RateLimit.MaxEntryBytes = DefaultMaxEntryBytes
 	}
 	if c.Store.Memory.MaxKeys == 0 {
 		c.Store.Memory.MaxKeys = 1_000_000
@@ -554,9 +654,7 @@ func (c *Config) validate(k *checker) {
 	k.identities("ratelimit.allowed_identities", c.RateLimit.AllowedIdentities, c.GRPC.TLS.ClientCAFile, "grpc.tls.client_ca_file")
 	k.identities("xds.allowed_identities", c.XDS.AllowedIdentities, c.GRPC.TLS.ClientCAFile, "grpc.tls.client_ca_file")
 	k.identities("admin.allowed_identities", c.Admin.AllowedIdentities, c.Admin.TLS.ClientCAFile, "admin.tls.client_ca_file")
-	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
-		k.errorf("admin.token_file", "set token or token_file, not both")
-	}
+	c.Admin.validate(k)
 	c.Store.validate(k)
 	c.Postgres.validate(k)
 	if c.RateLimit.Address != "" {
@@ -572,6 +670,18 @@ func (c *Config) validate(k *checker) {
 	}
 	if c.RateLimit.Decision != "" {
 		k.check("ratelimit.decision", validDecisionPath(c.RateLimit.Decision))
+	}
+	for _, b := range []struct {
+		at       string
+		v, limit int
+	}{
+		{"ratelimit.max_descriptors", c.RateLimit.MaxDescriptors, MaxDescriptors},
+		{"ratelimit.max_entries", c.RateLimit.MaxEntries, MaxEntries},
+		{"ratelimit.max_entry_bytes", c.RateLimit.MaxEntryBytes, MaxEntryBytes},
+	} {
+		if b.v < 1 || b.v > b.limit {
+			k.errorf(b.at, "%d is out of range (allowed: 1 to %d)", b.v, b.limit)
+		}
 	}
 	for _, fleet := range slices.Sorted(maps.Keys(c.XDS.Fleets)) { // sorted: the same errors past the cap
 		k.path("xds.fleets."+fleet, c.XDS.Fleets[fleet], fmt.Sprintf("empty routes file for fleet %q", fleet), "the path of a routes file")

@@ -16,6 +16,8 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/yamlstrict"
+	"github.com/tollgate-dev/tollgate/ratelimit"
+	"github.com/tollgate-dev/tollgate/ratelimit/rls"
 )
 
 func TestMain(m *testing.M) {
@@ -334,6 +336,49 @@ func TestParse(t *testing.T) {
 			}},
 		{name: "reflection asked for", doc: "grpc: {address: \"0.0.0.0:9191\", reflection: true}\n",
 			check: func(c *config.Config) bool { return c.GRPC.ReflectionOn(c.GRPC.Address) }},
+		{name: "ratelimit bounds default", doc: "ratelimit: {failure_mode: open}\n",
+			check: func(c *config.Config) bool {
+				return c.RateLimit.MaxDescriptors == 64 && c.RateLimit.MaxEntries == 16 && c.RateLimit.MaxEntryBytes == 1024
+			}},
+		{name: "ratelimit bounds set", doc: "ratelimit: {max_descriptors: 1024, max_entries: 1, max_entry_bytes: 65536}\n",
+			check: func(c *config.Config) bool {
+				return c.RateLimit.MaxDescriptors == 1024 && c.RateLimit.MaxEntries == 1 && c.RateLimit.MaxEntryBytes == 65536
+			}},
+		{name: "ratelimit max_descriptors past MaxLimits", doc: "ratelimit:\n  max_descriptors: 1025\n",
+			err: "f.yaml:2: ratelimit.max_descriptors: 1025 is out of range (allowed: 1 to 1024)"},
+		{name: "ratelimit max_entries negative", doc: "ratelimit:\n  max_entries: -1\n",
+			err: "f.yaml:2: ratelimit.max_entries: -1 is out of range (allowed: 1 to 256)"},
+		{name: "ratelimit max_entry_bytes too large", doc: "ratelimit:\n\n  max_entry_bytes: 65537\n",
+			err: "f.yaml:3: ratelimit.max_entry_bytes: 65537 is out of range (allowed: 1 to 65536)"},
+		{name: "ratelimit max_entries not a number", doc: "ratelimit: {max_entries: many}\n",
+			err: "f.yaml:1: ratelimit.max_entries"},
+		{name: "admin tokens", doc: "admin:\n  token: all\n  tokens:\n    - {token: ro, scopes: [read]}\n    - {token_file: /run/secrets/ops, scopes: [read, credits, keys]}\n",
+			check: func(c *config.Config) bool {
+				return c.Admin.APIOn() && len(c.Admin.Tokens) == 2 && c.Admin.Tokens[0].Scopes[0] == "read" &&
+					c.Admin.Tokens[1].TokenFile == "/run/secrets/ops" && c.Admin.MaxConnections == config.DefaultAdminMaxConnections
+			}},
+		{name: "admin tokens alone turn the API on", doc: "admin: {tokens: [{token: ro, scopes: [read]}]}\n",
+			check: func(c *config.Config) bool { return c.Admin.APIOn() }},
+		{name: "admin API off by default", doc: "admin: {address: 127.0.0.1:9192}\n",
+			check: func(c *config.Config) bool { return !c.Admin.APIOn() }},
+		{name: "admin token unknown scope", doc: "admin:\n  tokens:\n    - token: ro\n      scopes: [read, write]\n",
+			err: `f.yaml:4: admin.tokens[0].scopes[1]: "write" is not a scope (allowed: read, credits, keys)`},
+		{name: "admin token no scopes", doc: "admin:\n  tokens:\n    - token: ro\n",
+			err: "f.yaml:3: admin.tokens[0].scopes: empty (allowed: one or more of read, credits, keys)"},
+		{name: "admin token scope twice", doc: "admin: {tokens: [{token: ro, scopes: [read, read]}]}\n",
+			err: `admin.tokens[0].scopes[1]: "read" is listed twice`},
+		{name: "admin token neither token nor file", doc: "admin:\n  tokens:\n    - scopes: [read]\n",
+			err: "f.yaml:3: admin.tokens[0]: no token: set token or token_file"},
+		{name: "admin token and file", doc: "admin:\n  tokens:\n    - token: ro\n      token_file: /x\n      scopes: [read]\n",
+			err: "f.yaml:4: admin.tokens[0].token_file: set token or token_file, not both"},
+		{name: "admin token twice", doc: "admin:\n  token: s3cret-one\n  tokens:\n    - {token: s3cret-one, scopes: [read]}\n",
+			err: "f.yaml:4: admin.tokens[0].token: the same token as admin.token (each token must be distinct)"},
+		{name: "admin token unknown key", doc: "admin: {tokens: [{token: ro, scope: [read]}]}\n",
+			err: "scope"},
+		{name: "admin max_connections", doc: "admin:\n  max_connections: 0\n",
+			check: func(c *config.Config) bool { return c.Admin.MaxConnections == config.DefaultAdminMaxConnections }},
+		{name: "admin max_connections negative", doc: "admin:\n  max_connections: -5\n",
+			err: "f.yaml:2: admin.max_connections: -5 is out of range (allowed: 1 to 65536)"},
 		{name: "syntax error on line 1", doc: `grpc: "\q"`, err: "f.yaml:1: invalid YAML: found unknown escape character"},
 		{name: "tab on line 1", doc: "\t- a", err: "f.yaml:1: invalid YAML:"},
 		{name: "YAML version on line 1", doc: "%YAML 2.0\n---\na: 1", err: "f.yaml:1: invalid YAML:"},
@@ -360,6 +405,12 @@ func TestParse(t *testing.T) {
 // TestPostgresDSNNeverEchoed: a DSN pgx cannot parse is refused with a
 // message naming the field, without any part of the password.
 func TestPostgresDSNNeverEchoed(t *testing.T) {
+	t.Run("admin tokens never echoed", func(t *testing.T) {
+		_, err := config.Parse("f.yaml", []byte("admin: {token: s3cret-one, tokens: [{token: s3cret-one, scopes: [nope]}]}\n"))
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error %v: want one that does not quote the token", err)
+		}
+	})
 	tests := []struct {
 		name, dsn, reason string
 	}{
@@ -415,5 +466,18 @@ func TestManyFleetErrors(t *testing.T) {
 		} else if err.Error() != first {
 			t.Fatalf("the errors differ from one Parse to the next:\n%s\n---\n%s", first, err)
 		}
+	}
+}
+
+// TestRateLimitBoundsAgree: the configuration's defaults are the rate
+// limit service's, and no configuration allows more descriptors than one
+// request may carry limits.
+func TestRateLimitBoundsAgree(t *testing.T) {
+	if config.MaxDescriptors != ratelimit.MaxLimits {
+		t.Errorf("config.MaxDescriptors %d, ratelimit.MaxLimits %d: want equal", config.MaxDescriptors, ratelimit.MaxLimits)
+	}
+	got := [3]int{config.DefaultMaxDescriptors, config.DefaultMaxEntries, config.DefaultMaxEntryBytes}
+	if want := [3]int{rls.DefaultMaxDescriptors, rls.DefaultMaxEntries, rls.DefaultMaxEntryBytes}; got != want {
+		t.Errorf("config defaults %v, rls defaults %v: want equal", got, want)
 	}
 }

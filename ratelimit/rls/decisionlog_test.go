@@ -70,4 +70,12 @@ func TestDecisionLogRecords(t *testing.T) {
 	if line := <-sink.Lines; !strings.Contains(line, `"decision":{"allow":false,"reason":"invalid_request"}`) {
 		t.Errorf("invalid request logged as %s", line)
 	}
+	// A request past the bounds is logged without its descriptors.
+	if _, err := client.ShouldRateLimit(context.Background(), addresses(700, "x")); err == nil {
+		t.Fatal("700 descriptors were accepted")
+	}
+	if line := <-sink.Lines; !strings.Contains(line, `"decision":{"allow":false,"reason":"invalid_request"}`) ||
+		strings.Contains(line, "remote_address") || len(line) > 2048 {
+		t.Errorf("a request past the bounds logged as %s, want invalid_request without its descriptors", line)
+	}
 }

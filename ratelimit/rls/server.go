@@ -3,6 +3,7 @@ package rls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -40,6 +41,64 @@ type Server struct {
 	failOpen bool
 	errLog   throttle.Every
 	dlog     DecisionLogger
+	bounds   Bounds
+}
+
+// Bounds limit the size of one ShouldRateLimit request; a request past
+// any is answered InvalidArgument (never a store call, never fail-open).
+// Zero fields take the defaults.
+type Bounds struct {
+	// Descriptors per request (DefaultMaxDescriptors).
+	Descriptors int
+	// Entries per descriptor (DefaultMaxEntries).
+	Entries int
+	// EntryBytes: the longest key or value of an entry, in bytes
+	// (DefaultMaxEntryBytes).
+	EntryBytes int
+}
+
+// Defaults of Bounds: far above what Envoy's rate limit actions produce
+// (a route's actions make one descriptor each, of a few entries).
+const (
+	DefaultMaxDescriptors = 64
+	DefaultMaxEntries     = 16
+	DefaultMaxEntryBytes  = 1024
+)
+
+func (b Bounds) withDefaults() Bounds {
+	if b.Descriptors <= 0 {
+		b.Descriptors = DefaultMaxDescriptors
+	}
+	if b.Entries <= 0 {
+		b.Entries = DefaultMaxEntries
+	}
+	if b.EntryBytes <= 0 {
+		b.EntryBytes = DefaultMaxEntryBytes
+	}
+	return b
+}
+
+// check reports the first bound req breaks, as an InvalidArgument status.
+func (b Bounds) check(req *rlsv3.RateLimitRequest) error {
+	ds := req.GetDescriptors()
+	if len(ds) > b.Descriptors {
+		return status.Errorf(codes.InvalidArgument, "%d rate limit descriptors in one request; at most %d are allowed (ratelimit.max_descriptors)", len(ds), b.Descriptors)
+	}
+	if len(req.GetDomain()) > b.EntryBytes {
+		return status.Errorf(codes.InvalidArgument, "rate limit domain is %d bytes long; at most %d are allowed (ratelimit.max_entry_bytes)", len(req.GetDomain()), b.EntryBytes)
+	}
+	for i, d := range ds {
+		es := d.GetEntries()
+		if len(es) > b.Entries {
+			return status.Errorf(codes.InvalidArgument, "descriptor %d has %d entries; at most %d are allowed (ratelimit.max_entries)", i, len(es), b.Entries)
+		}
+		for j, e := range es {
+			if n := max(len(e.GetKey()), len(e.GetValue())); n > b.EntryBytes {
+				return status.Errorf(codes.InvalidArgument, "descriptor %d, entry %d: a key or value of %d bytes; at most %d are allowed (ratelimit.max_entry_bytes)", i, j, n, b.EntryBytes)
+			}
+		}
+	}
+	return nil
 }
 
 // DecisionLogger takes decision records; it must not block.
@@ -62,6 +121,8 @@ type Options struct {
 	Logger *slog.Logger
 	// DecisionLog receives one record per call; nil: none.
 	DecisionLog DecisionLogger
+	// Bounds limit the size of a request (zero: the defaults).
+	Bounds Bounds
 }
 
 // logOnce logs at most once per 10 s.
@@ -89,7 +150,7 @@ func New(engine *ratelimit.Engine, opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{engine: engine, log: log, failOpen: !opts.FailClosed, source: opts.Source, dlog: opts.DecisionLog}
+	s := &Server{engine: engine, log: log, failOpen: !opts.FailClosed, source: opts.Source, dlog: opts.DecisionLog, bounds: opts.Bounds.withDefaults()}
 	s.config.Store(&rlsconfig.Config{})
 	return s
 }
@@ -97,10 +158,16 @@ func New(engine *ratelimit.Engine, opts Options) *Server {
 // SetConfig publishes a new, fully validated configuration atomically.
 func (s *Server) SetConfig(c *rlsconfig.Config) { s.config.Store(c) }
 
-// ShouldRateLimit implements RateLimitService. Malformed requests are
-// InvalidArgument; a store failure under a fail-closed limit is
-// Unavailable, so Envoy's failure_mode_deny decides.
+// ShouldRateLimit implements RateLimitService. Malformed requests, and
+// requests past the Bounds, are InvalidArgument; a store failure under a
+// fail-closed limit is Unavailable, so Envoy's failure_mode_deny decides.
 func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if err := s.bounds.check(req); err != nil {
+		if s.dlog != nil { // recorded without the oversized descriptors
+			s.logDecision(ctx, &rlsv3.RateLimitRequest{Domain: req.GetDomain()[:min(len(req.GetDomain()), s.bounds.EntryBytes)]}, time.Now(), &taken{}, nil, err)
+		}
+		return nil, err
+	}
 	if s.dlog == nil {
 		return s.shouldRateLimit(ctx, req, nil)
 	}
@@ -218,6 +285,13 @@ func (s *Server) shouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 			// through: log it and go on with the files' limits.
 			s.logOnce("rate limit policy failed; applying the configuration files' limits only", err)
 		}
+		if total := policyLimits(extra); total+n > ratelimit.MaxLimits {
+			// So is a policy giving more limits than one request may
+			// carry (the files give at most one per descriptor).
+			s.logOnce("rate limit policy gave too many limits; applying the configuration files' limits only",
+				fmt.Errorf("%d limits for %d descriptors; at most %d per request, the files' included", total, n, ratelimit.MaxLimits))
+			extra = nil
+		}
 		for i, ls := range extra {
 			if i >= n {
 				break
@@ -312,6 +386,15 @@ func (s *Server) shouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 		resp.RawBody = overLimitBody(&limits[out.Denied], out)
 	}
 	return resp, nil
+}
+
+// policyLimits counts the limits a DescriptorSource gave.
+func policyLimits(extra [][]ratelimit.Limit) int {
+	total := 0
+	for _, ls := range extra {
+		total += len(ls)
+	}
+	return total
 }
 
 // limitFor turns a matched rule (or a request's per-descriptor override)

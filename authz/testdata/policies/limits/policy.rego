@@ -36,3 +36,10 @@ decision := object.union(base, {
 	"limits": [{"name": "per_second", "key": "credits", "limit": 20, "window": "1s"}],
 	"charge": {"account": "credits", "credits": 5},
 }) if path == "/credits"
+
+# As many limits as the request's x-limits header says: up to
+# ratelimit.MaxLimits they are applied in one step; more is an invalid
+# decision.
+decision := object.union(base, {"limits": [{"name": sprintf("l%d", [i]), "key": "many", "limit": 2, "window": "1m"} |
+	some i in numbers.range(1, to_number(input.attributes.request.http.headers["x-limits"]))
+]}) if path == "/many"

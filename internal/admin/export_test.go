@@ -1,0 +1,4 @@
+package admin
+
+// UsageTimeout is usageTimeout, for the tests of the package's bounds.
+const UsageTimeout = usageTimeout
