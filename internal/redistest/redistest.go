@@ -24,6 +24,7 @@ type Server struct {
 	dir  string
 	cmd  *exec.Cmd
 	args []string // extra redis-server arguments
+	conf string   // a Sentinel's config file (redis-server conf --sentinel)
 }
 
 // Start starts redis-server from PATH and stops it when the test ends.
@@ -43,6 +44,13 @@ func StartWith(t testing.TB, args ...string) *Server {
 
 func start(t testing.TB, args ...string) *Server {
 	t.Helper()
+	return startConf(t, nil, args...)
+}
+
+// startConf starts redis-server; with conf, a Sentinel whose config file
+// conf writes (it is given the server's port).
+func startConf(t testing.TB, conf func(port string) string, args ...string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		msg := "redis-server is not on PATH (install it: apt-get install redis-server, or brew install redis)"
 		if os.Getenv("CI") != "" {
@@ -53,6 +61,13 @@ func start(t testing.TB, args ...string) *Server {
 	s := &Server{t: t, dir: t.TempDir(), args: args}
 	for attempt := 0; ; attempt++ {
 		s.Addr = freeAddr(t)
+		if conf != nil {
+			_, port, _ := net.SplitHostPort(s.Addr)
+			s.conf = filepath.Join(s.dir, "sentinel.conf")
+			if err := os.WriteFile(s.conf, []byte(conf(port)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 		err := s.start()
 		if err == nil {
 			break
@@ -76,9 +91,13 @@ func freeAddr(t testing.TB) string {
 
 func (s *Server) start() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command("redis-server", append([]string{
-		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log")}, s.args...)...)
+	var args []string
+	if s.conf != "" {
+		args = []string{s.conf, "--sentinel"}
+	}
+	args = append(append(args, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log")), s.args...)
+	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
