@@ -36,14 +36,16 @@ const (
 // three Sentinels monitoring it with quorum 2, and stops them all when the
 // test ends. It returns once every replica is in sync and every Sentinel
 // knows the replicas and the other two Sentinels.
-func StartSentinel(t testing.TB, replicas int) *Sentinel {
+// args are more redis-server arguments for the data nodes (such as
+// "--min-replicas-to-write", "1").
+func StartSentinel(t testing.TB, replicas int, args ...string) *Sentinel {
 	t.Helper()
 	if replicas < 1 || replicas > 2 {
 		t.Fatalf("redistest.StartSentinel: %d replicas (allowed: 1 or 2)", replicas)
 	}
 	// A replica's first sync goes over the socket at once, not after the
 	// default 5 s wait for more replicas.
-	repl := []string{"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}
+	repl := append([]string{"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}, args...)
 	g := &Sentinel{t: t}
 	primary := start(t, repl...)
 	g.Nodes = append(g.Nodes, primary)
