@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/internal/redistest"
 	"github.com/tollgate-dev/tollgate/ratelimit"
@@ -200,4 +202,62 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusterFailoverUnderLoad: in a Cluster of three masters with a
+// replica each, CLUSTER FAILOVER on the replica of the master of the
+// account's slot, then a resharding that moves the slot to another master
+// (SETSLOT and MIGRATE), each under the load of underFailover. The client
+// follows the MOVED and ASK redirects; a coordinated failover stops writes
+// on the master until the replica has caught up, and MIGRATE moves keys
+// atomically, so the account loses exactly the credits acknowledged.
+func TestClusterFailoverUnderLoad(t *testing.T) {
+	c := redistest.StartClusterReplicas(t, 3, 1)
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr
+	}
+	client := ratelimit.NewRedisClient(ratelimit.RedisOptions{Addrs: addrs, Timeout: 250 * time.Millisecond}, nil)
+	t.Cleanup(func() { client.Close() })
+	store := ratelimit.NewRedisStore(client, 250*time.Millisecond)
+	slot := c.Slot("tollgate:{acme}:credits")
+	exact := func(r failoverLoad) {
+		t.Helper()
+		if spent := r.topup - r.final; spent != r.acked {
+			t.Errorf("the balance went from %d to %d (%d spent), but %d credits were acknowledged to callers", r.topup, r.final, spent, r.acked)
+		}
+	}
+	old := c.Primary(slot)
+	r := underFailover(t, store, "acme", func() {
+		if c.Failover(slot) == old {
+			t.Errorf("slot %d is still served by %s", slot, old.Addr)
+		}
+	})
+	exact(r)
+
+	// The resharding moves the slot of another account (with a ledger
+	// stream of its own, in its slot) to a master that serves none of it.
+	slot2 := c.Slot("tollgate:{acme2}:credits")
+	from := c.Primary(slot2)
+	var to *redistest.Server
+	for _, n := range c.Nodes {
+		if n != from && n.Addr != "" && c.IsPrimary(n) {
+			to = n
+			break
+		}
+	}
+	r = underFailover(t, store, "acme2", func() { c.MoveSlot(slot2, to) })
+	exact(r)
+	if got := c.Primary(slot2); got != to {
+		t.Errorf("slot %d is served by %s after the move, want %s", slot2, got.Addr, to.Addr)
+	}
+	// The old master sent the client on: MOVED (after the move) and ASK
+	// (while it was migrating).
+	rc := redis.NewClient(&redis.Options{Addr: from.Addr})
+	defer rc.Close()
+	stats, err := rc.Info(context.Background(), "errorstats").Result()
+	if err != nil || !strings.Contains(stats, "errorstat_MOVED") {
+		t.Errorf("the old master of slot %d sent no MOVED: %v\n%s", slot2, err, stats)
+	}
+	t.Logf("redirects sent by the old master: %s", strings.Join(strings.Fields(strings.ReplaceAll(stats, "# Errorstats", "")), " "))
 }
