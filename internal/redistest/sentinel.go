@@ -231,3 +231,21 @@ func portOf(addr string) string {
 	_, port, _ := net.SplitHostPort(addr)
 	return port
 }
+
+// StartReplica starts a replica of primary (sent at once, without the
+// wait for more replicas) and returns once it is in sync.
+func StartReplica(t testing.TB, primary *Server) *Server {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: primary.Addr, MaxRetries: -1})
+	defer c.Close()
+	if err := c.ConfigSet(t.Context(), "repl-diskless-sync-delay", "0").Err(); err != nil {
+		t.Fatalf("CONFIG SET on %s: %v", primary.Addr, err)
+	}
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	r := start(t, "--replicaof", host, port)
+	waitFor(t, 10*time.Second, "replica "+r.Addr+" in sync", func(ctx context.Context) (bool, string) {
+		info := infoOf(ctx, r.Addr, "replication")
+		return strings.Contains(info, "master_link_status:up") && strings.Contains(info, "master_sync_in_progress:0"), info
+	})
+	return r
+}
