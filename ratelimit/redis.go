@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -269,6 +270,9 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	if s.cluster {
+		ctx = context.WithValue(ctx, sendOnceKey{}, new(sendOnce))
+	}
 	res, err := takeScript.Run(ctx, s.client, keys, args...).Int64Slice()
 	if errors.Is(err, redis.ErrPoolTimeout) {
 		// Never sent: nothing to void.
@@ -577,7 +581,14 @@ type RedisOptions struct {
 // NewRedisClient builds a go-redis universal client (single node, Sentinel
 // or Cluster, as go-redis decides from the options).
 func NewRedisClient(o RedisOptions, tlsConfig *tls.Config) redis.UniversalClient {
+	return NewRedisClientDialer(o, tlsConfig, nil)
+}
+
+// NewRedisClientDialer is NewRedisClient with a dialer of its own (nil:
+// go-redis's), for tests that cut connections.
+func NewRedisClientDialer(o RedisOptions, tlsConfig *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) redis.UniversalClient {
 	opts := &redis.UniversalOptions{
+		Dialer:       dial,
 		Addrs:        o.Addrs,
 		MasterName:   o.MasterName,
 		Username:     o.Username,
@@ -599,5 +610,71 @@ func NewRedisClient(o RedisOptions, tlsConfig *tls.Config) redis.UniversalClient
 	if tlsConfig != nil {
 		opts.TLSConfig = tlsConfig
 	}
-	return redis.NewUniversalClient(opts)
+	c := redis.NewUniversalClient(opts)
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		cc.OnNewNode(func(node *redis.Client) { node.AddHook(noResend{}) })
+	}
+	return c
+}
+
+// sendOnceKey marks the context of a Take whose script a Cluster client
+// must send at most once (see noResend); its value is a *sendOnce.
+type sendOnceKey struct{}
+
+// sendOnce records that a send of a Take's script may have reached Redis.
+type sendOnce struct{ maybeRan atomic.Bool }
+
+// errMaybeRan: a Take's script was not sent again because an earlier send
+// may have run it.
+var errMaybeRan = errors.New("not resent: an earlier send may have run it")
+
+// noResend is a hook on each node of a Cluster client. go-redis's Cluster
+// client sends a command again after a failed connection (EOF, a network
+// timeout), to the same node and then another, up to MaxRedirects times,
+// whatever MaxRetries says; a Take's script resent after its reply was
+// lost would charge twice while its caller saw one charge. Once a send
+// may have reached Redis, the Take's later sends fail with errMaybeRan
+// (its void then finds what it took); redirects (MOVED, ASK) and refusals
+// that ran nothing (TRYAGAIN, CLUSTERDOWN, LOADING...) are followed.
+type noResend struct{}
+
+func (noResend) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (noResend) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (noResend) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		once, _ := ctx.Value(sendOnceKey{}).(*sendOnce)
+		if once == nil {
+			return next(ctx, cmd)
+		}
+		if once.maybeRan.Load() {
+			cmd.SetErr(errMaybeRan)
+			return errMaybeRan
+		}
+		err := next(ctx, cmd)
+		if err != nil && mayHaveRun(err) {
+			once.maybeRan.Store(true)
+		}
+		return err
+	}
+}
+
+// mayHaveRun reports whether a command that failed with err may have run
+// in Redis: anything but a reply from Redis (an error reply ran nothing
+// that go-redis would resend) or a failure before it was sent.
+func mayHaveRun(err error) bool {
+	var reply redis.Error
+	var op *net.OpError
+	switch {
+	case errors.As(err, &reply):
+		return false
+	case errors.As(err, &op) && op.Op == "dial":
+		return false
+	case errors.Is(err, redis.ErrPoolTimeout):
+		return false
+	}
+	return true
 }
