@@ -678,3 +678,28 @@ func mayHaveRun(err error) bool {
 	}
 	return true
 }
+
+// DurabilityWarnings reads Redis's appendonly and maxmemory-policy (CONFIG
+// GET) and says, for each, how balances would be lost: without the
+// append-only file a restart loses them (and the idempotency keys of
+// top-ups, so a retried top-up credits again); with an evicting policy a
+// full Redis drops them. A Redis that refuses CONFIG (most managed
+// services) is not checked: no warnings.
+func (s *RedisStore) DurabilityWarnings(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, max(s.timeout, time.Second))
+	defer cancel()
+	var warnings []string
+	for _, param := range []string{"appendonly", "maxmemory-policy"} {
+		v, err := s.client.ConfigGet(ctx, param).Result()
+		if err != nil || v[param] == "" {
+			return nil // refused (renamed, ACL, managed) or unknown: not checked
+		}
+		switch val := v[param]; {
+		case param == "appendonly" && val != "yes":
+			warnings = append(warnings, "redis runs with appendonly "+val+": a Redis restart loses the balances, the top-ups' idempotency keys (a retried top-up credits again) and the ledger entries not shipped yet; set appendonly yes")
+		case param == "maxmemory-policy" && val != "noeviction":
+			warnings = append(warnings, "redis runs with maxmemory-policy "+val+": a full Redis evicts keys, balances and the top-ups' idempotency keys among them; set maxmemory-policy noeviction")
+		}
+	}
+	return warnings
+}
