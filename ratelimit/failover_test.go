@@ -22,7 +22,7 @@ import (
 type failoverLoad struct {
 	takes, ok, errs, degraded int64
 	acked                     int64         // credits of charged Takes acknowledged as allowed
-	firstErr, lastErr         time.Duration // since the failover started (0: no error)
+	firstErr, lastErr         time.Duration // since the load started (0: no error)
 	followed                  time.Duration // after the failover ended, until every worker succeeded again
 	topup, final              int64
 }
@@ -122,6 +122,7 @@ func underFailover(t *testing.T, store *ratelimit.RedisStore, account string, fa
 		}()
 	}
 	time.Sleep(300 * time.Millisecond) // load before the failover
+	began := time.Since(start)
 	failover()
 	ended.Store(int64(time.Since(start)))
 	deadline := time.After(5 * time.Second)
@@ -146,8 +147,8 @@ func underFailover(t *testing.T, store *ratelimit.RedisStore, account string, fa
 	})
 	r.final = balance(t, store, account)
 	t.Logf("%d Takes (%d ok, %d failed, %d of them degraded); errors from %v to %v after the failover started, which took %v; all workers succeeded again %v after it ended; charged %d, acknowledged %d",
-		r.takes, r.ok, r.errs, r.degraded, r.firstErr.Round(time.Millisecond), r.lastErr.Round(time.Millisecond),
-		(time.Duration(ended.Load()) - 300*time.Millisecond).Round(time.Millisecond), r.followed.Round(time.Millisecond), r.topup-r.final, r.acked)
+		r.takes, r.ok, r.errs, r.degraded, (r.firstErr - began).Round(time.Millisecond), (r.lastErr - began).Round(time.Millisecond),
+		(time.Duration(ended.Load()) - began).Round(time.Millisecond), r.followed.Round(time.Millisecond), r.topup-r.final, r.acked)
 	return r
 }
 
@@ -182,16 +183,23 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 		name    string
 		args    []string
 		maxLost int64
+
+		kill bool // kill -9 the primary instead
 	}{
 		{name: "default", maxLost: -1},
 		{name: "min-replicas-to-write", args: []string{"--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"}, maxLost: 2 * 8 * 3},
+		{name: "primary killed", maxLost: -1, kill: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := redistest.StartSentinel(t, 1, tc.args...)
 			client := ratelimit.NewRedisClient(ratelimit.RedisOptions{Addrs: g.Addrs(), MasterName: redistest.MasterName, Timeout: 250 * time.Millisecond}, nil)
 			t.Cleanup(func() { client.Close() })
 			store := ratelimit.NewRedisStore(client, 250*time.Millisecond)
-			r := underFailover(t, store, "acme", func() { g.Failover() })
+			failover := func() { g.Failover() }
+			if tc.kill {
+				failover = func() { g.KillPrimary() }
+			}
+			r := underFailover(t, store, "acme", failover)
 			spent := r.topup - r.final
 			if spent > r.acked {
 				t.Errorf("the balance went from %d to %d (%d spent), but only %d credits were acknowledged to callers", r.topup, r.final, spent, r.acked)

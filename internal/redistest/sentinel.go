@@ -249,3 +249,29 @@ func StartReplica(t testing.TB, primary *Server) *Server {
 	})
 	return r
 }
+
+// KillPrimary kills the primary (SIGKILL, as a crash; it stays down) and
+// returns the replica the Sentinels promote, once every Sentinel names it
+// and it says it is a primary.
+func (g *Sentinel) KillPrimary() *Server {
+	g.t.Helper()
+	old := g.Primary()
+	old.Stop()
+	var primary *Server
+	waitFor(g.t, 20*time.Second, "the Sentinels to replace "+old.Addr, func(ctx context.Context) (bool, string) {
+		addr, detail := g.agreed(ctx)
+		if addr == "" || addr == old.Addr {
+			return false, "sentinels say " + addr + detail
+		}
+		if !strings.Contains(infoOf(ctx, addr, "replication"), "role:master") {
+			return false, addr + " is not a primary yet"
+		}
+		for _, n := range g.Nodes {
+			if n.Addr == addr {
+				primary = n
+			}
+		}
+		return primary != nil, "unknown primary " + addr
+	})
+	return primary
+}
