@@ -576,19 +576,15 @@ type RedisOptions struct {
 	DB         int
 	PoolSize   int
 	Timeout    time.Duration
+	// Dialer opens connections (nil: go-redis's); tests cut them.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // NewRedisClient builds a go-redis universal client (single node, Sentinel
 // or Cluster, as go-redis decides from the options).
 func NewRedisClient(o RedisOptions, tlsConfig *tls.Config) redis.UniversalClient {
-	return NewRedisClientDialer(o, tlsConfig, nil)
-}
-
-// NewRedisClientDialer is NewRedisClient with a dialer of its own (nil:
-// go-redis's), for tests that cut connections.
-func NewRedisClientDialer(o RedisOptions, tlsConfig *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) redis.UniversalClient {
 	opts := &redis.UniversalOptions{
-		Dialer:       dial,
+		Dialer:       o.Dialer,
 		Addrs:        o.Addrs,
 		MasterName:   o.MasterName,
 		Username:     o.Username,

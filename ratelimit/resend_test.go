@@ -65,7 +65,7 @@ func TestClusterTakeNotResent(t *testing.T) {
 	for i, n := range c.Nodes {
 		addrs[i] = n.Addr
 	}
-	client := ratelimit.NewRedisClientDialer(ratelimit.RedisOptions{Addrs: addrs, Timeout: time.Second}, nil, d.dial)
+	client := ratelimit.NewRedisClient(ratelimit.RedisOptions{Addrs: addrs, Timeout: time.Second, Dialer: d.dial}, nil)
 	t.Cleanup(func() { client.Close() })
 	eng, err := ratelimit.NewEngine(ratelimit.NewRedisStore(client, time.Second), ratelimit.Options{})
 	if err != nil {
