@@ -28,8 +28,8 @@ type failoverLoad struct {
 }
 
 // underFailover runs charged Takes (credits and a rate limit, failing
-// closed) and uncharged ones (a rate limit failing open) on account from
-// eight workers while failover runs, then until every worker has
+// closed; eight workers) and uncharged ones (a rate limit failing open;
+// two workers) on account while failover runs, then until every worker has
 // succeeded again, and waits for the voids of the Takes whose outcome was
 // unknown. It checks what must hold whatever the failover loses: no
 // panic, an error is ErrStoreUnavailable (or the deadline's), no charged
