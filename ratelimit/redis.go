@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -269,6 +270,9 @@ func (s *RedisStore) Take(ctx context.Context, req *Request) (*Outcome, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	if s.cluster {
+		ctx = context.WithValue(ctx, sendOnceKey{}, new(sendOnce))
+	}
 	res, err := takeScript.Run(ctx, s.client, keys, args...).Int64Slice()
 	if errors.Is(err, redis.ErrPoolTimeout) {
 		// Never sent: nothing to void.
@@ -572,12 +576,15 @@ type RedisOptions struct {
 	DB         int
 	PoolSize   int
 	Timeout    time.Duration
+	// Dialer opens connections (nil: go-redis's); tests cut them.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // NewRedisClient builds a go-redis universal client (single node, Sentinel
 // or Cluster, as go-redis decides from the options).
 func NewRedisClient(o RedisOptions, tlsConfig *tls.Config) redis.UniversalClient {
 	opts := &redis.UniversalOptions{
+		Dialer:       o.Dialer,
 		Addrs:        o.Addrs,
 		MasterName:   o.MasterName,
 		Username:     o.Username,
@@ -599,5 +606,96 @@ func NewRedisClient(o RedisOptions, tlsConfig *tls.Config) redis.UniversalClient
 	if tlsConfig != nil {
 		opts.TLSConfig = tlsConfig
 	}
-	return redis.NewUniversalClient(opts)
+	c := redis.NewUniversalClient(opts)
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		cc.OnNewNode(func(node *redis.Client) { node.AddHook(noResend{}) })
+	}
+	return c
+}
+
+// sendOnceKey marks the context of a Take whose script a Cluster client
+// must send at most once (see noResend); its value is a *sendOnce.
+type sendOnceKey struct{}
+
+// sendOnce records that a send of a Take's script may have reached Redis.
+type sendOnce struct{ maybeRan atomic.Bool }
+
+// errMaybeRan: a Take's script was not sent again because an earlier send
+// may have run it.
+var errMaybeRan = errors.New("not resent: an earlier send may have run it")
+
+// noResend is a hook on each node of a Cluster client. go-redis's Cluster
+// client sends a command again after a failed connection (EOF, a network
+// timeout), to the same node and then another, up to MaxRedirects times,
+// whatever MaxRetries says; a Take's script resent after its reply was
+// lost would charge twice while its caller saw one charge. Once a send
+// may have reached Redis, the Take's later sends fail with errMaybeRan
+// (its void then finds what it took); redirects (MOVED, ASK) and refusals
+// that ran nothing (TRYAGAIN, CLUSTERDOWN, LOADING...) are followed.
+type noResend struct{}
+
+func (noResend) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (noResend) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (noResend) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		once, _ := ctx.Value(sendOnceKey{}).(*sendOnce)
+		if once == nil {
+			return next(ctx, cmd)
+		}
+		if once.maybeRan.Load() {
+			cmd.SetErr(errMaybeRan)
+			return errMaybeRan
+		}
+		err := next(ctx, cmd)
+		if err != nil && mayHaveRun(err) {
+			once.maybeRan.Store(true)
+		}
+		return err
+	}
+}
+
+// mayHaveRun reports whether a command that failed with err may have run
+// in Redis: anything but a reply from Redis (an error reply ran nothing
+// that go-redis would resend) or a failure before it was sent.
+func mayHaveRun(err error) bool {
+	var reply redis.Error
+	var op *net.OpError
+	switch {
+	case errors.As(err, &reply):
+		return false
+	case errors.As(err, &op) && op.Op == "dial":
+		return false
+	case errors.Is(err, redis.ErrPoolTimeout):
+		return false
+	}
+	return true
+}
+
+// DurabilityWarnings reads Redis's appendonly and maxmemory-policy (CONFIG
+// GET) and says, for each, how balances would be lost: without the
+// append-only file a restart loses them (and the idempotency keys of
+// top-ups, so a retried top-up credits again); with an evicting policy a
+// full Redis drops them. A Redis that refuses CONFIG (most managed
+// services) is not checked: no warnings.
+func (s *RedisStore) DurabilityWarnings(ctx context.Context) []string {
+	ctx, cancel := context.WithTimeout(ctx, max(s.timeout, time.Second))
+	defer cancel()
+	var warnings []string
+	for _, param := range []string{"appendonly", "maxmemory-policy"} {
+		v, err := s.client.ConfigGet(ctx, param).Result()
+		if err != nil || v[param] == "" {
+			return nil // refused (renamed, ACL, managed) or unknown: not checked
+		}
+		switch val := v[param]; {
+		case param == "appendonly" && val != "yes":
+			warnings = append(warnings, "redis runs with appendonly "+val+": a Redis restart loses the balances, the top-ups' idempotency keys (a retried top-up credits again) and the ledger entries not shipped yet; set appendonly yes")
+		case param == "maxmemory-policy" && val != "noeviction":
+			warnings = append(warnings, "redis runs with maxmemory-policy "+val+": a full Redis evicts keys, balances and the top-ups' idempotency keys among them; set maxmemory-policy noeviction")
+		}
+	}
+	return warnings
 }

@@ -30,6 +30,15 @@ const ledgerUsage = `Usage:
 The ledger is kept in PostgreSQL: the server needs postgres configured.
 `
 
+// driftHint says what a lasting drift means.
+const driftHint = `
+A drift that lasts means Redis lost balance changes it had acknowledged, after the ledger had
+shipped them to PostgreSQL: a failover to a replica that had not received them (replication is
+asynchronous), or a restart without appendonly. A positive drift is charges lost (the balance
+still has credits the customer spent); a negative one, top-ups or refunds lost, or changes made
+to the balance outside Tollgate. Changes lost before they were shipped leave no trace in either.
+`
+
 // errDrift: verify found an account whose ledger does not match its
 // balance.
 var errDrift = errors.New("the ledger does not match the balance")
@@ -120,6 +129,7 @@ func ledgerVerify(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "%-6s %s: balance %d, ledger %d (%d entries), drift %d\n", status, account, v.Balance, v.LedgerSum, v.Entries, v.Drift)
 	}
 	if drifted > 0 {
+		fmt.Fprint(stdout, driftHint)
 		return fmt.Errorf("%s: %d of %d accounts: %w", cmd, drifted, len(pos), errDrift)
 	}
 	return nil

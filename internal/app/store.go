@@ -75,10 +75,16 @@ func newStore(ctx context.Context, c config.Store, settle config.Settle, shipped
 	voidClient := ratelimit.NewRedisClient(opts, tlsConfig)
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if err := client.Ping(pctx).Err(); err != nil {
-		log.Warn("redis is not reachable yet; limits follow their failure mode until it is", "addrs", r.Addrs, "error", err)
+	pingErr := client.Ping(pctx).Err()
+	if pingErr != nil {
+		log.Warn("redis is not reachable yet; limits follow their failure mode until it is", "addrs", r.Addrs, "error", pingErr)
 	}
 	rs := ratelimit.NewRedisStore(client, time.Duration(r.Timeout))
+	if pingErr == nil {
+		for _, w := range rs.DurabilityWarnings(ctx) {
+			log.Warn(w, "addrs", r.Addrs)
+		}
+	}
 	rs.SetClockSkew(time.Duration(r.ClockSkew))
 	rs.SetVoidClient(voidClient)
 	rs.SetSettleTimeout(time.Duration(settle.Timeout))
