@@ -149,7 +149,7 @@ func TestLedgerVerifyLostWrites(t *testing.T) {
 	charge(curEng, 1, 2)
 	ship(cur)
 
-	srv := httptest.NewServer(admin.AccountsHandler(curEng, testAdminToken, slog.New(slog.DiscardHandler), sink))
+	srv := httptest.NewServer(admin.AccountsHandler(curEng, adminTokens(t), slog.New(slog.DiscardHandler), sink))
 	t.Cleanup(srv.Close)
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", testAdminToken)
 	tries, pause := verifyTries, verifyPause
