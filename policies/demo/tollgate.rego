@@ -63,11 +63,12 @@ match := {"id": id, "consumer": consumer, "plan": plan, "prefix": prefix} if {
 # is anything an upstream might read as another path. Each segment is
 # made of RFC 3986 path characters without "%" (no percent-encoding at all:
 # parsed_path is decoded, so nothing decoded may differ from what was sent)
-# and without ";" (path parameters, "..;" to Tomcat); no empty segment but
-# a trailing "/"; no segment of dots only ("...", "." and "..").
+# and without ";" (path parameters, "..;" to Tomcat), with a character
+# other than "." (no ".", ".." or "..."); no empty segment but a trailing
+# "/". One regular expression says it all: each builtin call costs
+# microseconds on the allowed path.
 normal_path if {
-	regex.match(`^(/[A-Za-z0-9._~!$&'()*+,=:@-]+)*/?$`, path)
-	not regex.match(`(^|/)\.+(/|$)`, path)
+	regex.match(`^(/\.*[A-Za-z0-9_~!$&'()*+,=:@-][A-Za-z0-9._~!$&'()*+,=:@-]*)*/?$`, path)
 
 	# parsed_path takes "//host/..." for an authority (as opa-envoy-plugin
 	# does); the segments must spell the path itself.
@@ -75,7 +76,10 @@ normal_path if {
 }
 
 # within(segments, prefix): the path segments start with the prefix's
-# whole segments; a prefix ending in "/" needs one segment more.
+# whole segments; a prefix ending in "/" needs one segment more; "/" is
+# every path.
+within(_, "/")
+
 within(segments, prefix) if {
 	not endswith(prefix, "/")
 	want := split(trim_prefix(prefix, "/"), "/")
@@ -84,7 +88,8 @@ within(segments, prefix) if {
 
 within(segments, prefix) if {
 	endswith(prefix, "/")
-	want := [s | some s in split(prefix, "/"); s != ""]
+	prefix != "/"
+	want := split(trim(prefix, "/"), "/")
 	count(segments) > count(want)
 	array.slice(segments, 0, count(want)) == want
 }
