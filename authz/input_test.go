@@ -629,6 +629,19 @@ func handCases(t testing.TB) []inputCase {
 			},
 		},
 		{
+			name: "header_map only (encode_raw_headers)",
+			req: httpReq(&authv3.AttributeContext_HttpRequest{
+				Method: "POST", Path: "/submit", Body: `{"a":1}`,
+				HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+					{Key: "Content-Type", RawValue: []byte("application/json")},
+					{Key: "x-dup", RawValue: []byte("1")},
+					{Key: "x-dup", Value: "2"},
+					{Key: "x-tollgate-plan", RawValue: []byte("forged")},
+				}},
+			}),
+			expect: map[string]string{"parsed_body": `{"a": 1}`},
+		},
+		{
 			name: "query only path",
 			req:  httpReq(&authv3.AttributeContext_HttpRequest{Path: "?a=1"}),
 			expect: map[string]string{
