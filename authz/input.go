@@ -21,8 +21,11 @@ import (
 // opa-envoy-plugin gives its policies (the request in protojson form, plus
 // parsed_path, parsed_query, parsed_body, truncated_body and version), built
 // directly as an AST value — no JSON round trip. It never fails: parts that
-// cannot be parsed (a malformed body or path) are left undefined.
+// cannot be parsed (a malformed body or path) are left undefined. When
+// Envoy sends header_map (encode_raw_headers: true) and no headers, the
+// input has headers too, read from header_map as Envoy writes headers.
 func Input(req *authv3.CheckRequest) ast.Value {
+	req = withHeaderMap(req)
 	b := &builder{}
 	start := b.fields(req.ProtoReflect())
 	b.push(termVersion, versionValue)

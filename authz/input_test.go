@@ -42,7 +42,8 @@ import (
 // corresponding error is set and doc follows Tollgate's documented
 // deviations instead: parsed_path/parsed_query absent when the path does not
 // parse; parsed_body absent and truncated_body false when the body does not
-// parse.
+// parse; headers read from header_map when Envoy sent only header_map
+// (encode_raw_headers: true).
 type opaEnvoyResult struct {
 	doc        map[string]any
 	marshalErr error // protojson.Marshal (or the JSON decode) failed: no doc
@@ -52,6 +53,21 @@ type opaEnvoyResult struct {
 
 func opaEnvoyInput(req *authv3.CheckRequest) opaEnvoyResult {
 	var r opaEnvoyResult
+	if h := req.GetAttributes().GetRequest().GetHttp(); len(h.GetHeaders()) == 0 && len(h.GetHeaderMap().GetHeaders()) > 0 {
+		req = proto.Clone(req).(*authv3.CheckRequest)
+		headers := map[string][]string{}
+		for _, hv := range h.GetHeaderMap().GetHeaders() {
+			v := hv.GetValue()
+			if len(hv.GetRawValue()) != 0 {
+				v = string(hv.GetRawValue())
+			}
+			headers[strings.ToLower(hv.GetKey())] = append(headers[strings.ToLower(hv.GetKey())], v)
+		}
+		req.Attributes.Request.Http.Headers = map[string]string{}
+		for k, vs := range headers {
+			req.Attributes.Request.Http.Headers[k] = strings.Join(vs, ",")
+		}
+	}
 	bs, err := protojson.Marshal(req)
 	if err != nil {
 		r.marshalErr = err
@@ -611,6 +627,19 @@ func handCases(t testing.TB) []inputCase {
 				"parsed_path":  `["v1", "a b", "c", "d", "✓", "", "x", ""]`, // u.Path is decoded: %2F splits
 				"parsed_query": `{"tag": ["a", "b", ""], "q": ["hello world"], "e": ["&="], "noval": [""]}`,
 			},
+		},
+		{
+			name: "header_map only (encode_raw_headers)",
+			req: httpReq(&authv3.AttributeContext_HttpRequest{
+				Method: "POST", Path: "/submit", Body: `{"a":1}`,
+				HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+					{Key: "Content-Type", RawValue: []byte("application/json")},
+					{Key: "x-dup", RawValue: []byte("1")},
+					{Key: "x-dup", Value: "2"},
+					{Key: "x-tollgate-plan", RawValue: []byte("forged")},
+				}},
+			}),
+			expect: map[string]string{"parsed_body": `{"a": 1}`},
 		},
 		{
 			name: "query only path",

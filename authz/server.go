@@ -117,6 +117,7 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 // CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
+	req = withHeaderMap(req)
 	d := s.Decide(ctx, req)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -288,8 +289,9 @@ func allowResponse(req *authv3.CheckRequest, d *decision.Decision) *authv3.Check
 	}
 	ok := &authv3.OkHttpResponse{Headers: headers}
 	// Headers set above overwrite a client's forged value; any other
-	// x-tollgate-* header the client sent is removed.
-	for k := range req.GetAttributes().GetRequest().GetHttp().GetHeaders() {
+	// x-tollgate-* header the client sent is removed, whether Envoy named
+	// it in headers or in header_map (encode_raw_headers: true).
+	forged := func(k string) {
 		// Envoy sends lower-case names; other clients might not.
 		if wire.HasPrefix(k) {
 			if k = strings.ToLower(k); !set[k] {
@@ -297,7 +299,15 @@ func allowResponse(req *authv3.CheckRequest, d *decision.Decision) *authv3.Check
 			}
 		}
 	}
+	h := req.GetAttributes().GetRequest().GetHttp()
+	for k := range h.GetHeaders() {
+		forged(k)
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		forged(hv.GetKey())
+	}
 	slices.Sort(ok.HeadersToRemove) // map order; keep responses stable
+	ok.HeadersToRemove = slices.Compact(ok.HeadersToRemove)
 	ok.HeadersToRemove = append(ok.HeadersToRemove, d.RemoveHeaders...)
 	for _, h := range d.ResponseHeaders {
 		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, header(h))

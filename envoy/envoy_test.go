@@ -324,3 +324,28 @@ func settlesOnDelivery(logs []*accesslogv3.AccessLog, cluster string) error {
 	}
 	return errors.New("no envoy.access_loggers.http_grpc access log: reservations (settle on delivery) are never captured")
 }
+
+// TestPathNormalization: every HTTP connection manager routes and
+// authorizes the path its upstream reads. normalize_path resolves dot
+// segments (also percent-encoded ones) and backslashes, merge_slashes
+// merges "//", and escaped slashes (%2F, %5C), which neither touches, are
+// rejected, so no "/v1/invoices/../admin" or "/v1/invoices%2F..%2Fadmin"
+// reaches a route or Tollgate's policy as a path below /v1/invoices.
+func TestPathNormalization(t *testing.T) {
+	checked := 0
+	eachHCM(t, func(t *testing.T, listener string, hcm *hcmv3.HttpConnectionManager) {
+		checked++
+		if !hcm.GetNormalizePath().GetValue() {
+			t.Errorf("listener %s: normalize_path is %v, want true", listener, hcm.GetNormalizePath())
+		}
+		if !hcm.GetMergeSlashes() {
+			t.Errorf("listener %s: merge_slashes is false, want true", listener)
+		}
+		if got, want := hcm.GetPathWithEscapedSlashesAction(), hcmv3.HttpConnectionManager_REJECT_REQUEST; got != want {
+			t.Errorf("listener %s: path_with_escaped_slashes_action is %v, want %v", listener, got, want)
+		}
+	})
+	if checked == 0 {
+		t.Error("no HTTP connection manager found: the test checks nothing")
+	}
+}

@@ -358,9 +358,13 @@ func (b *builder) listener(l *Listener) error {
 		// This Envoy is the edge: the client address (remote_address rate
 		// limits, ext_authz's source) is the TCP peer, not X-Forwarded-For.
 		UseRemoteAddress: wrapperspb.Bool(true),
-		// Route and authorize the path as the upstream will read it.
-		NormalizePath: wrapperspb.Bool(true),
-		MergeSlashes:  true,
+		// Route and authorize the path as the upstream will read it: dot
+		// segments (also %2e) and backslashes resolved, "//" merged, and
+		// escaped slashes (%2F, %5C), which neither touches, answered with
+		// 400 rather than meaning one path here and another upstream.
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_REJECT_REQUEST,
 	}
 	hcmAny, err := pack(hcm)
 	if err != nil {

@@ -2,11 +2,18 @@ package tollgate_test
 
 import data.tollgate
 
-req(method, path, headers) := {"attributes": {"request": {"http": {
-	"method": method,
-	"path": path,
-	"headers": headers,
-}}}}
+# req is the input Tollgate builds for a request. parsed_path is the path's
+# segments; Tollgate also percent-decodes them (as opa-envoy-plugin does),
+# which these tests leave out: the demo denies any percent-encoding, and
+# authz/paths_test.go sends encoded paths through Tollgate's own input.
+req(method, path, headers) := {
+	"attributes": {"request": {"http": {
+		"method": method,
+		"path": path,
+		"headers": headers,
+	}}},
+	"parsed_path": split(trim_left(split(path, "?")[0], "/"), "/"),
+}
 
 test_api_key_header_allows if {
 	d := tollgate.decision with input as req("GET", "/v1/invoices?limit=10", {"x-api-key": "tg_live_3f9a1c0d5e7b4a2c"})
@@ -134,4 +141,76 @@ test_ratelimit_plan_limits if {
 	]}
 	r[0][0] == {"name": "per_second", "limit": 5, "window": "1s", "burst": 10}
 	r[1] == null
+}
+
+# Routes match whole path segments (input.parsed_path), never a prefix of
+# one; Envoy normalizes the path first (envoy/*.yaml), and a path that is
+# not normalized is denied.
+
+free := {"x-api-key": "tg_demo_free_0001"}
+
+test_prefix_matches_whole_segments if {
+	tollgate.decision.allow with input as req("GET", "/v1/invoices", free)
+	tollgate.decision.allow with input as req("GET", "/v1/invoices/", free)
+	tollgate.decision.allow with input as req("GET", "/v1/invoices/inv_1/lines", free)
+	d := tollgate.decision with input as req("GET", "/v1/invoicesXYZ-admin", free)
+	d.status == 403
+	d.reason == "route_not_in_plan"
+}
+
+test_query_with_question_marks_is_not_path if {
+	tollgate.decision.allow with input as req("GET", "/v1/status?next=/v1/a?b", free)
+}
+
+test_trailing_slash_prefix_needs_a_segment_after_it if {
+	pro := {"x-api-key": "tg_live_3f9a1c0d5e7b4a2c"}
+	tollgate.decision.allow with input as req("POST", "/v1/chat/completions", pro)
+	tollgate.decision.allow with input as req("GET", "/v1/anything", pro)
+	d := tollgate.decision with input as req("GET", "/v1", pro)
+	d.status == 403
+	e := tollgate.decision with input as req("POST", "/v1/chatbot", pro)
+	e.status == 403
+}
+
+test_paths_not_normalized_are_400 if {
+	every p in [
+		"/v1/invoices/../admin",
+		"/v1/invoices/./x",
+		"/v1/invoices/...",
+		"/v1/invoices/..",
+		"/v1//invoices",
+		"//v1/invoices",
+		"/v1/invoices/%2e%2e/admin",
+		"/v1/invoices%2Fadmin",
+		`/v1/invoices\..\admin`,
+		"/v1/invoices;/../admin",
+		"/v1/invoices/..;/admin",
+		"/v1/invoices/a b",
+		"/v1/invoices/é",
+		"",
+	] {
+		d := tollgate.decision with input as req("GET", p, free)
+		d.status == 400
+		d.reason == "path_not_normalized"
+		d.consumer == "initech"
+	}
+}
+
+test_parsed_path_must_spell_the_path if {
+	# Tollgate reads "//admin/v1/invoices" as host "admin", path
+	# "/v1/invoices" (as opa-envoy-plugin does).
+	d := tollgate.decision with input as object.union(req("GET", "/v1/invoices", free), {"parsed_path": ["v1", "invoices", "x"]})
+	d.status == 400
+	e := tollgate.decision with input as object.remove(req("GET", "/v1/invoices", free), ["parsed_path"])
+	e.status == 400
+}
+
+test_enterprise_also_needs_a_normalized_path if {
+	d := tollgate.decision with input as req("GET", "/a/../b", {"authorization": "Bearer tg_live_77aa0b1c2d3e4f50"})
+	d.status == 400
+}
+
+test_unknown_key_with_bad_path_is_still_401 if {
+	d := tollgate.decision with input as req("GET", "/v1/../admin", {"x-api-key": "tg_live_guess"})
+	d.status == 401
 }
