@@ -736,7 +736,10 @@ func TestNoKeyPerRequest(t *testing.T) {
 	req := func() *ratelimit.Request {
 		id++
 		return &ratelimit.Request{ID: fmt.Sprint("r", id), Limits: []ratelimit.Limit{
-			rate("per_second", "acme", 1000, time.Second, 0), quota("monthly", "acme", 1000, ratelimit.Month)},
+			// A rate whose counter outlives the test however slow the
+			// machine: 1,000 per second would let the key expire between
+			// two Takes (its TTL is the TAT's distance, 1 ms a Take).
+			rate("per_hour", "acme", 10000, time.Hour, 0), quota("monthly", "acme", 1000, ratelimit.Month)},
 			Charge: &ratelimit.Charge{Account: "acme", Credits: 1}}
 	}
 	take(t, store, req())
