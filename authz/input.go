@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"encoding/base64"
 	"math"
 	"net/url"
@@ -223,10 +224,20 @@ func depthWithin(data []byte, max int) bool {
 	for i := 0; i < len(data); i++ {
 		switch data[i] {
 		case '"':
-			// Skip the string: to the next quote not escaped.
-			for i++; i < len(data) && data[i] != '"'; i++ {
-				if data[i] == '\\' {
-					i++
+			// Skip the string: to the next quote not escaped by an odd
+			// number of backslashes.
+			for {
+				j := bytes.IndexByte(data[i+1:], '"')
+				if j < 0 {
+					return true // unterminated: the decoder refuses it
+				}
+				i += 1 + j
+				k := i - 1
+				for data[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
 				}
 			}
 		case '[', '{':
