@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/tollgate-dev/tollgate/policies"
 )
@@ -160,4 +161,40 @@ func BenchmarkDepthWithin(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzParsedBody: on any text the depth scan agrees with the decoder —
+// JSON the decoder accepts passes the scan exactly when it nests at most
+// maxBodyDepth deep — and parse never panics, gives parsed_body only for
+// such JSON, and then gives what the decoder gives.
+func FuzzParsedBody(f *testing.F) {
+	for _, s := range []string{
+		`{"model": "small", "messages": [{"role": "user", "content": "hi"}]}`,
+		nested(maxBodyDepth, "1"), nested(maxBodyDepth+1, "1"), nested(4096, ""),
+		`["\"[[[[", "]]]]\\", {"a": [[]]}]`, `["\\", [[[1]]]]`, `"[[[["`, `]]]]`, `{"a":`, `[1e400, -0, 1.0]`,
+		`"\u005b\u005b"`, `"\ud800"`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		var x any
+		valid := util.UnmarshalJSON([]byte(text), &x) == nil
+		within := depthWithin([]byte(text), maxBodyDepth)
+		if valid && within != (depthOf(x) <= maxBodyDepth) {
+			t.Fatalf("%.100q nests %d deep; depthWithin(%d) = %v", text, depthOf(x), maxBodyDepth, within)
+		}
+		v, ok := body{json: true, text: text}.parse()
+		if ok != (valid && within) {
+			t.Fatalf("%.100q: parsed %v, want %v (valid JSON %v, depth within %v)", text, ok, valid && within, valid, within)
+		}
+		if ok {
+			want, err := ast.InterfaceToValue(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ast.Compare(v, want) != 0 {
+				t.Fatalf("%.100q: parsed_body %.100v, want %.100v", text, v, want)
+			}
+		}
+	})
 }
