@@ -48,6 +48,8 @@ type Preparer interface {
 	Prepared() *policies.Prepared
 }
 
+var _ Preparer = (*policies.Query)(nil)
+
 // Options configure a Server.
 type Options struct {
 	// DenyStatus is the HTTP status when the decision is undefined, invalid
