@@ -198,3 +198,14 @@ func FuzzParsedBody(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkInputFor is BenchmarkInput for a policy that reads only
+// attributes, like the demo: no parsed_path or parsed_query.
+func BenchmarkInputFor(b *testing.B) {
+	req := loadFixture(b, "check-get-apikey")
+	refs := refsOf(b, `p := input.attributes`)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = InputFor(req, refs)
+	}
+}
