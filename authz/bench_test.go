@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/policies"
@@ -118,4 +120,27 @@ func BenchmarkDecide(b *testing.B) {
 			b.Fatalf("denied: %+v", d)
 		}
 	}
+}
+
+// deepBody is req with an 8 KiB JSON body of 4,096 nested arrays: cheap to
+// send, and the input's parsed_body is where it would cost.
+func deepBody(req *authv3.CheckRequest) *authv3.CheckRequest {
+	req = proto.Clone(req).(*authv3.CheckRequest)
+	h := req.GetAttributes().GetRequest().GetHttp()
+	h.Method = "POST"
+	h.Headers["content-type"] = "application/json"
+	h.Body = strings.Repeat("[", 4096) + strings.Repeat("]", 4096)
+	return req
+}
+
+// BenchmarkCheckDeepBody is an unauthenticated request (401) with a deeply
+// nested body, through the demo policy, which never reads the body.
+func BenchmarkCheckDeepBody(b *testing.B) {
+	benchCheck(b, startServer(b, "demo", "tollgate/decision"), deepBody(fixture(b, "demo_401_unknown_key")))
+}
+
+// BenchmarkCheckDeepBodyRead is the same request through a policy that
+// reads input.parsed_body (and parsed_query).
+func BenchmarkCheckDeepBodyRead(b *testing.B) {
+	benchCheck(b, startServer(b, "envoy_object", "envoy/authz/allow"), deepBody(fixture(b, "demo_401_unknown_key")))
 }

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"encoding/base64"
 	"math"
 	"net/url"
@@ -15,31 +16,44 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/tollgate-dev/tollgate/policies"
 )
 
 // Input builds the policy input for a CheckRequest: the same document
 // opa-envoy-plugin gives its policies (the request in protojson form, plus
 // parsed_path, parsed_query, parsed_body, truncated_body and version), built
 // directly as an AST value — no JSON round trip. It never fails: parts that
-// cannot be parsed (a malformed body or path) are left undefined. When
-// Envoy sends header_map (encode_raw_headers: true) and no headers, the
-// input has headers too, read from header_map as Envoy writes headers.
-func Input(req *authv3.CheckRequest) ast.Value {
+// cannot be parsed (a malformed body or path, or a JSON body nested deeper
+// than 64 arrays and objects) are left undefined. When Envoy sends
+// header_map (encode_raw_headers: true) and no headers, the input has
+// headers too, read from header_map as Envoy writes headers.
+func Input(req *authv3.CheckRequest) ast.Value { return InputFor(req, nil) }
+
+// InputFor is Input with only the derived members a policy can read:
+// parsed_path and parsed_query (built together) and parsed_body are left
+// out unless refs needs them. attributes, version and truncated_body are
+// always there. Nil refs: every member.
+func InputFor(req *authv3.CheckRequest, refs *policies.InputRefs) ast.Value {
 	req = withHeaderMap(req)
 	b := &builder{}
 	start := b.fields(req.ProtoReflect())
 	b.push(termVersion, versionValue)
 
 	h := req.GetAttributes().GetRequest().GetHttp()
-	if p, q, ok := b.parsePath(h.GetPath()); ok {
-		b.push(termParsedPath, b.term(p))
-		b.push(termParsedQuery, b.term(q))
+	if refs.Needs("parsed_path") || refs.Needs("parsed_query") {
+		if p, q, ok := b.parsePath(h.GetPath()); ok {
+			b.push(termParsedPath, b.term(p))
+			b.push(termParsedQuery, b.term(q))
+		}
 	}
-	body, truncated, ok := parseBody(h.GetHeaders(), h.GetBody(), h.GetRawBody())
-	if ok {
-		b.push(termParsedBody, b.term(body))
+	body := requestBody(h.GetHeaders(), h.GetBody(), h.GetRawBody())
+	if refs.Needs("parsed_body") {
+		if v, ok := body.parse(); ok {
+			b.push(termParsedBody, b.term(v))
+		}
 	}
-	b.push(termTruncatedBody, ast.InternedTerm(truncated))
+	b.push(termTruncatedBody, ast.InternedTerm(body.truncated))
 	return b.object(start)
 }
 
@@ -117,43 +131,81 @@ func (b *builder) parsePath(p string) (ast.Value, ast.Value, bool) {
 	return ast.NewArray(path...), b.object(start), true
 }
 
-// parseBody parses JSON and form bodies. It reports truncated when the
-// content-length says more was sent than Envoy buffered; then, and when
-// there is no parseable body, the value is null (as in opa-envoy-plugin).
-// A malformed body gives ok == false: parsed_body stays undefined.
-func parseBody(headers map[string]string, body string, raw []byte) (v ast.Value, truncated, ok bool) {
+// maxBodyDepth is how deeply a JSON body may nest arrays and objects and
+// still become parsed_body. Decoding costs grow with depth (a few KiB of
+// "[[[[..." took milliseconds), and no API body needs more.
+const maxBodyDepth = 64
+
+// body is the request body as Envoy sent it, before parsing.
+type body struct {
+	json, form bool
+	text       string // the body, or
+	raw        []byte // raw_body when the body is empty
+	truncated  bool
+}
+
+// requestBody finds the body and its content type. The body is truncated
+// when the content-length says more was sent than Envoy buffered; as in
+// opa-envoy-plugin, only JSON and form bodies are looked at.
+func requestBody(headers map[string]string, text string, raw []byte) body {
 	ct := headers["content-type"]
-	isJSON := strings.Contains(ct, "application/json")
-	isForm := strings.Contains(ct, "application/x-www-form-urlencoded")
-	if !isJSON && !isForm {
-		return ast.NullValue, false, true
+	b := body{
+		json: strings.Contains(ct, "application/json"),
+		form: strings.Contains(ct, "application/x-www-form-urlencoded"),
+		text: text,
 	}
-	if body == "" {
-		if len(raw) == 0 {
-			return ast.NullValue, false, true
-		}
-		body = string(raw)
+	if !b.json && !b.form {
+		return body{}
+	}
+	n := len(text)
+	if text == "" {
+		b.raw, n = raw, len(raw)
+	}
+	if n == 0 {
+		return body{}
 	}
 	if cl, found := headers["content-length"]; found {
-		n, err := strconv.ParseInt(cl, 10, 64)
-		if err == nil && n > int64(len(body)) {
-			return ast.NullValue, true, true
+		l, err := strconv.ParseInt(cl, 10, 64)
+		if err == nil && l > int64(n) {
+			return body{truncated: true}
 		}
 	}
-	if isJSON {
+	return b
+}
+
+// parse parses JSON and form bodies. A truncated body, no body, or one of
+// another type is null (as in opa-envoy-plugin). A malformed body, or JSON
+// nested deeper than maxBodyDepth, gives ok == false: parsed_body stays
+// undefined.
+func (b body) parse() (v ast.Value, ok bool) {
+	if !b.json && !b.form {
+		return ast.NullValue, true
+	}
+	if b.json {
+		data := b.raw
+		if b.text != "" {
+			data = []byte(b.text)
+		}
+		if !depthWithin(data, maxBodyDepth) {
+			return nil, false
+		}
 		var x any
-		if err := util.UnmarshalJSON([]byte(body), &x); err != nil {
-			return nil, false, false
+		if err := util.UnmarshalJSON(data, &x); err != nil {
+			return nil, false
 		}
 		val, err := ast.InterfaceToValue(x)
 		if err != nil {
-			return nil, false, false
+			return nil, false
 		}
-		return val, false, true
+		return val, true
 	}
-	form, err := url.ParseQuery(body)
+	text := b.text
+	if text == "" {
+		text = string(b.raw)
+	}
+	form, err := url.ParseQuery(text)
 	if err != nil {
-		return nil, false, false
+		return nil, false
 	}
 	obj := ast.NewObject()
 	for k, vs := range form {
@@ -163,7 +215,43 @@ func parseBody(headers map[string]string, body string, raw []byte) (v ast.Value,
 		}
 		obj.Insert(ast.StringTerm(k), ast.ArrayTerm(arr...))
 	}
-	return obj, false, true
+	return obj, true
+}
+
+// depthWithin tells whether the JSON text nests arrays and objects at most
+// max deep, counting brackets outside strings. It reads each byte once and
+// stops at the first one too deep; it does not validate the JSON (the
+// decoder does that, once the depth is known to be safe).
+func depthWithin(data []byte, max int) bool {
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			// Skip the string: to the next quote not escaped by an odd
+			// number of backslashes.
+			for {
+				j := bytes.IndexByte(data[i+1:], '"')
+				if j < 0 {
+					return true // unterminated: the decoder refuses it
+				}
+				i += 1 + j
+				k := i - 1
+				for data[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
+		case '[', '{':
+			if depth++; depth > max {
+				return false
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return true
 }
 
 // keyTerms caches the JSON name of each field as a shared term: field names

@@ -1029,6 +1029,11 @@ func FuzzInputHTTP(f *testing.F) {
 	f.Add("", "", "application/json", "", true)
 	f.Add("//host/path?q#frag", "[1e400, -0]", "application/json", "-1", true)
 	f.Add("/%zz", "a=%zz", "application/x-www-form-urlencoded", "abc", false)
+	f.Add("/deep", nested(maxBodyDepth, "1"), "application/json", "", false)
+	f.Add("/deep", nested(maxBodyDepth+1, "1"), "application/json", "", true)
+	f.Add("/deep", `{"a": "`+strings.Repeat("[", 70)+`\"", "b": [[{}]]}`, "application/json", "", false)
+	f.Add("/deep", `["\\", `+nested(maxBodyDepth, "")+`]`, "application/json", "", false)
+	attributesOnly := refsOf(f, `p := input.attributes`)
 	f.Fuzz(func(t *testing.T, path, body, contentType, contentLength string, raw bool) {
 		headers := map[string]string{":path": path}
 		if contentType != "" {
@@ -1045,6 +1050,10 @@ func FuzzInputHTTP(f *testing.F) {
 		}
 		req := httpReq(h)
 		got := Input(req)
+
+		// For a policy that reads none of the derived members, they are
+		// not built and the rest is the same.
+		assertSameInput(t, InputFor(req, attributesOnly), without(got, "parsed_path", "parsed_query", "parsed_body"))
 
 		// Path and query, independently of protojson (which rejects
 		// invalid UTF-8).
@@ -1073,7 +1082,15 @@ func FuzzInputHTTP(f *testing.F) {
 		// Body.
 		pb, truncated, berr := refParseBody(headers, h.Body, h.RawBody)
 		gotTrunc := get(got, "truncated_body")
-		if berr != nil {
+		tooDeep := berr == nil && depthOf(pb) > maxBodyDepth
+		if tooDeep {
+			if v := get(got, "parsed_body"); v != nil {
+				t.Errorf("body %.80q nested %d deep: parsed_body = %.80v, want undefined", body, depthOf(pb), v)
+			}
+			if gotTrunc == nil || ast.Compare(gotTrunc.Value, ast.Boolean(false)) != 0 {
+				t.Errorf("body nested %d deep: truncated_body %v, want false", depthOf(pb), gotTrunc)
+			}
+		} else if berr != nil {
 			if gotTrunc == nil || ast.Compare(gotTrunc.Value, ast.Boolean(false)) != 0 {
 				t.Errorf("body %q (%v): truncated_body %v, want false", body, berr, gotTrunc)
 			}
@@ -1098,12 +1115,30 @@ func FuzzInputHTTP(f *testing.F) {
 				t.Fatalf("protojson failed on valid UTF-8: %v", ref.marshalErr)
 			}
 			var ignore []string
-			if ref.bodyErr != nil {
+			if ref.bodyErr != nil || tooDeep {
 				ignore = append(ignore, "parsed_body")
 			}
 			assertSameInput(t, got, ref.value(t), ignore...)
 		}
 	})
+}
+
+// depthOf is how deeply a decoded JSON value nests arrays and objects.
+func depthOf(x any) int {
+	d := 0
+	switch x := x.(type) {
+	case []any:
+		for _, v := range x {
+			d = max(d, depthOf(v))
+		}
+	case map[string]any:
+		for _, v := range x {
+			d = max(d, depthOf(v))
+		}
+	default:
+		return 0
+	}
+	return d + 1
 }
 
 // ---------------------------------------------------------------------------

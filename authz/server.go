@@ -28,6 +28,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
 	"github.com/tollgate-dev/tollgate/internal/wire"
+	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/policies/decision"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
@@ -37,6 +38,17 @@ import (
 type Evaluator interface {
 	Eval(ctx context.Context, input ast.Value) (*ast.Term, error)
 }
+
+// Preparer is an Evaluator that also gives the policy in force with what it
+// can read of the input (*policies.Query implements it): the Server then
+// builds only those parts of the input (InputFor), for that same policy. An
+// Evaluator that is not a Preparer is given the whole input.
+type Preparer interface {
+	Evaluator
+	Prepared() *policies.Prepared
+}
+
+var _ Preparer = (*policies.Query)(nil)
 
 // Options configure a Server.
 type Options struct {
@@ -67,6 +79,7 @@ type DecisionLogger interface {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	eval      Evaluator
+	prep      Preparer // eval, when it is one
 	opts      Options
 	log       *slog.Logger
 	decisions *prometheus.CounterVec
@@ -102,6 +115,7 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}),
 	}
+	s.prep, _ = eval.(Preparer)
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.decisions, s.failures, s.duration} {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -203,7 +217,7 @@ func (s *Server) logDecision(req *authv3.CheckRequest, d *decision.Decision, sta
 // Decide evaluates the policy for req. Failures become denials with the
 // configured status and a reason saying what went wrong.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *decision.Decision {
-	t, err := s.eval.Eval(ctx, Input(req))
+	t, err := s.evaluate(ctx, req)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
@@ -220,6 +234,16 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *decision
 		return s.failure("invalid_decision", "The authorization policy gave an invalid decision.")
 	}
 	return d
+}
+
+// evaluate builds the input the policy in force can read and evaluates it
+// with that policy.
+func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest) (*ast.Term, error) {
+	if s.prep == nil {
+		return s.eval.Eval(ctx, Input(req))
+	}
+	p := s.prep.Prepared()
+	return p.Eval(ctx, InputFor(req, p.InputRefs()))
 }
 
 func (s *Server) failure(reason, detail string) *decision.Decision {

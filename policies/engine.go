@@ -61,14 +61,45 @@ type Engine struct {
 // is published.
 type state struct {
 	revision string
-	queries  map[string]*rego.PreparedEvalQuery
+	queries  map[string]*Prepared
 	modules  []string
+}
+
+// Prepared is one decision path of one policy set: its prepared query and
+// what the policy set reads of the input. A caller that builds the input
+// for it (see InputRefs) and evaluates it holds one Prepared for both, so a
+// reload in between cannot pair an input with a policy it was not built
+// for.
+type Prepared struct {
+	pq   *rego.PreparedEvalQuery
+	refs *InputRefs
+}
+
+// InputRefs says which members of input the policy set can read.
+func (p *Prepared) InputRefs() *InputRefs { return p.refs }
+
+// Eval evaluates the decision for input. It returns (nil, nil) when the
+// decision is undefined.
+func (p *Prepared) Eval(ctx context.Context, input ast.Value) (*ast.Term, error) {
+	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalGenerateJSON(returnTerm))
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, nil
+	}
+	t, _ := rs[0].Expressions[0].Value.(*ast.Term)
+	return t, nil
 }
 
 // Detail is what /status shows of the policy set in force, besides what
 // reload.Status shows of every component.
 type Detail struct {
 	Modules []string `json:"modules"`
+	// Input is what the policies can read of the input, such as
+	// "input.{attributes,parsed_body}", or "input" for all of it: the
+	// members of the input that are built for them.
+	Input string `json:"input"`
 }
 
 // New loads the policies and prepares every query. It fails if the initial
@@ -155,19 +186,13 @@ func (q *Query) Path() string { return q.path }
 // conversion of results to Go maps.
 func returnTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
 
-// Eval evaluates the decision for input. It returns (nil, nil) when the
-// decision is undefined.
+// Prepared returns the decision path as prepared in the policy set in force.
+func (q *Query) Prepared() *Prepared { return q.e.current.Load().queries[q.path] }
+
+// Eval evaluates the decision for input with the policy set in force. It
+// returns (nil, nil) when the decision is undefined.
 func (q *Query) Eval(ctx context.Context, input ast.Value) (*ast.Term, error) {
-	pq := q.e.current.Load().queries[q.path]
-	rs, err := pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalGenerateJSON(returnTerm))
-	if err != nil {
-		return nil, err
-	}
-	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		return nil, nil
-	}
-	t, _ := rs[0].Expressions[0].Value.(*ast.Term)
-	return t, nil
+	return q.Prepared().Eval(ctx, input)
 }
 
 func normalize(path string) string { return strings.Trim(path, "/") }
@@ -188,9 +213,13 @@ func (e *Engine) build(ctx context.Context) (*reload.Built, error) {
 		return nil, fmt.Errorf("policies: compile: %w", compiler.Errors)
 	}
 	store := inmem.NewFromObjectWithOpts(loaded.Data, inmem.OptReturnASTValuesOnRead(true))
+	// What every module can read, not only those a query depends on: a
+	// superset is safe (an input member built and not read), a subset
+	// would hide input from a policy.
+	refs := AnalyzeInputRefs(slices.Collect(maps.Values(compiler.Modules))...)
 	st := &state{
 		revision: loaded.Revision,
-		queries:  make(map[string]*rego.PreparedEvalQuery, len(e.opts.Queries)),
+		queries:  make(map[string]*Prepared, len(e.opts.Queries)),
 		modules:  slices.Sorted(maps.Keys(loaded.Modules)),
 	}
 	for _, p := range e.opts.Queries {
@@ -210,12 +239,12 @@ func (e *Engine) build(ctx context.Context) (*reload.Built, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policies: prepare %s: %w", ref, err)
 		}
-		st.queries[normalize(p)] = &pq
+		st.queries[normalize(p)] = &Prepared{pq: &pq, refs: refs}
 	}
 	return &reload.Built{
 		Revision: st.revision,
 		Files:    loaded.Files,
-		Detail:   Detail{Modules: st.modules},
+		Detail:   Detail{Modules: st.modules, Input: refs.String()},
 		Publish: func(context.Context) error {
 			e.current.Store(st)
 			return nil
