@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
@@ -280,16 +279,10 @@ func reloads(t testing.TB, reg *prometheus.Registry, result string) float64 {
 	return 0
 }
 
-// eventually polls cond until it holds or 5 seconds pass.
+// eventually polls cond until it holds (reloadtest.WaitFor).
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	reloadtest.WaitFor(t, what, cond)
 }
 
 // TestWatchHotReload changes the policy on disk while requests run: a good

@@ -18,10 +18,11 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/reload"
 )
 
-// WaitFor polls cond until it holds, failing the test after 5 seconds.
+// WaitFor polls cond until it holds, failing the test after 20 seconds
+// (a reload under -race on a busy 2-core machine has taken over 5).
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(20 * time.Second)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
