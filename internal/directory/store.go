@@ -1,0 +1,50 @@
+package directory
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the directory's store of record. Every mutation takes an
+// idempotency key (empty: none): a call retried with the same key and the
+// same arguments returns the first call's result (for a key, without its
+// plaintext) instead of doing it twice; the same key with other arguments
+// is ErrIdempotencyConflict. Every mutation appends to the change log.
+type Store interface {
+	// CreateConsumer adds a consumer (status active when empty).
+	CreateConsumer(ctx context.Context, idem string, c Consumer) (Consumer, error)
+	// UpdateConsumer changes a consumer's plan, status or metadata.
+	UpdateConsumer(ctx context.Context, idem, id string, u ConsumerUpdate) (Consumer, error)
+	// Consumer returns one consumer.
+	Consumer(ctx context.Context, id string) (Consumer, error)
+	// CreateKey makes a key for an existing consumer; the plaintext is
+	// in the result this once.
+	CreateKey(ctx context.Context, idem string, r KeyRequest) (NewKey, error)
+	// RotateKey makes a new key for the consumer of key id, with its
+	// name, and makes the old one expire after grace (at once when 0),
+	// or earlier if it expired earlier already.
+	RotateKey(ctx context.Context, idem, id string, grace time.Duration) (NewKey, error)
+	// RevokeKey revokes a key at once; revoking a revoked key changes
+	// nothing.
+	RevokeKey(ctx context.Context, idem, id string) (Key, error)
+	// SetExpiry sets (nil: clears) a key's expiry.
+	SetExpiry(ctx context.Context, idem, id string, at *time.Time) (Key, error)
+	// ListKeys returns a consumer's keys, oldest first; their display
+	// prefixes, never their hashes, are for showing.
+	ListKeys(ctx context.Context, consumer string) ([]Key, error)
+	// LookupHash returns the key with that hash and its consumer, active
+	// or not, or ErrNotFound.
+	LookupHash(ctx context.Context, hash [32]byte) (Consumer, Key, error)
+	// ChangesSince returns up to limit changes after seq, in order.
+	ChangesSince(ctx context.Context, seq int64, limit int) ([]Change, error)
+	// AllHashes calls fn with the hash of every key that is active now,
+	// and returns the change log's position that this set is as of.
+	AllHashes(ctx context.Context, fn func(hash [32]byte)) (seq int64, err error)
+	// Watch calls fn once at start, after each change, after each
+	// reconnection (so that changes missed while disconnected are read),
+	// and at least every poll interval, until ctx is done. fn runs on
+	// Watch's goroutine.
+	Watch(ctx context.Context, poll time.Duration, fn func(ctx context.Context)) error
+	// Durable reports whether changes outlive the process.
+	Durable() bool
+}
