@@ -36,5 +36,5 @@ func checkMetadata(m map[string]any) error {
 
 type jsonError struct{ err error }
 
-func (e *jsonError) Error() string { return "invalid: metadata: " + e.err.Error() }
+func (e *jsonError) Error() string   { return "invalid: metadata: " + e.err.Error() }
 func (e *jsonError) Unwrap() []error { return []error{ErrInvalid, e.err} }

@@ -270,3 +270,10 @@ func TestGenerateKey(t *testing.T) {
 		seen[plain] = true
 	}
 }
+
+func writeFile(t testing.TB, file, data string) {
+	t.Helper()
+	if err := os.WriteFile(file, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
