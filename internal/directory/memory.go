@@ -393,13 +393,20 @@ func (s *MemoryStore) ChangesSince(ctx context.Context, seq int64, limit int) ([
 }
 
 // AllHashes implements Store.
-func (s *MemoryStore) AllHashes(ctx context.Context, fn func([32]byte)) (int64, error) {
+func (s *MemoryStore) AllHashes(ctx context.Context, size func(int), add func([32]byte)) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
+	n := 0
 	for _, k := range s.keys {
 		if k.Active(now) {
-			fn(k.Hash)
+			n++
+		}
+	}
+	size(n)
+	for _, k := range s.keys {
+		if k.Active(now) {
+			add(k.Hash)
 		}
 	}
 	return int64(len(s.log)), nil

@@ -95,8 +95,12 @@ func NewPG(pool *pgxpool.Pool, opts PGOptions) (*PGStore, error) {
 // Durable implements Store: true.
 func (s *PGStore) Durable() bool { return true }
 
+// activeKey is the condition of a key that is neither revoked nor expired
+// (now() is the transaction's start).
+const activeKey = `revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`
+
 const (
-	consumerCols = `c.id, c.plan, c.status, c.metadata, c.created_at, c.updated_at`
+	consumerCols = `c.id, c.plan, c.status, nullif(c.metadata, '{}'), c.created_at, c.updated_at` // no metadata: a nil map
 	keyCols      = `k.id, k.hash, k.prefix, k.consumer, k.name, k.rotated_from, k.created_at, k.expires_at, k.revoked_at, k.last_used_at`
 )
 
@@ -476,13 +480,16 @@ WHERE ch.seq > $1 ORDER BY ch.seq LIMIT $2`, seq, limit)
 
 // AllHashes implements Store: one REPEATABLE READ snapshot gives the
 // hashes and the last seq they include.
-func (s *PGStore) AllHashes(ctx context.Context, fn func([32]byte)) (int64, error) {
+func (s *PGStore) AllHashes(ctx context.Context, size func(int), fn func([32]byte)) (int64, error) {
 	var seq int64
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(seq), 0) FROM tollgate_directory_changes`).Scan(&seq); err != nil {
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT (SELECT coalesce(max(seq), 0) FROM tollgate_directory_changes),
+	(SELECT count(*) FROM tollgate_keys WHERE `+activeKey+`)`).Scan(&seq, &n); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT hash FROM tollgate_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())`)
+		size(n)
+		rows, err := tx.Query(ctx, `SELECT hash FROM tollgate_keys WHERE `+activeKey)
 		if err != nil {
 			return err
 		}

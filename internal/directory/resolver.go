@@ -20,9 +20,10 @@ type ResolverOptions struct {
 	// positives and dead keys asked for again do not query the store
 	// again, and never take the place of a good key.
 	NegativeCacheSize int
-	// FilterCapacity is how many keys the membership filter is sized for
-	// at first (default 100,000); it is rebuilt for twice the keys when
-	// it holds more.
+	// FilterCapacity is the fewest keys the membership filter is sized
+	// for (default 100,000): it is built for twice the active keys when
+	// there are more, and rebuilt so when it holds more than it was built
+	// for.
 	FilterCapacity int
 	// FalsePositiveRate is the filter's (default 0.01): the share of
 	// random unknown keys that reach the store.
@@ -265,15 +266,9 @@ func (r *Resolver) Run(ctx context.Context) error {
 // load builds the filter from every active key hash: sized for
 // FilterCapacity, or for twice the keys found when there are more.
 func (r *Resolver) load(ctx context.Context) error {
-	f := newFilter(r.opts.FilterCapacity, r.opts.FalsePositiveRate)
-	seq, err := r.store.AllHashes(ctx, f.add)
+	f, seq, err := r.rebuild(ctx)
 	if err != nil {
 		return err
-	}
-	if f.full() {
-		if f, seq, err = r.rebuild(ctx, int(f.count.Load())); err != nil {
-			return err
-		}
 	}
 	r.filter.Store(f)
 	r.seq.Store(seq)
@@ -282,11 +277,13 @@ func (r *Resolver) load(ctx context.Context) error {
 	return nil
 }
 
-// rebuild returns a new filter of every active key hash, sized for twice
-// n keys.
-func (r *Resolver) rebuild(ctx context.Context, n int) (*filter, int64, error) {
-	f := newFilter(2*n, r.opts.FalsePositiveRate)
-	seq, err := r.store.AllHashes(ctx, f.add)
+// rebuild returns a new filter of every active key hash, sized for
+// FilterCapacity or twice the keys, whichever is more.
+func (r *Resolver) rebuild(ctx context.Context) (*filter, int64, error) {
+	var f *filter
+	seq, err := r.store.AllHashes(ctx, func(n int) {
+		f = newFilter(max(r.opts.FilterCapacity, 2*n), r.opts.FalsePositiveRate)
+	}, func(h [32]byte) { f.add(h) })
 	return f, seq, err
 }
 
@@ -310,7 +307,7 @@ func (r *Resolver) sync(ctx context.Context) {
 		}
 		r.apply(changes)
 		if f := r.filter.Load(); f.full() {
-			nf, _, err := r.rebuild(ctx, int(f.count.Load()))
+			nf, _, err := r.rebuild(ctx)
 			if err != nil {
 				r.failures.Inc()
 				r.opts.Logger.Warn("key directory: cannot rebuild the filter; keeping the old one", "error", err)

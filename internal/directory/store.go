@@ -37,9 +37,10 @@ type Store interface {
 	LookupHash(ctx context.Context, hash [32]byte) (Consumer, Key, error)
 	// ChangesSince returns up to limit changes after seq, in order.
 	ChangesSince(ctx context.Context, seq int64, limit int) ([]Change, error)
-	// AllHashes calls fn with the hash of every key that is active now,
-	// and returns the change log's position that this set is as of.
-	AllHashes(ctx context.Context, fn func(hash [32]byte)) (seq int64, err error)
+	// AllHashes calls size with the number of keys active now, then add
+	// with the hash of each, and returns the change log's position that
+	// this set is as of.
+	AllHashes(ctx context.Context, size func(n int), add func(hash [32]byte)) (seq int64, err error)
 	// Watch calls fn once at start, after each change, after each
 	// reconnection (so that changes missed while disconnected are read),
 	// and at least every poll interval, until ctx is done. fn runs on
