@@ -190,7 +190,9 @@ func (r *Resolver) Resolve(ctx context.Context, credential string) (*Resolved, b
 // ResolveHash is Resolve for a hash computed already.
 func (r *Resolver) ResolveHash(ctx context.Context, h *[32]byte) (*Resolved, bool) {
 	if v, ok := r.pos.get(h); ok {
-		if v.Key.Active(time.Now()) {
+		// Revoked keys are not cached; the clock is read only for a key
+		// that expires.
+		if v.Key.ExpiresAt == nil || v.Key.Active(time.Now()) {
 			r.lookups[iHit].Inc()
 			return v, true
 		}

@@ -514,3 +514,43 @@ func TestResolverConcurrent(t *testing.T) {
 		return ok && v.Consumer.Plan == "p19"
 	})
 }
+
+// TestFilterGrows: a resolver whose filter was sized for fewer keys
+// rebuilds it for twice as many as keys are created, and keeps resolving
+// every one of them and refusing random ones.
+func TestFilterGrows(t *testing.T) {
+	ctx := context.Background()
+	s := directory.NewMemory(directory.MemoryOptions{})
+	if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	r, reg := startResolver(t, s, directory.ResolverOptions{FilterCapacity: 1000})
+	if got := metric(t, reg, "tollgate_directory_filter_capacity", ""); got != 1024 {
+		t.Fatalf("filter capacity %g, want 1024 (the least)", got)
+	}
+	var keys []string
+	for range 3000 {
+		nk, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, nk.Plaintext)
+	}
+	waitFor(t, 5*time.Second, "the filter to grow", func() bool {
+		return r.Seq() == 3001 && metric(t, reg, "tollgate_directory_filter_capacity", "") >= 2*1024
+	})
+	t.Logf("filter capacity %g after 3000 keys", metric(t, reg, "tollgate_directory_filter_capacity", ""))
+	for _, k := range keys {
+		if !resolves(r, k) {
+			t.Fatal("a key does not resolve after the filter was rebuilt")
+		}
+	}
+	for range 10_000 {
+		if resolves(r, randomKey()) {
+			t.Fatal("a random key resolved")
+		}
+	}
+	if got := lookups(t, reg, "filtered"); got < 9700 {
+		t.Errorf("%g of 10,000 random keys filtered, want about 99%%", got)
+	}
+}
