@@ -25,9 +25,10 @@ type cacheShard struct {
 }
 
 type cacheSlot struct {
-	hash [32]byte
-	val  *Resolved // nil: the slot is free
-	used bool
+	hash    [32]byte
+	val     *Resolved // nil: the slot is free
+	used    bool      // since the clock hand passed
+	touched bool      // since the last takeTouched
 }
 
 // newCache holds at most about size entries: each shard holds a share
@@ -55,6 +56,7 @@ func (c *cache) get(h *[32]byte) (*Resolved, bool) {
 	var v *Resolved
 	if ok {
 		s.slots[i].used = true
+		s.slots[i].touched = true
 		v = s.slots[i].val
 	}
 	s.mu.Unlock()
@@ -91,7 +93,7 @@ func (c *cache) put(h [32]byte, v *Resolved, keep func() bool) {
 		delete(s.index, s.slots[i].hash)
 		s.hand = (s.hand + 1) % len(s.slots)
 	}
-	s.slots[i] = cacheSlot{hash: h, val: v}
+	s.slots[i] = cacheSlot{hash: h, val: v, touched: true}
 	s.index[h] = i
 }
 
@@ -143,4 +145,25 @@ func (c *cache) replace(h [32]byte, v *Resolved) {
 		s.slots[i].val = v
 	}
 	s.mu.Unlock()
+}
+
+// takeTouched returns the key ids of the entries used since the last call
+// (at most limit), and forgets that they were.
+func (c *cache) takeTouched(limit int) []string {
+	var ids []string
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for j := range s.slots {
+			if len(ids) == limit {
+				break
+			}
+			if sl := &s.slots[j]; sl.touched && sl.val != nil {
+				sl.touched = false
+				ids = append(ids, sl.val.Key.ID)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return ids
 }

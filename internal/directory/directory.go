@@ -76,8 +76,9 @@ type Key struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
 	RevokedAt   *time.Time `json:"revoked_at,omitempty"`
-	// LastUsedAt is coarse (written in batches, at most once a minute a
-	// key), nil when never recorded.
+	// LastUsedAt is coarse (each replica writes the keys it saw used
+	// in batches, every TouchInterval; a time within a minute of the one
+	// stored is not written), nil when never recorded.
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
@@ -165,6 +166,10 @@ func newID(kind string) string {
 	_, _ = rand.Read(b[:])
 	return kind + "_" + lowerBase32.EncodeToString(b[:])
 }
+
+// touchResolution: a key's last use is not written again within this of
+// the one stored.
+const touchResolution = time.Minute
 
 // maxIDLen bounds consumer ids, key names and idempotency keys.
 const maxIDLen = 128

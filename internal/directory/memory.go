@@ -370,6 +370,21 @@ func (s *MemoryStore) LookupHash(ctx context.Context, hash [32]byte) (Consumer, 
 	return copyConsumer(s.consumers[k.Consumer]), *k, nil
 }
 
+// TouchKeys implements Store.
+func (s *MemoryStore) TouchKeys(ctx context.Context, ids []string, at time.Time) error {
+	at = at.UTC().Truncate(time.Microsecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if k, ok := s.keys[id]; ok && (k.LastUsedAt == nil || k.LastUsedAt.Before(at.Add(-touchResolution))) {
+			next := *k
+			next.LastUsedAt = &at
+			s.keys[id] = &next
+		}
+	}
+	return nil
+}
+
 // ChangesSince implements Store.
 func (s *MemoryStore) ChangesSince(ctx context.Context, seq int64, limit int) ([]Change, error) {
 	s.mu.Lock()

@@ -436,6 +436,18 @@ func (s *PGStore) LookupHash(ctx context.Context, hash [32]byte) (Consumer, Key,
 	return c, k, nil
 }
 
+// TouchKeys implements Store: one statement, keys in id order.
+func (s *PGStore) TouchKeys(ctx context.Context, ids []string, at time.Time) error {
+	_, err := s.pool.Exec(ctx, `UPDATE tollgate_keys k SET last_used_at = $2::timestamptz
+FROM (SELECT id FROM tollgate_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE) t
+WHERE k.id = t.id AND (k.last_used_at IS NULL OR k.last_used_at < $2::timestamptz - $3 * interval '1 microsecond')`,
+		ids, at, touchResolution.Microseconds())
+	if err != nil {
+		return fmt.Errorf("directory: record %d keys used: %w", len(ids), err)
+	}
+	return nil
+}
+
 // ChangesSince implements Store.
 func (s *PGStore) ChangesSince(ctx context.Context, seq int64, limit int) ([]Change, error) {
 	rows, err := s.pool.Query(ctx, `SELECT ch.seq, ch.kind = 'key', `+keyCols+`, `+consumerCols+`

@@ -31,6 +31,9 @@ type ResolverOptions struct {
 	// PollInterval: the change log is read at least this often, even
 	// without a notification (default 30s).
 	PollInterval time.Duration
+	// TouchInterval: every this often, the keys resolved since are
+	// recorded as used (Key.LastUsedAt; default 1m; negative: never).
+	TouchInterval time.Duration
 	// LookupTimeout bounds one store lookup (default 1s).
 	LookupTimeout time.Duration
 	// DownFor: after a lookup fails for a reason other than the caller's
@@ -119,6 +122,9 @@ func NewResolver(store Store, opts ResolverOptions) (*Resolver, error) {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 30 * time.Second
 	}
+	if opts.TouchInterval == 0 {
+		opts.TouchInterval = time.Minute
+	}
 	if opts.LookupTimeout <= 0 {
 		opts.LookupTimeout = time.Second
 	}
@@ -138,7 +144,7 @@ func NewResolver(store Store, opts ResolverOptions) (*Resolver, error) {
 		}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tollgate_directory_sync_failures_total",
-			Help: "Failed reads of the directory's change log or key hashes (retried).",
+			Help: "Failed reads of the directory's change log or key hashes (retried), and failed writes of keys' last use.",
 		}),
 	}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -243,8 +249,61 @@ func (r *Resolver) ResolveHash(ctx context.Context, h *[32]byte) (*Resolved, boo
 }
 
 // Run loads the filter (retrying until the store answers), then applies
-// every change of the store's change log until ctx is done.
+// every change of the store's change log, and records which keys were
+// used, until ctx is done.
 func (r *Resolver) Run(ctx context.Context) error {
+	if r.opts.TouchInterval > 0 {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			r.recordUse(ctx)
+		}()
+	}
+	return r.follow(ctx)
+}
+
+// maxTouch bounds the keys one write records as used.
+const maxTouch = 10_000
+
+// recordUse writes, every TouchInterval and once more when ctx is done,
+// which keys were resolved since the last time.
+func (r *Resolver) recordUse(ctx context.Context) {
+	t := time.NewTicker(r.opts.TouchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.flushUse(context.WithoutCancel(ctx))
+			return
+		case <-t.C:
+			r.flushUse(ctx)
+		}
+	}
+}
+
+func (r *Resolver) flushUse(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	now := time.Now()
+	for {
+		ids := r.pos.takeTouched(maxTouch)
+		if len(ids) == 0 {
+			return
+		}
+		if err := r.store.TouchKeys(ctx, ids, now); err != nil {
+			r.failures.Inc()
+			r.opts.Logger.Warn("key directory: cannot record keys used (last_used_at stays older)", "error", err, "keys", len(ids))
+			return
+		}
+		if len(ids) < maxTouch {
+			return
+		}
+	}
+}
+
+// follow loads the filter, then applies the change log until ctx is done.
+func (r *Resolver) follow(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for !r.ready.Load() {
 		err := r.load(ctx)

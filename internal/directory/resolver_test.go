@@ -554,3 +554,44 @@ func TestFilterGrows(t *testing.T) {
 		t.Errorf("%g of 10,000 random keys filtered, want about 99%%", got)
 	}
 }
+
+// TestLastUsed: keys resolved are recorded as used, coarsely, on both
+// stores; keys not resolved are not.
+func TestLastUsed(t *testing.T) {
+	stores(t, func(t *testing.T, s directory.Store) {
+		ctx := context.Background()
+		if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); err != nil {
+			t.Fatal(err)
+		}
+		used, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", Name: "used"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", Name: "idle"}); err != nil {
+			t.Fatal(err)
+		}
+		r, _ := startResolver(t, s, directory.ResolverOptions{TouchInterval: 20 * time.Millisecond})
+		before := time.Now().Add(-time.Second)
+		if !resolves(r, used.Plaintext) {
+			t.Fatal("key does not resolve")
+		}
+		var keys []directory.Key
+		waitFor(t, 5*time.Second, "the key's last use to be recorded", func() bool {
+			keys, err = s.ListKeys(ctx, "acme")
+			return err == nil && keys[0].LastUsedAt != nil
+		})
+		if at := keys[0].LastUsedAt; at.Before(before) || at.After(time.Now()) {
+			t.Errorf("last_used_at %s, want about now", at)
+		}
+		if keys[1].LastUsedAt != nil {
+			t.Errorf("a key never resolved has last_used_at %s", keys[1].LastUsedAt)
+		}
+		// Within the minute, further use does not write it again.
+		first := *keys[0].LastUsedAt
+		resolves(r, used.Plaintext)
+		time.Sleep(100 * time.Millisecond)
+		if keys, _ = s.ListKeys(ctx, "acme"); !keys[0].LastUsedAt.Equal(first) {
+			t.Errorf("last_used_at moved from %s to %s within a minute", first, keys[0].LastUsedAt)
+		}
+	})
+}

@@ -35,6 +35,10 @@ type Store interface {
 	// LookupHash returns the key with that hash and its consumer, active
 	// or not, or ErrNotFound.
 	LookupHash(ctx context.Context, hash [32]byte) (Consumer, Key, error)
+	// TouchKeys records that keys were used at about at (coarse: a key
+	// used within the minute before keeps its time). It is not a change:
+	// nothing is logged or announced.
+	TouchKeys(ctx context.Context, ids []string, at time.Time) error
 	// ChangesSince returns up to limit changes after seq, in order.
 	ChangesSince(ctx context.Context, seq int64, limit int) ([]Change, error)
 	// AllHashes calls size with the number of keys active now, then add
