@@ -352,17 +352,30 @@ func (r *Resolver) rebuild(ctx context.Context) (*filter, int64, error) {
 const changeBatch = 1000
 
 // sync applies the changes after the last one applied. It runs on Watch's
-// goroutine only; a failed read is retried at the next call.
+// goroutine only. A failed read is tried again three times, 100ms, 200ms
+// and 400ms later, then at the next call (a notification, a reconnection
+// or the poll).
 func (r *Resolver) sync(ctx context.Context) {
-	for {
+	for failed := 0; ; {
 		changes, err := r.store.ChangesSince(ctx, r.seq.Load(), changeBatch)
 		if err != nil {
-			if ctx.Err() == nil {
-				r.failures.Inc()
-				r.opts.Logger.Warn("key directory: cannot read changes", "error", err, "seq", r.seq.Load())
+			if ctx.Err() != nil {
+				return
 			}
-			return
+			r.failures.Inc()
+			r.opts.Logger.Warn("key directory: cannot read changes", "error", err, "seq", r.seq.Load())
+			if failed++; failed > 3 {
+				return
+			}
+			t := time.NewTimer(50 * time.Millisecond << failed)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			continue
 		}
+		failed = 0
 		if len(changes) == 0 {
 			return
 		}
