@@ -81,7 +81,7 @@ func NewPG(pool *pgxpool.Pool, opts PGOptions) (*PGStore, error) {
 	s := &PGStore{pool: pool, opts: opts,
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tollgate_directory_listener_reconnects_total",
-			Help: "Times the directory's change listener lost its PostgreSQL connection and connected again (changes missed meanwhile are replayed).",
+			Help: "Connection attempts of the directory's change listener after it lost its PostgreSQL connection or failed to connect (changes missed meanwhile are replayed).",
 		}),
 	}
 	if opts.Registerer != nil {

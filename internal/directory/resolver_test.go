@@ -94,10 +94,14 @@ func randomKey() string {
 }
 
 // TestResolver: what keys resolve to, and how changes made on the store
-// reach a running resolver (memory store, whose Watch is immediate).
+// reach a running resolver (the poll interval is an hour: through the
+// store's Watch).
 func TestResolver(t *testing.T) {
+	stores(t, testResolver)
+}
+
+func testResolver(t *testing.T, s directory.Store) {
 	ctx := context.Background()
-	s := directory.NewMemory(directory.MemoryOptions{})
 	if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +109,7 @@ func TestResolver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, reg := startResolver(t, s, directory.ResolverOptions{})
+	r, reg := startResolver(t, s, directory.ResolverOptions{PollInterval: time.Hour})
 
 	v, ok := r.Resolve(ctx, k1.Plaintext)
 	if !ok || v.Consumer.ID != "acme" || v.Consumer.Plan != "pro" || v.Key.ID != k1.Key.ID || v.Key.Name != "one" {

@@ -7,9 +7,10 @@ import (
 
 // Store is the directory's store of record. Every mutation takes an
 // idempotency key (empty: none): a call retried with the same key and the
-// same arguments returns the first call's result (for a key, without its
-// plaintext) instead of doing it twice; the same key with other arguments
-// is ErrIdempotencyConflict. Every mutation appends to the change log.
+// same arguments does nothing again and returns what the first call
+// created or changed, as it is now (a key without its plaintext); the same
+// key with another operation or other arguments is
+// ErrIdempotencyConflict. Every mutation appends to the change log.
 type Store interface {
 	// CreateConsumer adds a consumer (status active when empty).
 	CreateConsumer(ctx context.Context, idem string, c Consumer) (Consumer, error)
