@@ -599,3 +599,54 @@ func TestLastUsed(t *testing.T) {
 		}
 	})
 }
+
+// slowStore answers a lookup with what it read, but only when released:
+// a lookup in flight while a change is applied.
+type slowStore struct {
+	directory.Store
+	read, release chan struct{}
+}
+
+func (s *slowStore) LookupHash(ctx context.Context, h [32]byte) (directory.Consumer, directory.Key, error) {
+	c, k, err := s.Store.LookupHash(ctx, h)
+	s.read <- struct{}{}
+	<-s.release
+	return c, k, err
+}
+
+// TestInFlightLookupNotCached: a lookup that read a key before its
+// revocation was applied answers its own request, but its stale answer is
+// not cached: the next Resolve refuses the key.
+func TestInFlightLookupNotCached(t *testing.T) {
+	ctx := context.Background()
+	mem := directory.NewMemory(directory.MemoryOptions{})
+	if _, err := mem.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	nk, err := mem.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &slowStore{Store: mem, read: make(chan struct{}), release: make(chan struct{})}
+	r, _ := startResolver(t, s, directory.ResolverOptions{})
+	answered := make(chan bool)
+	go func() { answered <- resolves(r, nk.Plaintext) }()
+	<-s.read
+	seq := r.Seq()
+	if _, err := mem.RevokeKey(ctx, "", nk.Key.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "the revocation to be applied", func() bool { return r.Seq() > seq })
+	close(s.release)
+	if !<-answered {
+		t.Error("the lookup in flight answered false; it read the key before the revocation")
+	}
+	go func() { // a later lookup reaches the store: let it through
+		for range s.read {
+		}
+	}()
+	defer close(s.read)
+	if resolves(r, nk.Plaintext) {
+		t.Error("the revoked key resolved: the stale answer of the lookup in flight was cached")
+	}
+}
