@@ -18,7 +18,7 @@ type filter struct {
 	m        uint64 // bits
 	k        uint64 // probes
 	capacity int
-	count    atomic.Int64 // hashes added (repeats included)
+	count    atomic.Int64 // hashes added (not counting those it had)
 }
 
 // newFilter sizes a filter for capacity hashes at false-positive rate p.
@@ -34,8 +34,13 @@ func probes(h *[32]byte) (uint64, uint64) {
 	return binary.LittleEndian.Uint64(h[0:8]), binary.LittleEndian.Uint64(h[8:16]) | 1
 }
 
-// add records h.
+// add records h. A hash the filter has already (added before, or a
+// false positive) is not counted again, so that the changes of one key
+// do not fill the filter. One goroutine at a time adds.
 func (f *filter) add(h [32]byte) {
+	if f.has(&h) {
+		return
+	}
 	a, b := probes(&h)
 	for i := uint64(0); i < f.k; i++ {
 		bit, _ := bits.Mul64(a+i*b, f.m) // a position in [0, m), without a division
