@@ -194,6 +194,16 @@ func isForeignKeyViolation(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23503"
 }
 
+// PurgeIdempotency forgets the idempotency keys recorded before before
+// (a retry that late runs again) and reports how many.
+func (s *PGStore) PurgeIdempotency(ctx context.Context, before time.Time) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM tollgate_directory_idempotency WHERE created_at < $1`, before)
+	if err != nil {
+		return 0, fmt.Errorf("directory: purge idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // CreateConsumer implements Store.
 func (s *PGStore) CreateConsumer(ctx context.Context, idem string, c Consumer) (Consumer, error) {
 	if c.Status == "" {

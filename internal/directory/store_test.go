@@ -305,3 +305,21 @@ func FuzzLoadMemory(f *testing.F) {
 		}
 	})
 }
+
+func TestPurgeIdempotency(t *testing.T) {
+	ctx := context.Background()
+	s := pgStore(t)
+	if _, err := s.CreateConsumer(ctx, "once", directory.Consumer{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PurgeIdempotency(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Errorf("purge of keys older than an hour = %d, %v; want 0", n, err)
+	}
+	if n, err := s.PurgeIdempotency(ctx, time.Now().Add(time.Second)); err != nil || n != 1 {
+		t.Errorf("purge of keys older than now = %d, %v; want 1", n, err)
+	}
+	// Forgotten: the retry runs again (and finds the consumer exists).
+	if _, err := s.CreateConsumer(ctx, "once", directory.Consumer{ID: "acme"}); !errors.Is(err, directory.ErrExists) {
+		t.Errorf("retry after the purge: %v, want ErrExists", err)
+	}
+}

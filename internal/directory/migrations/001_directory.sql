@@ -42,3 +42,5 @@ CREATE TABLE tollgate_directory_idempotency (
 	result_id   text        NOT NULL,
 	created_at  timestamptz NOT NULL DEFAULT now()
 );
+-- Purged by age (PGStore.PurgeIdempotency).
+CREATE INDEX tollgate_directory_idempotency_created ON tollgate_directory_idempotency (created_at);
