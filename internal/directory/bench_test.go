@@ -19,12 +19,12 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func memoryKeys(b *testing.B, n int) (*directory.Resolver, []string) {
 	ctx := context.Background()
 	s := directory.NewMemory(directory.MemoryOptions{})
-	if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme", Plan: "pro", Metadata: map[string]any{"tier": "gold"}}); err != nil {
+	if _, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme", Plan: "pro", Metadata: map[string]any{"tier": "gold"}}); err != nil {
 		b.Fatal(err)
 	}
 	keys := make([]string, n)
 	for i := range keys {
-		nk, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+		nk, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -119,11 +119,25 @@ type ConsumerUpdate struct {
 	Metadata map[string]any
 }
 
+// Meta comes with every change: who asks for it, and how to recognise
+// its retries.
+type Meta struct {
+	// IdempotencyKey makes a retried call do nothing again (empty: none;
+	// at most 128 bytes).
+	IdempotencyKey string
+	// Actor is who made the change (an admin token's name, "cli"...),
+	// recorded in the change log for audit.
+	Actor string
+}
+
 // Change is one entry of the change log with the current state of what
 // it changed: a consumer, or a key (with its consumer). A Resolver applies
 // changes in Seq order; applying the same change twice is harmless.
 type Change struct {
 	Seq      int64
+	Op       string    // create, update, rotate, revoke or expiry
+	Actor    string    // Meta.Actor of the call
+	At       time.Time // when it was made
 	Consumer *Consumer // the consumer changed, or the key's consumer
 	Key      *Key      // nil for a consumer change
 }

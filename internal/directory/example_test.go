@@ -13,10 +13,10 @@ import (
 func Example() {
 	ctx, cancel := context.WithCancel(context.Background())
 	store := directory.NewMemory(directory.MemoryOptions{})
-	if _, err := store.CreateConsumer(ctx, "signup-acme", directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
+	if _, err := store.CreateConsumer(ctx, directory.Meta{IdempotencyKey: "signup-acme"}, directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
 		panic(err)
 	}
-	nk, err := store.CreateKey(ctx, "key-acme-1", directory.KeyRequest{Consumer: "acme", Name: "ci"})
+	nk, err := store.CreateKey(ctx, directory.Meta{IdempotencyKey: "key-acme-1"}, directory.KeyRequest{Consumer: "acme", Name: "ci"})
 	if err != nil {
 		panic(err)
 	}

@@ -30,8 +30,10 @@ type MemoryStore struct {
 }
 
 type logEntry struct {
-	key bool
-	id  string
+	key       bool
+	id        string
+	op, actor string
+	at        time.Time
 }
 
 type idemRecord struct {
@@ -67,8 +69,8 @@ func NewMemory(opts MemoryOptions) *MemoryStore {
 func (s *MemoryStore) Durable() bool { return false }
 
 // appendLog records a change and wakes the watchers; s.mu is held.
-func (s *MemoryStore) appendLog(key bool, id string) {
-	s.log = append(s.log, logEntry{key: key, id: id})
+func (s *MemoryStore) appendLog(key bool, id, op, actor string) {
+	s.log = append(s.log, logEntry{key: key, id: id, op: op, actor: actor, at: s.now()})
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -105,17 +107,17 @@ func copyConsumer(c *Consumer) Consumer {
 }
 
 // CreateConsumer implements Store.
-func (s *MemoryStore) CreateConsumer(ctx context.Context, idem string, c Consumer) (Consumer, error) {
+func (s *MemoryStore) CreateConsumer(ctx context.Context, m Meta, c Consumer) (Consumer, error) {
 	if c.Status == "" {
 		c.Status = StatusActive
 	}
 	if err := checkNewConsumer(c); err != nil {
 		return Consumer{}, err
 	}
-	fp := fingerprint(opCreateConsumer, c.ID, c.Plan, c.Status, c.Metadata)
+	fp := fingerprint(opCreateConsumer, m.Actor, c.ID, c.Plan, c.Status, c.Metadata)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id, ok, err := s.replay(idem, fp); err != nil || ok {
+	if id, ok, err := s.replay(m.IdempotencyKey, fp); err != nil || ok {
 		return s.consumerLocked(id, err)
 	}
 	if _, ok := s.consumers[c.ID]; ok {
@@ -125,8 +127,8 @@ func (s *MemoryStore) CreateConsumer(ctx context.Context, idem string, c Consume
 	c.CreatedAt, c.UpdatedAt = now, now
 	c.Metadata = maps.Clone(c.Metadata)
 	s.consumers[c.ID] = &c
-	s.appendLog(false, c.ID)
-	s.remember(idem, fp, c.ID)
+	s.appendLog(false, c.ID, "create", m.Actor)
+	s.remember(m.IdempotencyKey, fp, c.ID)
 	return copyConsumer(&c), nil
 }
 
@@ -161,14 +163,14 @@ func (s *MemoryStore) consumerLocked(id string, err error) (Consumer, error) {
 }
 
 // UpdateConsumer implements Store.
-func (s *MemoryStore) UpdateConsumer(ctx context.Context, idem, id string, u ConsumerUpdate) (Consumer, error) {
+func (s *MemoryStore) UpdateConsumer(ctx context.Context, m Meta, id string, u ConsumerUpdate) (Consumer, error) {
 	if err := checkUpdate(u); err != nil {
 		return Consumer{}, err
 	}
-	fp := fingerprint(opUpdateConsumer, id, u.Plan, u.Status, u.Metadata)
+	fp := fingerprint(opUpdateConsumer, m.Actor, id, u.Plan, u.Status, u.Metadata)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id, ok, err := s.replay(idem, fp); err != nil || ok {
+	if id, ok, err := s.replay(m.IdempotencyKey, fp); err != nil || ok {
 		return s.consumerLocked(id, err)
 	}
 	c, ok := s.consumers[id]
@@ -187,8 +189,8 @@ func (s *MemoryStore) UpdateConsumer(ctx context.Context, idem, id string, u Con
 	}
 	next.UpdatedAt = s.now()
 	s.consumers[id] = &next
-	s.appendLog(false, id)
-	s.remember(idem, fp, id)
+	s.appendLog(false, id, "update", m.Actor)
+	s.remember(m.IdempotencyKey, fp, id)
 	return copyConsumer(&next), nil
 }
 
@@ -211,33 +213,33 @@ func (s *MemoryStore) keyLocked(id string, err error) (Key, error) {
 }
 
 // addKey stores a new key of consumer; s.mu is held.
-func (s *MemoryStore) addKey(consumer, name, rotatedFrom string, expires *time.Time) NewKey {
+func (s *MemoryStore) addKey(actor, consumer, name, rotatedFrom string, expires *time.Time) NewKey {
 	plain, hash, display := GenerateKey(s.prefix)
 	k := &Key{ID: newID("key"), Hash: hash, Prefix: display, Consumer: consumer, Name: name,
 		RotatedFrom: rotatedFrom, CreatedAt: s.now(), ExpiresAt: expires}
 	s.keys[k.ID] = k
 	s.byHash[hash] = k.ID
-	s.appendLog(true, k.ID)
+	s.appendLog(true, k.ID, "create", actor)
 	return NewKey{Key: *k, Plaintext: plain}
 }
 
 // CreateKey implements Store.
-func (s *MemoryStore) CreateKey(ctx context.Context, idem string, r KeyRequest) (NewKey, error) {
+func (s *MemoryStore) CreateKey(ctx context.Context, m Meta, r KeyRequest) (NewKey, error) {
 	if err := checkName(r.Name); err != nil {
 		return NewKey{}, err
 	}
-	fp := fingerprint(opCreateKey, r.Consumer, r.Name, r.ExpiresAt)
+	fp := fingerprint(opCreateKey, m.Actor, r.Consumer, r.Name, r.ExpiresAt)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id, ok, err := s.replay(idem, fp); err != nil || ok {
+	if id, ok, err := s.replay(m.IdempotencyKey, fp); err != nil || ok {
 		k, err := s.keyLocked(id, err)
 		return NewKey{Key: k, Replayed: err == nil}, err
 	}
 	if _, ok := s.consumers[r.Consumer]; !ok {
 		return NewKey{}, fmt.Errorf("consumer %q: %w", r.Consumer, ErrNotFound)
 	}
-	nk := s.addKey(r.Consumer, r.Name, "", truncate(r.ExpiresAt))
-	s.remember(idem, fp, nk.Key.ID)
+	nk := s.addKey(m.Actor, r.Consumer, r.Name, "", truncate(r.ExpiresAt))
+	s.remember(m.IdempotencyKey, fp, nk.Key.ID)
 	return nk, nil
 }
 
@@ -250,14 +252,14 @@ func truncate(t *time.Time) *time.Time {
 }
 
 // RotateKey implements Store.
-func (s *MemoryStore) RotateKey(ctx context.Context, idem, id string, grace time.Duration) (NewKey, error) {
+func (s *MemoryStore) RotateKey(ctx context.Context, m Meta, id string, grace time.Duration) (NewKey, error) {
 	if grace < 0 {
 		return NewKey{}, fmt.Errorf("%w: grace %s (want 0 or more)", ErrInvalid, grace)
 	}
-	fp := fingerprint(opRotateKey, id, grace)
+	fp := fingerprint(opRotateKey, m.Actor, id, grace)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id, ok, err := s.replay(idem, fp); err != nil || ok {
+	if id, ok, err := s.replay(m.IdempotencyKey, fp); err != nil || ok {
 		k, err := s.keyLocked(id, err)
 		return NewKey{Key: k, Replayed: err == nil}, err
 	}
@@ -275,18 +277,18 @@ func (s *MemoryStore) RotateKey(ctx context.Context, idem, id string, grace time
 		next.ExpiresAt = &until
 	}
 	s.keys[id] = &next
-	s.appendLog(true, id)
-	nk := s.addKey(old.Consumer, old.Name, id, nil)
-	s.remember(idem, fp, nk.Key.ID)
+	s.appendLog(true, id, "rotate", m.Actor)
+	nk := s.addKey(m.Actor, old.Consumer, old.Name, id, nil)
+	s.remember(m.IdempotencyKey, fp, nk.Key.ID)
 	return nk, nil
 }
 
 // RevokeKey implements Store.
-func (s *MemoryStore) RevokeKey(ctx context.Context, idem, id string) (Key, error) {
-	fp := fingerprint(opRevokeKey, id)
+func (s *MemoryStore) RevokeKey(ctx context.Context, m Meta, id string) (Key, error) {
+	fp := fingerprint(opRevokeKey, m.Actor, id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id, ok, err := s.replay(idem, fp); err != nil || ok {
+	if id, ok, err := s.replay(m.IdempotencyKey, fp); err != nil || ok {
 		return s.keyLocked(id, err)
 	}
 	k, ok := s.keys[id]
@@ -298,20 +300,20 @@ func (s *MemoryStore) RevokeKey(ctx context.Context, idem, id string) (Key, erro
 		now := s.now()
 		next.RevokedAt = &now
 		s.keys[id] = &next
-		s.appendLog(true, id)
+		s.appendLog(true, id, "revoke", m.Actor)
 		k = &next
 	}
-	s.remember(idem, fp, id)
+	s.remember(m.IdempotencyKey, fp, id)
 	return *k, nil
 }
 
 // SetExpiry implements Store.
-func (s *MemoryStore) SetExpiry(ctx context.Context, idem, id string, at *time.Time) (Key, error) {
+func (s *MemoryStore) SetExpiry(ctx context.Context, m Meta, id string, at *time.Time) (Key, error) {
 	at = truncate(at)
-	fp := fingerprint(opSetExpiry, id, at)
+	fp := fingerprint(opSetExpiry, m.Actor, id, at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id, ok, err := s.replay(idem, fp); err != nil || ok {
+	if id, ok, err := s.replay(m.IdempotencyKey, fp); err != nil || ok {
 		return s.keyLocked(id, err)
 	}
 	k, ok := s.keys[id]
@@ -321,8 +323,8 @@ func (s *MemoryStore) SetExpiry(ctx context.Context, idem, id string, at *time.T
 	next := *k
 	next.ExpiresAt = at
 	s.keys[id] = &next
-	s.appendLog(true, id)
-	s.remember(idem, fp, id)
+	s.appendLog(true, id, "expiry", m.Actor)
+	s.remember(m.IdempotencyKey, fp, id)
 	return next, nil
 }
 
@@ -392,7 +394,7 @@ func (s *MemoryStore) ChangesSince(ctx context.Context, seq int64, limit int) ([
 	var out []Change
 	for i := max(seq, 0); i < int64(len(s.log)) && len(out) < limit; i++ {
 		e := s.log[i]
-		ch := Change{Seq: i + 1}
+		ch := Change{Seq: i + 1, Op: e.op, Actor: e.actor, At: e.at}
 		if e.key {
 			k := *s.keys[e.id]
 			ch.Key = &k
@@ -511,7 +513,7 @@ func (s *MemoryStore) seed(seed seedFile) error {
 			return fmt.Errorf("consumers[%d]: consumer %q: %w", i, c.ID, ErrExists)
 		}
 		s.consumers[c.ID] = &c
-		s.appendLog(false, c.ID)
+		s.appendLog(false, c.ID, "create", "seed")
 		for j, sk := range sc.Keys {
 			at := fmt.Sprintf("consumers[%d].keys[%d]", i, j)
 			var hash [32]byte
@@ -549,7 +551,7 @@ func (s *MemoryStore) seed(seed seedFile) error {
 			k := &Key{ID: id, Hash: hash, Prefix: display, Consumer: c.ID, Name: sk.Name, CreatedAt: now, ExpiresAt: truncate(sk.ExpiresAt)}
 			s.keys[id] = k
 			s.byHash[hash] = id
-			s.appendLog(true, id)
+			s.appendLog(true, id, "create", "seed")
 		}
 	}
 	return nil

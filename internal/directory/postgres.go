@@ -177,10 +177,10 @@ func (s *PGStore) mutate(ctx context.Context, idem, op string, fp []byte, fn fun
 }
 
 // logChange appends a change and announces its seq at commit.
-func logChange(ctx context.Context, tx pgx.Tx, kind, id, op string) error {
+func logChange(ctx context.Context, tx pgx.Tx, kind, id, op, actor string) error {
 	_, err := tx.Exec(ctx, `WITH c AS (
-	INSERT INTO tollgate_directory_changes (kind, id, op) VALUES ($1, $2, $3) RETURNING seq
-) SELECT pg_notify('`+Channel+`', seq::text) FROM c`, kind, id, op)
+	INSERT INTO tollgate_directory_changes (kind, id, op, actor) VALUES ($1, $2, $3, $4) RETURNING seq
+) SELECT pg_notify('`+Channel+`', seq::text) FROM c`, kind, id, op, actor)
 	return err
 }
 
@@ -205,14 +205,14 @@ func (s *PGStore) PurgeIdempotency(ctx context.Context, before time.Time) (int64
 }
 
 // CreateConsumer implements Store.
-func (s *PGStore) CreateConsumer(ctx context.Context, idem string, c Consumer) (Consumer, error) {
+func (s *PGStore) CreateConsumer(ctx context.Context, m Meta, c Consumer) (Consumer, error) {
 	if c.Status == "" {
 		c.Status = StatusActive
 	}
 	if err := checkNewConsumer(c); err != nil {
 		return Consumer{}, err
 	}
-	id, _, err := s.mutate(ctx, idem, opCreateConsumer, fingerprint(opCreateConsumer, c.ID, c.Plan, c.Status, c.Metadata), func(tx pgx.Tx) (string, error) {
+	id, _, err := s.mutate(ctx, m.IdempotencyKey, opCreateConsumer, fingerprint(opCreateConsumer, m.Actor, c.ID, c.Plan, c.Status, c.Metadata), func(tx pgx.Tx) (string, error) {
 		_, err := tx.Exec(ctx, `INSERT INTO tollgate_consumers (id, plan, status, metadata) VALUES ($1, $2, $3, coalesce($4::jsonb, '{}'))`,
 			c.ID, c.Plan, c.Status, metadataArg(c.Metadata))
 		if isUniqueViolation(err) {
@@ -221,7 +221,7 @@ func (s *PGStore) CreateConsumer(ctx context.Context, idem string, c Consumer) (
 		if err != nil {
 			return "", err
 		}
-		return c.ID, logChange(ctx, tx, "consumer", c.ID, "create")
+		return c.ID, logChange(ctx, tx, "consumer", c.ID, "create", m.Actor)
 	})
 	if err != nil {
 		return Consumer{}, fmt.Errorf("directory: create consumer: %w", err)
@@ -238,11 +238,11 @@ func metadataArg(m map[string]any) any {
 }
 
 // UpdateConsumer implements Store.
-func (s *PGStore) UpdateConsumer(ctx context.Context, idem, id string, u ConsumerUpdate) (Consumer, error) {
+func (s *PGStore) UpdateConsumer(ctx context.Context, m Meta, id string, u ConsumerUpdate) (Consumer, error) {
 	if err := checkUpdate(u); err != nil {
 		return Consumer{}, err
 	}
-	rid, _, err := s.mutate(ctx, idem, opUpdateConsumer, fingerprint(opUpdateConsumer, id, u.Plan, u.Status, u.Metadata), func(tx pgx.Tx) (string, error) {
+	rid, _, err := s.mutate(ctx, m.IdempotencyKey, opUpdateConsumer, fingerprint(opUpdateConsumer, m.Actor, id, u.Plan, u.Status, u.Metadata), func(tx pgx.Tx) (string, error) {
 		tag, err := tx.Exec(ctx, `UPDATE tollgate_consumers SET plan = coalesce($2, plan), status = coalesce($3, status),
 	metadata = coalesce($4::jsonb, metadata), updated_at = now() WHERE id = $1`, id, u.Plan, u.Status, metadataArg(u.Metadata))
 		if err != nil {
@@ -251,7 +251,7 @@ func (s *PGStore) UpdateConsumer(ctx context.Context, idem, id string, u Consume
 		if tag.RowsAffected() == 0 {
 			return "", fmt.Errorf("consumer %q: %w", id, ErrNotFound)
 		}
-		return id, logChange(ctx, tx, "consumer", id, "update")
+		return id, logChange(ctx, tx, "consumer", id, "update", m.Actor)
 	})
 	if err != nil {
 		return Consumer{}, fmt.Errorf("directory: update consumer: %w", err)
@@ -283,7 +283,7 @@ func (s *PGStore) key(ctx context.Context, id string) (Key, error) {
 }
 
 // insertKey adds a new key of consumer in tx.
-func (s *PGStore) insertKey(ctx context.Context, tx pgx.Tx, consumer, name, rotatedFrom string, expires *time.Time) (NewKey, error) {
+func (s *PGStore) insertKey(ctx context.Context, tx pgx.Tx, actor, consumer, name, rotatedFrom string, expires *time.Time) (NewKey, error) {
 	plain, hash, display := GenerateKey(s.opts.KeyPrefix)
 	id := newID("key")
 	_, err := tx.Exec(ctx, `INSERT INTO tollgate_keys (id, hash, prefix, consumer, name, rotated_from, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
@@ -294,22 +294,22 @@ func (s *PGStore) insertKey(ctx context.Context, tx pgx.Tx, consumer, name, rota
 	if err != nil {
 		return NewKey{}, err
 	}
-	if err := logChange(ctx, tx, "key", id, "create"); err != nil {
+	if err := logChange(ctx, tx, "key", id, "create", actor); err != nil {
 		return NewKey{}, err
 	}
 	return NewKey{Key: Key{ID: id}, Plaintext: plain}, nil
 }
 
 // CreateKey implements Store.
-func (s *PGStore) CreateKey(ctx context.Context, idem string, r KeyRequest) (NewKey, error) {
+func (s *PGStore) CreateKey(ctx context.Context, m Meta, r KeyRequest) (NewKey, error) {
 	if err := checkName(r.Name); err != nil {
 		return NewKey{}, err
 	}
 	r.ExpiresAt = truncate(r.ExpiresAt)
 	var nk NewKey
-	id, replayed, err := s.mutate(ctx, idem, opCreateKey, fingerprint(opCreateKey, r.Consumer, r.Name, r.ExpiresAt), func(tx pgx.Tx) (string, error) {
+	id, replayed, err := s.mutate(ctx, m.IdempotencyKey, opCreateKey, fingerprint(opCreateKey, m.Actor, r.Consumer, r.Name, r.ExpiresAt), func(tx pgx.Tx) (string, error) {
 		var err error
-		nk, err = s.insertKey(ctx, tx, r.Consumer, r.Name, "", r.ExpiresAt)
+		nk, err = s.insertKey(ctx, tx, m.Actor, r.Consumer, r.Name, "", r.ExpiresAt)
 		return nk.Key.ID, err
 	})
 	return s.newKeyResult(ctx, "create key", nk, id, replayed, err)
@@ -330,12 +330,12 @@ func (s *PGStore) newKeyResult(ctx context.Context, what string, nk NewKey, id s
 }
 
 // RotateKey implements Store.
-func (s *PGStore) RotateKey(ctx context.Context, idem, id string, grace time.Duration) (NewKey, error) {
+func (s *PGStore) RotateKey(ctx context.Context, m Meta, id string, grace time.Duration) (NewKey, error) {
 	if grace < 0 {
 		return NewKey{}, fmt.Errorf("%w: grace %s (want 0 or more)", ErrInvalid, grace)
 	}
 	var nk NewKey
-	rid, replayed, err := s.mutate(ctx, idem, opRotateKey, fingerprint(opRotateKey, id, grace), func(tx pgx.Tx) (string, error) {
+	rid, replayed, err := s.mutate(ctx, m.IdempotencyKey, opRotateKey, fingerprint(opRotateKey, m.Actor, id, grace), func(tx pgx.Tx) (string, error) {
 		var consumer, name string
 		var active bool
 		err := tx.QueryRow(ctx, `SELECT consumer, name, revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
@@ -353,18 +353,18 @@ func (s *PGStore) RotateKey(ctx context.Context, idem, id string, grace time.Dur
 			id, grace.Microseconds()); err != nil {
 			return "", err
 		}
-		if err := logChange(ctx, tx, "key", id, "rotate"); err != nil {
+		if err := logChange(ctx, tx, "key", id, "rotate", m.Actor); err != nil {
 			return "", err
 		}
-		nk, err = s.insertKey(ctx, tx, consumer, name, id, nil)
+		nk, err = s.insertKey(ctx, tx, m.Actor, consumer, name, id, nil)
 		return nk.Key.ID, err
 	})
 	return s.newKeyResult(ctx, "rotate key", nk, rid, replayed, err)
 }
 
 // RevokeKey implements Store.
-func (s *PGStore) RevokeKey(ctx context.Context, idem, id string) (Key, error) {
-	rid, _, err := s.mutate(ctx, idem, opRevokeKey, fingerprint(opRevokeKey, id), func(tx pgx.Tx) (string, error) {
+func (s *PGStore) RevokeKey(ctx context.Context, m Meta, id string) (Key, error) {
+	rid, _, err := s.mutate(ctx, m.IdempotencyKey, opRevokeKey, fingerprint(opRevokeKey, m.Actor, id), func(tx pgx.Tx) (string, error) {
 		var revoked bool
 		err := tx.QueryRow(ctx, `SELECT revoked_at IS NOT NULL FROM tollgate_keys WHERE id = $1`, id).Scan(&revoked)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -376,7 +376,7 @@ func (s *PGStore) RevokeKey(ctx context.Context, idem, id string) (Key, error) {
 		if _, err := tx.Exec(ctx, `UPDATE tollgate_keys SET revoked_at = now() WHERE id = $1`, id); err != nil {
 			return "", err
 		}
-		return id, logChange(ctx, tx, "key", id, "revoke")
+		return id, logChange(ctx, tx, "key", id, "revoke", m.Actor)
 	})
 	if err != nil {
 		return Key{}, fmt.Errorf("directory: revoke key: %w", err)
@@ -385,9 +385,9 @@ func (s *PGStore) RevokeKey(ctx context.Context, idem, id string) (Key, error) {
 }
 
 // SetExpiry implements Store.
-func (s *PGStore) SetExpiry(ctx context.Context, idem, id string, at *time.Time) (Key, error) {
+func (s *PGStore) SetExpiry(ctx context.Context, m Meta, id string, at *time.Time) (Key, error) {
 	at = truncate(at)
-	rid, _, err := s.mutate(ctx, idem, opSetExpiry, fingerprint(opSetExpiry, id, at), func(tx pgx.Tx) (string, error) {
+	rid, _, err := s.mutate(ctx, m.IdempotencyKey, opSetExpiry, fingerprint(opSetExpiry, m.Actor, id, at), func(tx pgx.Tx) (string, error) {
 		tag, err := tx.Exec(ctx, `UPDATE tollgate_keys SET expires_at = $2 WHERE id = $1`, id, at)
 		if err != nil {
 			return "", err
@@ -395,7 +395,7 @@ func (s *PGStore) SetExpiry(ctx context.Context, idem, id string, at *time.Time)
 		if tag.RowsAffected() == 0 {
 			return "", fmt.Errorf("key %q: %w", id, ErrNotFound)
 		}
-		return id, logChange(ctx, tx, "key", id, "expiry")
+		return id, logChange(ctx, tx, "key", id, "expiry", m.Actor)
 	})
 	if err != nil {
 		return Key{}, fmt.Errorf("directory: set expiry: %w", err)
@@ -460,7 +460,7 @@ WHERE k.id = t.id AND (k.last_used_at IS NULL OR k.last_used_at < $2::timestampt
 
 // ChangesSince implements Store.
 func (s *PGStore) ChangesSince(ctx context.Context, seq int64, limit int) ([]Change, error) {
-	rows, err := s.pool.Query(ctx, `SELECT ch.seq, ch.kind = 'key', `+keyCols+`, `+consumerCols+`
+	rows, err := s.pool.Query(ctx, `SELECT ch.seq, ch.op, ch.actor, ch.at, ch.kind = 'key', `+keyCols+`, `+consumerCols+`
 FROM tollgate_directory_changes ch
 LEFT JOIN tollgate_keys k ON ch.kind = 'key' AND k.id = ch.id
 JOIN tollgate_consumers c ON c.id = CASE WHEN ch.kind = 'key' THEN k.consumer ELSE ch.id END
@@ -479,7 +479,7 @@ WHERE ch.seq > $1 ORDER BY ch.seq LIMIT $2`, seq, limit)
 			created, expires, revoked, used         *time.Time
 		}
 		var c Consumer
-		if err := rows.Scan(append([]any{&ch.Seq, &isKey, &k.id, &k.hash, &k.prefix, &k.consumer, &k.name, &k.rotatedFrom,
+		if err := rows.Scan(append([]any{&ch.Seq, &ch.Op, &ch.Actor, &ch.At, &isKey, &k.id, &k.hash, &k.prefix, &k.consumer, &k.name, &k.rotatedFrom,
 			&k.created, &k.expires, &k.revoked, &k.used}, consumerDest(&c)...)...); err != nil {
 			return nil, fmt.Errorf("directory: changes since %d: %w", seq, err)
 		}

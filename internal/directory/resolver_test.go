@@ -102,10 +102,10 @@ func TestResolver(t *testing.T) {
 
 func testResolver(t *testing.T, s directory.Store) {
 	ctx := context.Background()
-	if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
+	if _, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
 		t.Fatal(err)
 	}
-	k1, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", Name: "one"})
+	k1, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme", Name: "one"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func testResolver(t *testing.T, s directory.Store) {
 
 	// A plan change and a suspension reach the cached entry.
 	plan, suspended := "enterprise", directory.StatusSuspended
-	if _, err := s.UpdateConsumer(ctx, "", "acme", directory.ConsumerUpdate{Plan: &plan, Status: &suspended}); err != nil {
+	if _, err := s.UpdateConsumer(ctx, directory.Meta{}, "acme", directory.ConsumerUpdate{Plan: &plan, Status: &suspended}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the plan change", func() bool {
@@ -138,24 +138,24 @@ func testResolver(t *testing.T, s directory.Store) {
 		return ok && v.Consumer.Plan == plan && v.Consumer.Status == suspended
 	})
 	// A key created after the start resolves once its change is applied.
-	k2, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", Name: "two"})
+	k2, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme", Name: "two"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the new key", func() bool { return resolves(r, k2.Plaintext) })
 	// Revoked and expired keys do not resolve.
-	if _, err := s.RevokeKey(ctx, "", k1.Key.ID); err != nil {
+	if _, err := s.RevokeKey(ctx, directory.Meta{}, k1.Key.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the revocation", func() bool { return !resolves(r, k1.Plaintext) })
 	past := time.Now().Add(-time.Second)
-	if _, err := s.SetExpiry(ctx, "", k2.Key.ID, &past); err != nil {
+	if _, err := s.SetExpiry(ctx, directory.Meta{}, k2.Key.ID, &past); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the expiry", func() bool { return !resolves(r, k2.Plaintext) })
 	// ...and a key that expires while cached stops resolving on time.
 	soon := time.Now().Add(100 * time.Millisecond)
-	k3, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", ExpiresAt: &soon})
+	k3, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme", ExpiresAt: &soon})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func testResolver(t *testing.T, s directory.Store) {
 	}
 	// An expiry set again in the future brings it back.
 	later := time.Now().Add(time.Hour)
-	if _, err := s.SetExpiry(ctx, "", k3.Key.ID, &later); err != nil {
+	if _, err := s.SetExpiry(ctx, directory.Meta{}, k3.Key.ID, &later); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the new expiry", func() bool { return resolves(r, k3.Plaintext) })
@@ -229,7 +229,7 @@ func TestRevocationTwoReplicas(t *testing.T) {
 	ctx := context.Background()
 	db := migrated(t)
 	admin := pgReplica(t, db.DSN, nil)
-	if _, err := admin.CreateConsumer(ctx, "", directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
+	if _, err := admin.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
 		t.Fatal(err)
 	}
 	opts := directory.ResolverOptions{PollInterval: time.Hour}
@@ -237,14 +237,14 @@ func TestRevocationTwoReplicas(t *testing.T) {
 	b, _ := startResolver(t, pgReplica(t, db.DSN, nil), opts)
 	var worst time.Duration
 	for round := range 5 {
-		nk, err := admin.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+		nk, err := admin.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		created := time.Now()
 		waitFor(t, time.Second, "the new key on both replicas", func() bool { return resolves(a, nk.Plaintext) && resolves(b, nk.Plaintext) })
 		seen := time.Since(created)
-		if _, err := admin.RevokeKey(ctx, "", nk.Key.ID); err != nil {
+		if _, err := admin.RevokeKey(ctx, directory.Meta{}, nk.Key.ID); err != nil {
 			t.Fatal(err)
 		}
 		revoked := time.Now()
@@ -274,10 +274,10 @@ func TestReplayAfterDroppedListener(t *testing.T) {
 	ctx := context.Background()
 	db := migrated(t)
 	admin := pgReplica(t, db.DSN, nil)
-	if _, err := admin.CreateConsumer(ctx, "", directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
+	if _, err := admin.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
 		t.Fatal(err)
 	}
-	old, err := admin.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+	old, err := admin.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,10 +300,10 @@ func TestReplayAfterDroppedListener(t *testing.T) {
 		// Changes made while the listener is down (it waits 100ms and
 		// more before reconnecting).
 		plan := fmt.Sprintf("plan-%d", round)
-		if _, err := admin.UpdateConsumer(ctx, "", "acme", directory.ConsumerUpdate{Plan: &plan}); err != nil {
+		if _, err := admin.UpdateConsumer(ctx, directory.Meta{}, "acme", directory.ConsumerUpdate{Plan: &plan}); err != nil {
 			t.Fatal(err)
 		}
-		nk, err := admin.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+		nk, err := admin.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -440,13 +440,13 @@ func TestDatabaseDown(t *testing.T) {
 	ctx := context.Background()
 	db := migrated(t)
 	admin := pgReplica(t, db.DSN, nil)
-	if _, err := admin.CreateConsumer(ctx, "", directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
+	if _, err := admin.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
 		t.Fatal(err)
 	}
 	var keys [3]directory.NewKey
 	for i := range keys {
 		var err error
-		if keys[i], err = admin.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"}); err != nil {
+		if keys[i], err = admin.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -484,12 +484,12 @@ func TestDatabaseDown(t *testing.T) {
 func TestResolverConcurrent(t *testing.T) {
 	ctx := context.Background()
 	s := directory.NewMemory(directory.MemoryOptions{})
-	if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); err != nil {
+	if _, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme"}); err != nil {
 		t.Fatal(err)
 	}
 	var keys []directory.NewKey
 	for range 50 {
-		nk, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+		nk, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -508,7 +508,7 @@ func TestResolverConcurrent(t *testing.T) {
 	}
 	for i := range 20 {
 		plan := fmt.Sprintf("p%d", i)
-		if _, err := s.UpdateConsumer(ctx, "", "acme", directory.ConsumerUpdate{Plan: &plan}); err != nil {
+		if _, err := s.UpdateConsumer(ctx, directory.Meta{}, "acme", directory.ConsumerUpdate{Plan: &plan}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -525,7 +525,7 @@ func TestResolverConcurrent(t *testing.T) {
 func TestFilterGrows(t *testing.T) {
 	ctx := context.Background()
 	s := directory.NewMemory(directory.MemoryOptions{})
-	if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); err != nil {
+	if _, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme"}); err != nil {
 		t.Fatal(err)
 	}
 	r, reg := startResolver(t, s, directory.ResolverOptions{FilterCapacity: 1000})
@@ -534,7 +534,7 @@ func TestFilterGrows(t *testing.T) {
 	}
 	var keys []string
 	for range 3000 {
-		nk, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+		nk, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -564,14 +564,14 @@ func TestFilterGrows(t *testing.T) {
 func TestLastUsed(t *testing.T) {
 	stores(t, func(t *testing.T, s directory.Store) {
 		ctx := context.Background()
-		if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); err != nil {
+		if _, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme"}); err != nil {
 			t.Fatal(err)
 		}
-		used, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", Name: "used"})
+		used, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme", Name: "used"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", Name: "idle"}); err != nil {
+		if _, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme", Name: "idle"}); err != nil {
 			t.Fatal(err)
 		}
 		r, _ := startResolver(t, s, directory.ResolverOptions{TouchInterval: 20 * time.Millisecond})
@@ -620,10 +620,10 @@ func (s *slowStore) LookupHash(ctx context.Context, h [32]byte) (directory.Consu
 func TestInFlightLookupNotCached(t *testing.T) {
 	ctx := context.Background()
 	mem := directory.NewMemory(directory.MemoryOptions{})
-	if _, err := mem.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); err != nil {
+	if _, err := mem.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme"}); err != nil {
 		t.Fatal(err)
 	}
-	nk, err := mem.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme"})
+	nk, err := mem.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -633,7 +633,7 @@ func TestInFlightLookupNotCached(t *testing.T) {
 	go func() { answered <- resolves(r, nk.Plaintext) }()
 	<-s.read
 	seq := r.Seq()
-	if _, err := mem.RevokeKey(ctx, "", nk.Key.ID); err != nil {
+	if _, err := mem.RevokeKey(ctx, directory.Meta{}, nk.Key.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, time.Second, "the revocation to be applied", func() bool { return r.Seq() > seq })

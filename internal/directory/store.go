@@ -5,31 +5,32 @@ import (
 	"time"
 )
 
-// Store is the directory's store of record. Every mutation takes an
-// idempotency key (empty: none): a call retried with the same key and the
+// Store is the directory's store of record. Every mutation takes a Meta:
+// who asks (recorded in the change log) and an idempotency key (empty:
+// none). A call retried with the same key and the
 // same arguments does nothing again and returns what the first call
 // created or changed, as it is now (a key without its plaintext); the same
-// key with another operation or other arguments is
+// key with another operation, other arguments or another actor is
 // ErrIdempotencyConflict. Every mutation appends to the change log.
 type Store interface {
 	// CreateConsumer adds a consumer (status active when empty).
-	CreateConsumer(ctx context.Context, idem string, c Consumer) (Consumer, error)
+	CreateConsumer(ctx context.Context, m Meta, c Consumer) (Consumer, error)
 	// UpdateConsumer changes a consumer's plan, status or metadata.
-	UpdateConsumer(ctx context.Context, idem, id string, u ConsumerUpdate) (Consumer, error)
+	UpdateConsumer(ctx context.Context, m Meta, id string, u ConsumerUpdate) (Consumer, error)
 	// Consumer returns one consumer.
 	Consumer(ctx context.Context, id string) (Consumer, error)
 	// CreateKey makes a key for an existing consumer; the plaintext is
 	// in the result this once.
-	CreateKey(ctx context.Context, idem string, r KeyRequest) (NewKey, error)
+	CreateKey(ctx context.Context, m Meta, r KeyRequest) (NewKey, error)
 	// RotateKey makes a new key for the consumer of key id, with its
 	// name, and makes the old one expire after grace (at once when 0),
 	// or earlier if it expired earlier already.
-	RotateKey(ctx context.Context, idem, id string, grace time.Duration) (NewKey, error)
+	RotateKey(ctx context.Context, m Meta, id string, grace time.Duration) (NewKey, error)
 	// RevokeKey revokes a key at once; revoking a revoked key changes
 	// nothing.
-	RevokeKey(ctx context.Context, idem, id string) (Key, error)
+	RevokeKey(ctx context.Context, m Meta, id string) (Key, error)
 	// SetExpiry sets (nil: clears) a key's expiry.
-	SetExpiry(ctx context.Context, idem, id string, at *time.Time) (Key, error)
+	SetExpiry(ctx context.Context, m Meta, id string, at *time.Time) (Key, error)
 	// ListKeys returns a consumer's keys, oldest first; their display
 	// prefixes, never their hashes, are for showing.
 	ListKeys(ctx context.Context, consumer string) ([]Key, error)

@@ -42,37 +42,37 @@ func stores(t *testing.T, f func(t *testing.T, s directory.Store)) {
 func TestStoreCRUD(t *testing.T) {
 	stores(t, func(t *testing.T, s directory.Store) {
 		ctx := context.Background()
-		c, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme", Plan: "pro", Metadata: map[string]any{"tier": "gold", "seats": 3.0}})
+		c, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme", Plan: "pro", Metadata: map[string]any{"tier": "gold", "seats": 3.0}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if c.Status != directory.StatusActive || c.Plan != "pro" || c.Metadata["tier"] != "gold" || c.CreatedAt.IsZero() {
 			t.Errorf("created %+v", c)
 		}
-		if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); !errors.Is(err, directory.ErrExists) {
+		if _, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme"}); !errors.Is(err, directory.ErrExists) {
 			t.Errorf("second create: %v, want ErrExists", err)
 		}
 		for _, bad := range []directory.Consumer{{ID: ""}, {ID: "a b"}, {ID: "x", Status: "gone"}} {
-			if _, err := s.CreateConsumer(ctx, "", bad); !errors.Is(err, directory.ErrInvalid) {
+			if _, err := s.CreateConsumer(ctx, directory.Meta{}, bad); !errors.Is(err, directory.ErrInvalid) {
 				t.Errorf("create %+v: %v, want ErrInvalid", bad, err)
 			}
 		}
 		plan, status := "enterprise", directory.StatusSuspended
-		c, err = s.UpdateConsumer(ctx, "", "acme", directory.ConsumerUpdate{Plan: &plan, Status: &status})
+		c, err = s.UpdateConsumer(ctx, directory.Meta{}, "acme", directory.ConsumerUpdate{Plan: &plan, Status: &status})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if c.Plan != plan || c.Status != status || c.Metadata["tier"] != "gold" {
 			t.Errorf("updated %+v: want plan %s, status %s, metadata kept", c, plan, status)
 		}
-		if _, err := s.UpdateConsumer(ctx, "", "nobody", directory.ConsumerUpdate{Plan: &plan}); !errors.Is(err, directory.ErrNotFound) {
+		if _, err := s.UpdateConsumer(ctx, directory.Meta{}, "nobody", directory.ConsumerUpdate{Plan: &plan}); !errors.Is(err, directory.ErrNotFound) {
 			t.Errorf("update of nobody: %v, want ErrNotFound", err)
 		}
-		if _, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "nobody"}); !errors.Is(err, directory.ErrNotFound) {
+		if _, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "nobody"}); !errors.Is(err, directory.ErrNotFound) {
 			t.Errorf("key for nobody: %v, want ErrNotFound", err)
 		}
 
-		nk, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", Name: "ci"})
+		nk, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme", Name: "ci"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,18 +90,18 @@ func TestStoreCRUD(t *testing.T) {
 			t.Errorf("LookupHash(unknown): %v, want ErrNotFound", err)
 		}
 		at := time.Now().Add(time.Hour).UTC().Truncate(time.Microsecond)
-		k, err := s.SetExpiry(ctx, "", nk.Key.ID, &at)
+		k, err := s.SetExpiry(ctx, directory.Meta{}, nk.Key.ID, &at)
 		if err != nil || k.ExpiresAt == nil || !k.ExpiresAt.Equal(at) {
 			t.Errorf("SetExpiry = %+v, %v; want expires_at %s", k, err, at)
 		}
-		k, err = s.RevokeKey(ctx, "", nk.Key.ID)
+		k, err = s.RevokeKey(ctx, directory.Meta{Actor: "ops-token"}, nk.Key.ID)
 		if err != nil || k.RevokedAt == nil || k.Active(time.Now()) {
 			t.Errorf("RevokeKey = %+v, %v", k, err)
 		}
-		if _, err := s.RotateKey(ctx, "", nk.Key.ID, time.Minute); !errors.Is(err, directory.ErrKeyInactive) {
+		if _, err := s.RotateKey(ctx, directory.Meta{}, nk.Key.ID, time.Minute); !errors.Is(err, directory.ErrKeyInactive) {
 			t.Errorf("rotating a revoked key: %v, want ErrKeyInactive", err)
 		}
-		if _, err := s.RevokeKey(ctx, "", "key_nope"); !errors.Is(err, directory.ErrNotFound) {
+		if _, err := s.RevokeKey(ctx, directory.Meta{}, "key_nope"); !errors.Is(err, directory.ErrNotFound) {
 			t.Errorf("revoke of an unknown key: %v, want ErrNotFound", err)
 		}
 		keys, err := s.ListKeys(ctx, "acme")
@@ -115,6 +115,16 @@ func TestStoreCRUD(t *testing.T) {
 		// create consumer, update, create key, expiry, revoke
 		if len(changes) != 5 || changes[4].Key == nil || changes[4].Key.RevokedAt == nil || changes[1].Key != nil || changes[1].Consumer.Plan != plan {
 			t.Errorf("ChangesSince(0) = %d changes: %+v", len(changes), changes)
+		}
+		var ops []string
+		for _, ch := range changes {
+			ops = append(ops, ch.Op)
+		}
+		if got, want := strings.Join(ops, ","), "create,update,create,expiry,revoke"; got != want {
+			t.Errorf("ops %s, want %s", got, want)
+		}
+		if last := changes[len(changes)-1]; last.Actor != "ops-token" || time.Since(last.At) > time.Minute || changes[0].Actor != "" {
+			t.Errorf("last change by %q at %s, first by %q; want ops-token, now, nobody", last.Actor, last.At, changes[0].Actor)
 		}
 		for i := 1; i < len(changes); i++ {
 			if changes[i].Seq <= changes[i-1].Seq {
@@ -130,33 +140,36 @@ func TestStoreCRUD(t *testing.T) {
 func TestStoreIdempotency(t *testing.T) {
 	stores(t, func(t *testing.T, s directory.Store) {
 		ctx := context.Background()
-		c1, err := s.CreateConsumer(ctx, "idem-c", directory.Consumer{ID: "acme", Plan: "pro"})
+		c1, err := s.CreateConsumer(ctx, directory.Meta{IdempotencyKey: "idem-c"}, directory.Consumer{ID: "acme", Plan: "pro"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c2, err := s.CreateConsumer(ctx, "idem-c", directory.Consumer{ID: "acme", Plan: "pro"})
+		c2, err := s.CreateConsumer(ctx, directory.Meta{IdempotencyKey: "idem-c"}, directory.Consumer{ID: "acme", Plan: "pro"})
 		if err != nil || c2.ID != c1.ID {
 			t.Errorf("retried create consumer = %+v, %v; want the first result", c2, err)
 		}
-		if _, err := s.CreateConsumer(ctx, "idem-c", directory.Consumer{ID: "acme", Plan: "free"}); !errors.Is(err, directory.ErrIdempotencyConflict) {
+		if _, err := s.CreateConsumer(ctx, directory.Meta{IdempotencyKey: "idem-c"}, directory.Consumer{ID: "acme", Plan: "free"}); !errors.Is(err, directory.ErrIdempotencyConflict) {
 			t.Errorf("same idempotency key, other plan: %v, want ErrIdempotencyConflict", err)
 		}
-		nk1, err := s.CreateKey(ctx, "idem-k", directory.KeyRequest{Consumer: "acme", Name: "web"})
+		if _, err := s.CreateConsumer(ctx, directory.Meta{IdempotencyKey: "idem-c", Actor: "someone-else"}, directory.Consumer{ID: "acme", Plan: "pro"}); !errors.Is(err, directory.ErrIdempotencyConflict) {
+			t.Errorf("same idempotency key, another actor: %v, want ErrIdempotencyConflict", err)
+		}
+		nk1, err := s.CreateKey(ctx, directory.Meta{IdempotencyKey: "idem-k"}, directory.KeyRequest{Consumer: "acme", Name: "web"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		nk2, err := s.CreateKey(ctx, "idem-k", directory.KeyRequest{Consumer: "acme", Name: "web"})
+		nk2, err := s.CreateKey(ctx, directory.Meta{IdempotencyKey: "idem-k"}, directory.KeyRequest{Consumer: "acme", Name: "web"})
 		if err != nil || nk2.Key.ID != nk1.Key.ID || !nk2.Replayed || nk2.Plaintext != "" {
 			t.Errorf("retried create key = %+v, %v; want key %s replayed without its plaintext", nk2, err, nk1.Key.ID)
 		}
-		if _, err := s.RevokeKey(ctx, "idem-k", nk1.Key.ID); !errors.Is(err, directory.ErrIdempotencyConflict) {
+		if _, err := s.RevokeKey(ctx, directory.Meta{IdempotencyKey: "idem-k"}, nk1.Key.ID); !errors.Is(err, directory.ErrIdempotencyConflict) {
 			t.Errorf("idempotency key of a create reused for a revoke: %v, want ErrIdempotencyConflict", err)
 		}
-		r1, err := s.RotateKey(ctx, "idem-r", nk1.Key.ID, time.Hour)
+		r1, err := s.RotateKey(ctx, directory.Meta{IdempotencyKey: "idem-r"}, nk1.Key.ID, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r2, err := s.RotateKey(ctx, "idem-r", nk1.Key.ID, time.Hour)
+		r2, err := s.RotateKey(ctx, directory.Meta{IdempotencyKey: "idem-r"}, nk1.Key.ID, time.Hour)
 		if err != nil || r2.Key.ID != r1.Key.ID || !r2.Replayed {
 			t.Errorf("retried rotate = %+v, %v; want %s replayed", r2, err, r1.Key.ID)
 		}
@@ -174,15 +187,15 @@ func TestStoreIdempotency(t *testing.T) {
 func TestStoreRotationGrace(t *testing.T) {
 	stores(t, func(t *testing.T, s directory.Store) {
 		ctx := context.Background()
-		if _, err := s.CreateConsumer(ctx, "", directory.Consumer{ID: "acme"}); err != nil {
+		if _, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme"}); err != nil {
 			t.Fatal(err)
 		}
-		old, err := s.CreateKey(ctx, "", directory.KeyRequest{Consumer: "acme", Name: "prod"})
+		old, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme", Name: "prod"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		before := time.Now()
-		nk, err := s.RotateKey(ctx, "", old.Key.ID, time.Hour)
+		nk, err := s.RotateKey(ctx, directory.Meta{}, old.Key.ID, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +213,7 @@ func TestStoreRotationGrace(t *testing.T) {
 			t.Error("old key active after its grace period")
 		}
 		// A grace of 0 ends the new one at once.
-		if _, err := s.RotateKey(ctx, "", nk.Key.ID, 0); err != nil {
+		if _, err := s.RotateKey(ctx, directory.Meta{}, nk.Key.ID, 0); err != nil {
 			t.Fatal(err)
 		}
 		if _, k, _ := s.LookupHash(ctx, nk.Key.Hash); k.Active(time.Now()) {
@@ -309,7 +322,7 @@ func FuzzLoadMemory(f *testing.F) {
 func TestPurgeIdempotency(t *testing.T) {
 	ctx := context.Background()
 	s := pgStore(t)
-	if _, err := s.CreateConsumer(ctx, "once", directory.Consumer{ID: "acme"}); err != nil {
+	if _, err := s.CreateConsumer(ctx, directory.Meta{IdempotencyKey: "once"}, directory.Consumer{ID: "acme"}); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.PurgeIdempotency(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
@@ -319,7 +332,7 @@ func TestPurgeIdempotency(t *testing.T) {
 		t.Errorf("purge of keys older than now = %d, %v; want 1", n, err)
 	}
 	// Forgotten: the retry runs again (and finds the consumer exists).
-	if _, err := s.CreateConsumer(ctx, "once", directory.Consumer{ID: "acme"}); !errors.Is(err, directory.ErrExists) {
+	if _, err := s.CreateConsumer(ctx, directory.Meta{IdempotencyKey: "once"}, directory.Consumer{ID: "acme"}); !errors.Is(err, directory.ErrExists) {
 		t.Errorf("retry after the purge: %v, want ErrExists", err)
 	}
 }

@@ -32,6 +32,7 @@ CREATE TABLE tollgate_directory_changes (
 	kind   text        NOT NULL CHECK (kind IN ('consumer', 'key')),
 	id     text        NOT NULL,
 	op     text        NOT NULL,
+	actor  text        NOT NULL DEFAULT '',
 	at     timestamptz NOT NULL DEFAULT now()
 );
 
