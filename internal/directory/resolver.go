@@ -85,7 +85,15 @@ var negative = &Resolved{}
 //     other is refused and counted as db_error (fail closed).
 //
 // A key created on another replica resolves here once its change is
-// applied (under a second): until then the filter refuses it.
+// applied (under a second): until then the filter refuses it. Expiry is
+// checked on each Resolve against this replica's clock (expiry times are
+// the database's). While the store is down no change arrives: cached keys
+// resolve as they were last seen, and every change made meanwhile is
+// replayed when it is back.
+//
+// Run owns the resolver's goroutines (the change listener and the writer
+// of keys' last use) and returns when its context is done, after them:
+// there is no Close.
 type Resolver struct {
 	store     Store
 	opts      ResolverOptions
