@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -648,5 +649,51 @@ func TestInFlightLookupNotCached(t *testing.T) {
 	defer close(s.read)
 	if resolves(r, nk.Plaintext) {
 		t.Error("the revoked key resolved: the stale answer of the lookup in flight was cached")
+	}
+}
+
+func TestNewResolverOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts directory.ResolverOptions
+		want string
+	}{
+		{"defaults", directory.ResolverOptions{}, ""},
+		{"rate too high", directory.ResolverOptions{FalsePositiveRate: 0.9}, "false_positive_rate 0.9: want between 1e-9 and 0.5"},
+		{"rate negative", directory.ResolverOptions{FalsePositiveRate: -0.01}, "false_positive_rate -0.01"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := directory.NewResolver(directory.NewMemory(directory.MemoryOptions{}), tc.opts)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestResolveBeforeReady: before Run has loaded the filter, keys are
+// looked up in the store (correct answers, no filter yet).
+func TestResolveBeforeReady(t *testing.T) {
+	ctx := context.Background()
+	s := directory.NewMemory(directory.MemoryOptions{})
+	if _, err := s.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	nk, err := s.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := directory.NewResolver(s, directory.ResolverOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Ready() {
+		t.Error("ready before Run")
+	}
+	if !resolves(r, nk.Plaintext) || resolves(r, randomKey()) {
+		t.Error("wrong answers before Run")
 	}
 }
