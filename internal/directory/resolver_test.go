@@ -390,7 +390,8 @@ func TestFlood(t *testing.T) {
 	db := migrated(t)
 	known := loadKeys(t, db.Pool(), 1000)
 	store := &countingStore{Store: pgReplica(t, db.DSN, nil)}
-	// A filter sized for these keys at 1%, and a cache with room for
+	// The filter is built for twice the keys at 1% (about 0.03% false
+	// positives with half of that in it), and the cache has room for
 	// little more than them.
 	r, reg := startResolver(t, store, directory.ResolverOptions{FilterCapacity: len(known), CacheSize: 2 * len(known), PollInterval: time.Hour})
 	for _, k := range known {
