@@ -117,6 +117,11 @@ func (c *cleanup) run() error {
 	return errors.Join(errs...)
 }
 
+// AuthzCredentials is authz.credentials as the authz package takes it.
+func AuthzCredentials(c config.Credentials) *authz.Credentials {
+	return &authz.Credentials{Headers: c.HeaderNames(), Bearer: c.BearerOn(), QueryParam: c.QueryParam, Hide: c.HideOn()}
+}
+
 // New loads the policies, builds every component and binds every listener.
 // Nothing is served until Run. On error, whatever New provisioned is
 // released before it returns.
@@ -192,11 +197,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	authzOpts := authz.Options{
-		DenyStatus: cfg.Authz.DenyStatus,
-		Logger:     log.With("component", "authz"),
-		Registerer: reg,
-		Limiter:    limits,
-		Revision:   a.engine.Revision,
+		DenyStatus:  cfg.Authz.DenyStatus,
+		Logger:      log.With("component", "authz"),
+		Registerer:  reg,
+		Limiter:     limits,
+		Revision:    a.engine.Revision,
+		Credentials: AuthzCredentials(cfg.Authz.Credentials),
 	}
 	if dlog != nil { // not a typed nil in the interface
 		authzOpts.DecisionLog = dlog
