@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -341,10 +342,11 @@ func (a *App) decisionLog(ctx context.Context, reg prometheus.Registerer) (*deci
 		})})
 	}
 	l, err := decisionlog.New(decisionlog.Options{
-		Sink:         sink,
-		Buffer:       c.Buffer,
-		Sample:       *c.Sample,
-		Mask:         c.Mask,
+		Sink:   sink,
+		Buffer: c.Buffer,
+		Sample: *c.Sample,
+		// The headers a credential is read from are masked too.
+		Mask:         append(slices.Clone(c.Mask), a.cfg.Authz.Credentials.HeaderNames()...),
 		Revision:     a.engine.Revision,
 		FlushTimeout: time.Duration(a.cfg.ShutdownTimeout),
 		Registerer:   reg,

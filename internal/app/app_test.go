@@ -644,6 +644,7 @@ func TestDecisionLogs(t *testing.T) {
 	cfg.DecisionLogs.Enabled = true
 	cfg.DecisionLogs.Sink = "file"
 	cfg.DecisionLogs.Path = filepath.Join(t.TempDir(), "decisions.jsonl")
+	cfg.Authz.Credentials.Headers = &[]string{"X-Customer-Key"} // masked in the records like x-api-key
 	r := start(t, cfg)
 	h := newHook(t)
 	ctx := context.Background()
@@ -664,6 +665,7 @@ func TestDecisionLogs(t *testing.T) {
 		req := hookRequest(h.url)
 		req.Attributes.Request.Http.Path = "/draining?api_key=secret"
 		req.Attributes.Request.Http.Headers["x-request-id"] = "req-draining"
+		req.Attributes.Request.Http.Headers["x-customer-key"] = "secret-key"
 		_, err := client.Check(ctx, req)
 		inflight <- err
 	}()
@@ -691,6 +693,6 @@ func TestDecisionLogs(t *testing.T) {
 	}
 	if !strings.Contains(lines[0], `"service":"ratelimit"`) || !strings.Contains(lines[1], `"request_id":"req-draining"`) ||
 		!strings.Contains(lines[1], `"path":"/draining"`) || strings.Contains(string(b), "secret") {
-		t.Errorf("records:\n%s\nwant the RLS call's, then the draining Check's (path without its query)", b)
+		t.Errorf("records:\n%s\nwant the RLS call's, then the draining Check's (path without its query, x-customer-key masked)", b)
 	}
 }
