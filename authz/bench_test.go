@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/authz"
 	"github.com/tollgate-dev/tollgate/policies"
+	"github.com/tollgate-dev/tollgate/ratelimit"
 )
 
 // emptyServer answers OK without looking at the request: the floor that
@@ -76,6 +79,33 @@ func benchCheckParallel(b *testing.B, client authv3.AuthorizationClient, req *au
 	})
 }
 
+// allowingServer serves the demo policy for benchmarks of allowed
+// requests: its memory store's clock moves a minute at each reading, so
+// the fixture's plan (pro: 50 a second, 100,000 a month) never runs out.
+// On the golden tests' fixed clock every Check after the 50th was a 429.
+func allowingServer(b *testing.B, aopts authz.Options) authv3.AuthorizationClient {
+	var minutes atomic.Int64
+	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	store := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: func() time.Time {
+		return start.Add(time.Duration(minutes.Add(1)) * time.Minute)
+	}})
+	eng, err := ratelimit.NewEngine(store, ratelimit.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	aopts.Limiter = eng
+	return startServerWith(b, "demo", "tollgate/decision", aopts)
+}
+
+// stillAllowed fails the benchmark unless one more Check of req is
+// allowed: what it measured was the allowed path.
+func stillAllowed(b *testing.B, client authv3.AuthorizationClient, req *authv3.CheckRequest) {
+	resp, err := client.Check(context.Background(), req)
+	if err != nil || resp.GetOkResponse() == nil {
+		b.Fatalf("after the loop: %v (%v), want allowed", resp.GetDeniedResponse(), err)
+	}
+}
+
 // BenchmarkCheckEmptyParallel is BenchmarkCheckEmpty under load.
 func BenchmarkCheckEmptyParallel(b *testing.B) {
 	benchCheckParallel(b, serve(b, emptyServer{}), fixture(b, "demo_200_api_key"))
@@ -83,7 +113,9 @@ func BenchmarkCheckEmptyParallel(b *testing.B) {
 
 // BenchmarkCheckParallel is BenchmarkCheck under load.
 func BenchmarkCheckParallel(b *testing.B) {
-	benchCheckParallel(b, startServer(b, "demo", "tollgate/decision"), fixture(b, "demo_200_api_key"))
+	client, req := allowingServer(b, authz.Options{}), fixture(b, "demo_200_api_key")
+	benchCheckParallel(b, client, req)
+	stillAllowed(b, client, req)
 }
 
 // BenchmarkCheckEmpty is one Check over gRPC (bufconn) to a handler that
@@ -96,7 +128,9 @@ func BenchmarkCheckEmpty(b *testing.B) {
 // input built as AST, API key hashed and looked up, route matched, decision
 // parsed, response built.
 func BenchmarkCheck(b *testing.B) {
-	benchCheck(b, startServer(b, "demo", "tollgate/decision"), fixture(b, "demo_200_api_key"))
+	client, req := allowingServer(b, authz.Options{}), fixture(b, "demo_200_api_key")
+	benchCheck(b, client, req)
+	stillAllowed(b, client, req)
 }
 
 // BenchmarkCheckDenied is a 401 through the demo policy (problem+json body).

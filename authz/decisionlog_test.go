@@ -272,14 +272,18 @@ func TestDenialDebugLog(t *testing.T) {
 // request path's cost, plus the writer's masking on the other core.
 func BenchmarkCheckDecisionLog(b *testing.B) {
 	dl, _ := runLogger(b, nopSink{}, decisionlog.Options{Sample: 1})
-	benchCheck(b, startServerWith(b, "demo", "tollgate/decision", authz.Options{DecisionLog: dl}), fixture(b, "demo_200_api_key"))
+	client, req := allowingServer(b, authz.Options{DecisionLog: dl}), fixture(b, "demo_200_api_key")
+	benchCheck(b, client, req)
+	stillAllowed(b, client, req)
 }
 
 // BenchmarkCheckDecisionLogJSON is BenchmarkCheck with every record also
 // encoded as a JSON line (to io.Discard) by the writer.
 func BenchmarkCheckDecisionLogJSON(b *testing.B) {
 	dl, _ := runLogger(b, decisionlog.NewWriter(discard{}), decisionlog.Options{Sample: 1})
-	benchCheck(b, startServerWith(b, "demo", "tollgate/decision", authz.Options{DecisionLog: dl}), fixture(b, "demo_200_api_key"))
+	client, req := allowingServer(b, authz.Options{DecisionLog: dl}), fixture(b, "demo_200_api_key")
+	benchCheck(b, client, req)
+	stillAllowed(b, client, req)
 }
 
 type nopSink struct{}

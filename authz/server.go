@@ -67,6 +67,10 @@ type Options struct {
 	// DecisionLog receives one record per Check; nil: none, and each
 	// denial is logged at debug level instead.
 	DecisionLog DecisionLogger
+	// Credentials says where requests present their credential and
+	// whether it is removed before the upstream; nil: DefaultCredentials
+	// (x-api-key, then Authorization: Bearer; hidden).
+	Credentials *Credentials
 }
 
 // DecisionLogger takes decision records; it must not block.
@@ -81,6 +85,7 @@ type Server struct {
 	eval      Evaluator
 	prep      Preparer // eval, when it is one
 	opts      Options
+	creds     Credentials
 	log       *slog.Logger
 	decisions *prometheus.CounterVec
 	failures  *prometheus.CounterVec
@@ -96,6 +101,10 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	creds := opts.Credentials
+	if creds == nil {
+		creds = DefaultCredentials()
 	}
 	s := &Server{
 		eval: eval,
@@ -116,6 +125,11 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 		}),
 	}
 	s.prep, _ = eval.(Preparer)
+	s.creds = *creds
+	s.creds.Headers = make([]string, len(creds.Headers))
+	for i, h := range creds.Headers {
+		s.creds.Headers[i] = strings.ToLower(h) // as Envoy sends them
+	}
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.decisions, s.failures, s.duration} {
 			if err := opts.Registerer.Register(c); err != nil {
@@ -159,7 +173,12 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		return nil, status.Error(codes.Unavailable, "tollgate: limit store unavailable")
 	}
 	dropForgedReservation(d)
-	resp := Respond(req, d)
+	var hide Credential
+	if d.Allow && s.creds.Hide {
+		h := req.GetAttributes().GetRequest().GetHttp()
+		hide = s.creds.Extract(h.GetHeaders(), requestPath(h))
+	}
+	resp := respond(req, d, hide)
 	s.observe(d, start)
 	switch {
 	case s.opts.DecisionLog != nil:
@@ -288,15 +307,31 @@ func requestID(req *authv3.CheckRequest) string {
 	return h.GetHeaders()["x-request-id"]
 }
 
-// Respond turns a decision into Envoy's CheckResponse.
+// requestPath is the request's path with its query string:
+// attributes.request.http.path, or the :path header.
+func requestPath(h *authv3.AttributeContext_HttpRequest) string {
+	if p := h.GetPath(); p != "" {
+		return p
+	}
+	return h.GetHeaders()[":path"]
+}
+
+// Respond turns a decision into Envoy's CheckResponse. It removes no
+// credential from the request: Check does, as Options.Credentials says.
 func Respond(req *authv3.CheckRequest, d *decision.Decision) *authv3.CheckResponse {
+	return respond(req, d, Credential{})
+}
+
+// respond is Respond, removing the credential hide (if any) from an
+// allowed request.
+func respond(req *authv3.CheckRequest, d *decision.Decision, hide Credential) *authv3.CheckResponse {
 	if d.Allow {
-		return allowResponse(req, d)
+		return allowResponse(req, d, hide)
 	}
 	return denyResponse(d)
 }
 
-func allowResponse(req *authv3.CheckRequest, d *decision.Decision) *authv3.CheckResponse {
+func allowResponse(req *authv3.CheckRequest, d *decision.Decision, hide Credential) *authv3.CheckResponse {
 	headers := make([]*corev3.HeaderValueOption, 0, len(d.Headers)+2)
 	set := make(map[string]bool, len(d.Headers)+2)
 	for _, h := range d.Headers {
@@ -330,9 +365,23 @@ func allowResponse(req *authv3.CheckRequest, d *decision.Decision) *authv3.Check
 	for _, hv := range h.GetHeaderMap().GetHeaders() {
 		forged(hv.GetKey())
 	}
+	// The presented credential stays at the edge, unless the decision
+	// sets that header itself (Envoy removes headers after setting them).
+	switch hide.Source {
+	case FromHeader, FromBearer:
+		if !set[hide.Name] {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, hide.Name)
+		}
+	case FromQuery:
+		ok.QueryParametersToRemove = []string{hide.Name}
+	}
 	slices.Sort(ok.HeadersToRemove) // map order; keep responses stable
 	ok.HeadersToRemove = slices.Compact(ok.HeadersToRemove)
-	ok.HeadersToRemove = append(ok.HeadersToRemove, d.RemoveHeaders...)
+	for _, r := range d.RemoveHeaders {
+		if !slices.Contains(ok.HeadersToRemove, r) {
+			ok.HeadersToRemove = append(ok.HeadersToRemove, r)
+		}
+	}
 	for _, h := range d.ResponseHeaders {
 		ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, header(h))
 	}

@@ -49,7 +49,8 @@ func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClie
 	return startServerWith(t, policy, decision, authz.Options{})
 }
 
-// startServerWith is startServer with more options (the Limiter is set).
+// startServerWith is startServer with more options; the Limiter, unless
+// given, is a memory store on a fixed clock.
 func startServerWith(t testing.TB, policy, decision string, aopts authz.Options) authv3.AuthorizationClient {
 	t.Helper()
 	opts := policies.Options{Queries: []string{decision}}
@@ -71,7 +72,9 @@ func startServerWith(t testing.TB, policy, decision string, aopts authz.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
-	aopts.Limiter = eng
+	if aopts.Limiter == nil {
+		aopts.Limiter = eng
+	}
 	srv, err := authz.New(q, aopts)
 	if err != nil {
 		t.Fatal(err)

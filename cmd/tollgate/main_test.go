@@ -64,7 +64,8 @@ func TestPolicyEval(t *testing.T) {
 		{
 			name: "demo allows the fixture",
 			args: []string{"--input", "{input}"},
-			want: map[string]any{"decision.allow": true, "decision.consumer": "acme", "check_response.okResponse.headers.0.header.value": "acme"},
+			want: map[string]any{"decision.allow": true, "decision.consumer": "acme", "check_response.okResponse.headers.0.header.value": "acme",
+				"check_response.okResponse.headersToRemove.0": "x-api-key"},
 		},
 		{
 			name: "opa-envoy policy by flags",

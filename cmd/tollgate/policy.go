@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/internal/app"
 	"github.com/tollgate-dev/tollgate/policies"
 )
 
@@ -113,7 +114,8 @@ func policyEval(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	c := &capture{eval: q}
-	srv, err := authz.New(c, authz.Options{DenyStatus: cfg.Authz.DenyStatus, Logger: log})
+	srv, err := authz.New(c, authz.Options{DenyStatus: cfg.Authz.DenyStatus, Logger: log,
+		Credentials: app.AuthzCredentials(cfg.Authz.Credentials)})
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,11 @@ func (c *cleanup) run() error {
 	return errors.Join(errs...)
 }
 
+// AuthzCredentials is authz.credentials as the authz package takes it.
+func AuthzCredentials(c config.Credentials) *authz.Credentials {
+	return &authz.Credentials{Headers: c.HeaderNames(), Bearer: c.BearerOn(), QueryParam: c.QueryParam, Hide: c.HideOn()}
+}
+
 // New loads the policies, builds every component and binds every listener.
 // Nothing is served until Run. On error, whatever New provisioned is
 // released before it returns.
@@ -192,11 +198,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		return nil, err
 	}
 	authzOpts := authz.Options{
-		DenyStatus: cfg.Authz.DenyStatus,
-		Logger:     log.With("component", "authz"),
-		Registerer: reg,
-		Limiter:    limits,
-		Revision:   a.engine.Revision,
+		DenyStatus:  cfg.Authz.DenyStatus,
+		Logger:      log.With("component", "authz"),
+		Registerer:  reg,
+		Limiter:     limits,
+		Revision:    a.engine.Revision,
+		Credentials: AuthzCredentials(cfg.Authz.Credentials),
 	}
 	if dlog != nil { // not a typed nil in the interface
 		authzOpts.DecisionLog = dlog
@@ -335,10 +342,11 @@ func (a *App) decisionLog(ctx context.Context, reg prometheus.Registerer) (*deci
 		})})
 	}
 	l, err := decisionlog.New(decisionlog.Options{
-		Sink:         sink,
-		Buffer:       c.Buffer,
-		Sample:       *c.Sample,
-		Mask:         c.Mask,
+		Sink:   sink,
+		Buffer: c.Buffer,
+		Sample: *c.Sample,
+		// The headers a credential is read from are masked too.
+		Mask:         append(slices.Clone(c.Mask), a.cfg.Authz.Credentials.HeaderNames()...),
 		Revision:     a.engine.Revision,
 		FlushTimeout: time.Duration(a.cfg.ShutdownTimeout),
 		Registerer:   reg,

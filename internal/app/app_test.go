@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,10 @@ func TestDemo(t *testing.T) {
 			if got != tc.wantHTTP {
 				t.Errorf("HTTP status %d, want %d (response %v)", got, tc.wantHTTP, resp)
 			}
+			if got == 200 && !slices.Equal(resp.GetOkResponse().GetHeadersToRemove(), []string{"x-api-key"}) {
+				t.Errorf("headers_to_remove %q, want the demo key's x-api-key (authz.credentials.hide is on by default)",
+					resp.GetOkResponse().GetHeadersToRemove())
+			}
 		})
 	}
 
@@ -182,6 +187,44 @@ func TestDemo(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 || !st.Ready || st.Policy.Revision != r.app.Engine().Revision() {
 		t.Errorf("/status = %d %s (err %v)", code, body, err)
+	}
+}
+
+// TestCredentialsConfig: authz.credentials reaches the authz service:
+// with hide: false the upstream gets the key; the headers read are the
+// configured ones.
+func TestCredentialsConfig(t *testing.T) {
+	cfg, err := config.Parse("tollgate.yaml", []byte("authz:\n  credentials: {headers: [X-Customer-Key], bearer: false, hide: false}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := testConfig()
+	shown.Authz = cfg.Authz
+	client := authv3.NewAuthorizationClient(start(t, shown).conn)
+	req := &authv3.CheckRequest{}
+	if err := protojson.Unmarshal([]byte(app.DemoAllowed), req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok := resp.GetOkResponse(); ok == nil || len(ok.GetHeadersToRemove()) != 0 {
+		t.Errorf("hide: false: %v, want allowed with nothing removed", resp)
+	}
+
+	hidden := testConfig()
+	hidden.Authz.Credentials.Headers = &[]string{"x-customer-key"}
+	f := false
+	hidden.Authz.Credentials.Bearer = &f
+	client = authv3.NewAuthorizationClient(start(t, hidden).conn)
+	req.Attributes.Request.Http.Headers["x-customer-key"] = "tg_other" // not the demo's, but the credential here
+	resp, err = client.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetOkResponse().GetHeadersToRemove(); !slices.Equal(got, []string{"x-customer-key"}) {
+		t.Errorf("headers_to_remove %q, want [x-customer-key], the configured header (x-api-key is not read)", got)
 	}
 }
 
@@ -601,6 +644,7 @@ func TestDecisionLogs(t *testing.T) {
 	cfg.DecisionLogs.Enabled = true
 	cfg.DecisionLogs.Sink = "file"
 	cfg.DecisionLogs.Path = filepath.Join(t.TempDir(), "decisions.jsonl")
+	cfg.Authz.Credentials.Headers = &[]string{"X-Customer-Key"} // masked in the records like x-api-key
 	r := start(t, cfg)
 	h := newHook(t)
 	ctx := context.Background()
@@ -621,6 +665,7 @@ func TestDecisionLogs(t *testing.T) {
 		req := hookRequest(h.url)
 		req.Attributes.Request.Http.Path = "/draining?api_key=secret"
 		req.Attributes.Request.Http.Headers["x-request-id"] = "req-draining"
+		req.Attributes.Request.Http.Headers["x-customer-key"] = "secret-key"
 		_, err := client.Check(ctx, req)
 		inflight <- err
 	}()
@@ -648,6 +693,6 @@ func TestDecisionLogs(t *testing.T) {
 	}
 	if !strings.Contains(lines[0], `"service":"ratelimit"`) || !strings.Contains(lines[1], `"request_id":"req-draining"`) ||
 		!strings.Contains(lines[1], `"path":"/draining"`) || strings.Contains(string(b), "secret") {
-		t.Errorf("records:\n%s\nwant the RLS call's, then the draining Check's (path without its query)", b)
+		t.Errorf("records:\n%s\nwant the RLS call's, then the draining Check's (path without its query, x-customer-key masked)", b)
 	}
 }

@@ -421,6 +421,107 @@ type Authz struct {
 	// SANs) allowed to call Check and StreamAccessLogs. Empty: any
 	// certificate the client CA signed.
 	AllowedIdentities []string `yaml:"allowed_identities"`
+	// Credentials says where a request presents its API key and whether
+	// the upstream gets it.
+	Credentials Credentials `yaml:"credentials"`
+}
+
+// Credentials says where Tollgate reads the credential a request presents
+// (the first present of: Headers in their order, Authorization: Bearer,
+// QueryParam) and whether it is removed from the request before Envoy
+// forwards it.
+type Credentials struct {
+	// Headers are the header names an API key is read from, in order
+	// (case-insensitive). Unset: [x-api-key]; []: none.
+	Headers *[]string `yaml:"headers"`
+	// Bearer reads Authorization: Bearer <token> (default true).
+	Bearer *bool `yaml:"bearer"`
+	// QueryParam is a query parameter an API key is read from, matched
+	// exactly as sent (case-sensitive, not percent-decoded, as Envoy
+	// removes it); empty: none.
+	QueryParam string `yaml:"query_param"`
+	// Hide removes the presented credential from an allowed request
+	// before Envoy forwards it upstream (default true).
+	Hide *bool `yaml:"hide"`
+}
+
+// DefaultCredentialHeaders are the headers read when none are configured.
+var DefaultCredentialHeaders = []string{"x-api-key"}
+
+// HeaderNames returns the configured header names in lower case (as
+// Envoy sends them), in order.
+func (c Credentials) HeaderNames() []string {
+	if c.Headers == nil {
+		return slices.Clone(DefaultCredentialHeaders)
+	}
+	out := make([]string, len(*c.Headers))
+	for i, h := range *c.Headers {
+		out[i] = strings.ToLower(h)
+	}
+	return out
+}
+
+// BearerOn reports whether Authorization: Bearer is read (default true).
+func (c Credentials) BearerOn() bool { return c.Bearer == nil || *c.Bearer }
+
+// HideOn reports whether the credential is removed upstream (default true).
+func (c Credentials) HideOn() bool { return c.Hide == nil || *c.Hide }
+
+// validate: header names are HTTP field names, each once, neither
+// authorization (bearer reads it) nor Tollgate's own x-tollgate-*; the
+// query parameter is a plain name.
+func (c Credentials) validate(k *checker) {
+	if c.Headers != nil {
+		for i, h := range *c.Headers {
+			at := fmt.Sprintf("authz.credentials.headers[%d]", i)
+			lower := strings.ToLower(h)
+			switch {
+			case !isToken(h):
+				k.errorf(at, "%q is not a header name (allowed: letters, digits and !#$%%&'*+-.^_`|~, such as x-api-key)", h)
+			case lower == "authorization":
+				k.errorf(at, "%q: the Authorization header is read with bearer: true (allowed: another header name, such as x-api-key)", h)
+			case strings.HasPrefix(lower, "x-tollgate-"):
+				k.errorf(at, "%q: x-tollgate-* headers are Tollgate's own, removed from every request (allowed: another header name, such as x-api-key)", h)
+			case slices.IndexFunc(*c.Headers, func(o string) bool { return strings.EqualFold(o, h) }) < i:
+				k.errorf(at, "%q is listed twice (header names are case-insensitive)", h)
+			}
+		}
+	}
+	if p := c.QueryParam; p != "" && !isQueryName(p) {
+		k.errorf("authz.credentials.query_param", "%q is not a query parameter name (allowed: empty for none, or letters, digits and -._~, such as api_key)", p)
+	}
+}
+
+// isToken reports whether s is an RFC 9110 token (a field name).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isQueryName reports whether s is made of RFC 3986 unreserved characters
+// only: a name a client sends as is, never percent-encoded.
+func isQueryName(s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '.', c == '_', c == '~':
+		default:
+			return false
+		}
+	}
+	return s != ""
 }
 
 // DecisionLogs configures the decision logs: one JSON record per ext_authz
@@ -507,6 +608,12 @@ func (c *Config) applyDefaults() {
 	if c.Authz.DenyStatus == 0 {
 		c.Authz.DenyStatus = DefaultDenyStatus
 	}
+	if c.Authz.Credentials.Headers == nil {
+		h := slices.Clone(DefaultCredentialHeaders)
+		c.Authz.Credentials.Headers = &h
+	}
+	on(&c.Authz.Credentials.Bearer)
+	on(&c.Authz.Credentials.Hide)
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -648,6 +755,7 @@ func (c *Config) validate(k *checker) {
 	if s := c.Authz.DenyStatus; s < 400 || s > 599 {
 		k.errorf("authz.deny_status", "%d is not an error status (allowed: 400-599)", s)
 	}
+	c.Authz.Credentials.validate(k)
 	c.GRPC.TLS.validate(k, "grpc.tls")
 	c.Admin.TLS.validate(k, "admin.tls")
 	k.identities("authz.allowed_identities", c.Authz.AllowedIdentities, c.GRPC.TLS.ClientCAFile, "grpc.tls.client_ca_file")

@@ -379,6 +379,33 @@ func TestParse(t *testing.T) {
 			check: func(c *config.Config) bool { return c.Admin.MaxConnections == config.DefaultAdminMaxConnections }},
 		{name: "admin max_connections negative", doc: "admin:\n  max_connections: -5\n",
 			err: "f.yaml:2: admin.max_connections: -5 is out of range (allowed: 1 to 65536)"},
+		{name: "credentials default", doc: "authz: {deny_status: 403}\n",
+			check: func(c *config.Config) bool {
+				cr := c.Authz.Credentials
+				return reflect.DeepEqual(cr.HeaderNames(), []string{"x-api-key"}) && cr.BearerOn() && cr.QueryParam == "" && cr.HideOn()
+			}},
+		{name: "credentials headers lower-cased, in order", doc: "authz: {credentials: {headers: [X-Api-Key, api-key], query_param: key}}\n",
+			check: func(c *config.Config) bool {
+				cr := c.Authz.Credentials
+				return reflect.DeepEqual(cr.HeaderNames(), []string{"x-api-key", "api-key"}) && cr.QueryParam == "key"
+			}},
+		{name: "credentials no headers", doc: "authz: {credentials: {headers: [], bearer: false, hide: false}}\n",
+			check: func(c *config.Config) bool {
+				cr := c.Authz.Credentials
+				return len(cr.HeaderNames()) == 0 && !cr.BearerOn() && !cr.HideOn()
+			}},
+		{name: "credentials headers null is the default", doc: "authz: {credentials: {headers: ~}}\n",
+			check: func(c *config.Config) bool {
+				return reflect.DeepEqual(c.Authz.Credentials.HeaderNames(), []string{"x-api-key"})
+			}},
+		{name: "credentials empty header name", doc: "authz:\n  credentials:\n    headers: [\"\"]\n",
+			err: `f.yaml:3: authz.credentials.headers[0]: "" is not a header name`},
+		{name: "credentials pseudo-header", doc: "authz: {credentials: {headers: [\":path\"]}}\n",
+			err: `authz.credentials.headers[0]: ":path" is not a header name`},
+		{name: "credentials query parameter with =", doc: "authz: {credentials: {query_param: \"a=b\"}}\n",
+			err: `authz.credentials.query_param: "a=b" is not a query parameter name`},
+		{name: "credentials hide not a boolean", doc: "authz: {credentials: {hide: maybe}}\n",
+			err: "authz.credentials.hide"},
 		{name: "syntax error on line 1", doc: `grpc: "\q"`, err: "f.yaml:1: invalid YAML: found unknown escape character"},
 		{name: "tab on line 1", doc: "\t- a", err: "f.yaml:1: invalid YAML:"},
 		{name: "YAML version on line 1", doc: "%YAML 2.0\n---\na: 1", err: "f.yaml:1: invalid YAML:"},
