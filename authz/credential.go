@@ -72,10 +72,11 @@ type Credentials struct {
 	Hide bool
 }
 
-// DefaultCredentials reads x-api-key, then Authorization: Bearer, and
-// hides the credential from the upstream.
+// DefaultCredentials reads x-api-key and hides it from the upstream
+// (Authorization: Bearer only when asked for: in a mesh it is often a JWT
+// the upstream reads itself).
 func DefaultCredentials() *Credentials {
-	return &Credentials{Headers: []string{"x-api-key"}, Bearer: true, Hide: true}
+	return &Credentials{Headers: []string{"x-api-key"}, Hide: true}
 }
 
 // Extract finds the credential a request presents in its headers (lower-

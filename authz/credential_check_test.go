@@ -32,6 +32,8 @@ func TestCheckHidesCredential(t *testing.T) {
 			wantRemoved: []string{"x-api-key"}},
 		{name: "bearer", policy: "demo", headers: map[string]string{"authorization": "Bearer " + acme},
 			wantRemoved: []string{"authorization"}},
+		{name: "bearer off (the default): the header is the upstream's", policy: "demo", creds: authz.DefaultCredentials(),
+			headers: map[string]string{"authorization": "Bearer " + acme}},
 		{name: "x-api-key wins, the Authorization header for the upstream stays", policy: "demo",
 			headers:     map[string]string{"x-api-key": acme, "authorization": "Bearer the-upstream-reads-this"},
 			wantRemoved: []string{"x-api-key"}},

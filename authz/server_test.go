@@ -49,10 +49,21 @@ func startServer(t testing.TB, policy, decision string) authv3.AuthorizationClie
 	return startServerWith(t, policy, decision, authz.Options{})
 }
 
-// startServerWith is startServer with more options; the Limiter, unless
+// demoCredentials are the demo's as `tollgate serve` runs it without a
+// config file: its policy takes a key from x-api-key or Authorization:
+// Bearer, so both are read and hidden.
+func demoCredentials() *authz.Credentials {
+	return &authz.Credentials{Headers: []string{"x-api-key"}, Bearer: true, Hide: true}
+}
+
+// startServerWith is startServer with more options (the demo gets
+// demoCredentials unless others are given); the Limiter, unless
 // given, is a memory store on a fixed clock.
 func startServerWith(t testing.TB, policy, decision string, aopts authz.Options) authv3.AuthorizationClient {
 	t.Helper()
+	if policy == "demo" && aopts.Credentials == nil {
+		aopts.Credentials = demoCredentials()
+	}
 	opts := policies.Options{Queries: []string{decision}}
 	if policy != "demo" {
 		opts.Paths = []string{filepath.Join("testdata", "policies", policy)}

@@ -45,6 +45,8 @@ func loadConfig(path string) (*config.Config, error) {
 		c := config.Default()
 		none := config.Duration(0) // the loopback demo: Ctrl-C stops it at once
 		c.ShutdownDelay = &none
+		bearer := true // the demo policy takes a key from Authorization: Bearer too
+		c.Authz.Credentials.Bearer = &bearer
 		return c, nil
 	}
 	return config.Load(path)

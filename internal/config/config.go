@@ -434,7 +434,9 @@ type Credentials struct {
 	// Headers are the header names an API key is read from, in order
 	// (case-insensitive). Unset: [x-api-key]; []: none.
 	Headers *[]string `yaml:"headers"`
-	// Bearer reads Authorization: Bearer <token> (default true).
+	// Bearer reads Authorization: Bearer <token> (default false: in an
+	// Envoy or Istio mesh that header is often a JWT the upstream reads
+	// itself, and hide would strip it).
 	Bearer *bool `yaml:"bearer"`
 	// QueryParam is a query parameter an API key is read from, matched
 	// exactly as sent (case-sensitive, not percent-decoded, as Envoy
@@ -461,8 +463,8 @@ func (c Credentials) HeaderNames() []string {
 	return out
 }
 
-// BearerOn reports whether Authorization: Bearer is read (default true).
-func (c Credentials) BearerOn() bool { return c.Bearer == nil || *c.Bearer }
+// BearerOn reports whether Authorization: Bearer is read (default false).
+func (c Credentials) BearerOn() bool { return c.Bearer != nil && *c.Bearer }
 
 // HideOn reports whether the credential is removed upstream (default true).
 func (c Credentials) HideOn() bool { return c.Hide == nil || *c.Hide }
@@ -612,7 +614,9 @@ func (c *Config) applyDefaults() {
 		h := slices.Clone(DefaultCredentialHeaders)
 		c.Authz.Credentials.Headers = &h
 	}
-	on(&c.Authz.Credentials.Bearer)
+	if c.Authz.Credentials.Bearer == nil {
+		c.Authz.Credentials.Bearer = new(bool)
+	}
 	on(&c.Authz.Credentials.Hide)
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

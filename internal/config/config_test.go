@@ -382,7 +382,7 @@ func TestParse(t *testing.T) {
 		{name: "credentials default", doc: "authz: {deny_status: 403}\n",
 			check: func(c *config.Config) bool {
 				cr := c.Authz.Credentials
-				return reflect.DeepEqual(cr.HeaderNames(), []string{"x-api-key"}) && cr.BearerOn() && cr.QueryParam == "" && cr.HideOn()
+				return reflect.DeepEqual(cr.HeaderNames(), []string{"x-api-key"}) && !cr.BearerOn() && cr.QueryParam == "" && cr.HideOn()
 			}},
 		{name: "credentials headers lower-cased, in order", doc: "authz: {credentials: {headers: [X-Api-Key, api-key], query_param: key}}\n",
 			check: func(c *config.Config) bool {
