@@ -17,12 +17,12 @@ type Scope string
 // The scopes of the admin API.
 const (
 	// ScopeRead: every GET (and HEAD) of the admin API: accounts,
-	// balances, ledgers, usage reports.
+	// balances, ledgers, usage reports, consumers and their keys.
 	ScopeRead Scope = "read"
 	// ScopeCredits: the POSTs that change balances (top-ups).
 	ScopeCredits Scope = "credits"
-	// ScopeKeys: the API key directory's writes (reserved for it: no
-	// route needs it yet).
+	// ScopeKeys: the writes of the key directory (consumers and API
+	// keys: DirectoryHandler).
 	ScopeKeys Scope = "keys"
 )
 
