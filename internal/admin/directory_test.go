@@ -378,3 +378,41 @@ func TestDirectoryDisabled(t *testing.T) {
 	defer srv.Close()
 	wantProblem(t, do(t, srv.URL, call{method: "POST", path: "/v1/consumers", key: "c1", body: `{"id": "acme", "plan": "pro"}`}), http.StatusForbidden)
 }
+
+// TestDirectoryUnavailable: with PostgreSQL out of reach the API answers
+// 503, saying to retry with the same Idempotency-Key; the retry, once the
+// database is back, makes the change once.
+func TestDirectoryUnavailable(t *testing.T) {
+	db := pgtest.New(t)
+	if err := directory.Migrate(context.Background(), db.Pool()); err != nil {
+		t.Fatal(err)
+	}
+	proxy := db.Proxy()
+	s, err := directory.NewPG(proxy.Pool(), directory.PGOptions{Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(admin.DirectoryHandler(s, allScopes(t, token), discard))
+	defer srv.Close()
+	base := srv.URL
+	do(t, base, call{method: "POST", path: "/v1/consumers", key: "c1", body: `{"id": "acme", "plan": "pro"}`})
+
+	proxy.Cut()
+	create := call{method: "POST", path: "/v1/consumers/acme/keys", key: "k1", body: `{"name": "ci"}`}
+	p := wantProblem(t, do(t, base, create), http.StatusServiceUnavailable)
+	if !strings.Contains(p.Detail, "retry later with the same Idempotency-Key") {
+		t.Errorf("write: %+v", p)
+	}
+	p = wantProblem(t, do(t, base, call{method: "GET", path: "/v1/consumers/acme"}), http.StatusServiceUnavailable)
+	if p.Detail != "the key directory is unavailable; retry later" {
+		t.Errorf("read: %+v", p)
+	}
+
+	proxy.Restore()
+	var k newKeyBody
+	decodeStrict(t, do(t, base, create), http.StatusCreated, &k)
+	decodeStrict(t, do(t, base, create), http.StatusOK, &k)
+	if keys, err := s.ListKeys(context.Background(), "acme"); err != nil || len(keys) != 1 {
+		t.Errorf("keys %+v, %v; want one", keys, err)
+	}
+}
