@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -406,46 +409,102 @@ func keyID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return id, true
 }
 
-// decodeBody reads a JSON object into v strictly: at most
-// MaxDirectoryBodyLen bytes, no unknown field, nothing after it; an empty
-// body is {} when empty is set. It answers 400 or 413 and returns false
-// when the body cannot be used.
+// decodeBody reads a JSON object into v (a pointer to a struct) strictly:
+// at most MaxDirectoryBodyLen bytes, each field once and spelt as v's json
+// tags (encoding/json alone would take "ID" for "id", and the last of two
+// "plan"s), nothing after it; an empty body is {} when empty is set. It
+// answers 400 or 413 and returns false when the body cannot be used.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any, empty bool, example string) bool {
-	body := http.MaxBytesReader(w, r.Body, MaxDirectoryBodyLen)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if _, err2 := dec.Token(); !errors.Is(err2, io.EOF) {
-			err = err2
-			if err == nil || isSyntaxError(err) {
-				writeProblem(w, http.StatusBadRequest, problemInvalidRequest, "request body has data after the JSON object; "+example)
-				return false
-			}
-		}
-	}
-	if errors.Is(err, io.EOF) && empty {
-		return true
-	}
-	var tooLarge *http.MaxBytesError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return true
-	case errors.As(err, &tooLarge):
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxDirectoryBodyLen))
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		writeProblem(w, http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body is larger than %d bytes", MaxDirectoryBodyLen))
-	case errors.Is(err, io.EOF):
+		return false
+	}
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, fmt.Sprintf("reading the request body: %v", err))
+		return false
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if empty {
+			return true
+		}
 		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, "request body is empty; "+example)
-	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return false
+	}
+	if bytes.TrimSpace(body)[0] != '{' { // null would decode into v as nothing
 		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, "request body is not a JSON object; "+example)
-	case errors.As(err, &typeErr):
+		return false
+	}
+	if detail := checkFields(body, jsonFields(v)); detail != "" {
+		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, detail+"; "+example)
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
+	if err == nil {
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			writeProblem(w, http.StatusBadRequest, problemInvalidRequest, "request body has data after the JSON object; "+example)
+			return false
+		}
+		return true
+	}
+	typeErr, isTypeErr := errors.AsType[*json.UnmarshalTypeError](err)
+	switch {
+	case isTypeErr && typeErr.Field == "":
+		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, "request body is not a JSON object; "+example)
+	case isTypeErr:
 		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, fmt.Sprintf("field %q must be a JSON %s, not %s; %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value, example))
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, fmt.Sprintf("%s in request body; %s", strings.TrimPrefix(err.Error(), "json: "), example))
 	default:
 		writeProblem(w, http.StatusBadRequest, problemInvalidRequest, fmt.Sprintf("request body is not valid JSON (%v); %s", err, example))
 	}
 	return false
+}
+
+// jsonFields returns the names of the json tags of the struct v points to.
+func jsonFields(v any) []string {
+	t := reflect.TypeOf(v).Elem()
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// checkFields returns what is wrong with the names of a JSON object's
+// members: one not in allowed (compared exactly) or one given twice; ""
+// when they are right or when body is not an object (the decoder says
+// what is wrong then).
+func checkFields(body []byte, allowed []string) string {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	seen := make(map[string]bool, len(allowed))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		name, _ := tok.(string) // inside an object, Token returns the keys as strings
+		switch {
+		case !slices.Contains(allowed, name):
+			if len(allowed) == 0 {
+				return fmt.Sprintf("unknown field %q in request body: it takes no field", name)
+			}
+			return fmt.Sprintf("unknown field %q in request body (the fields are %s)", name, `"`+strings.Join(allowed, `", "`)+`"`)
+		case seen[name]:
+			return fmt.Sprintf("field %q appears more than once in request body", name)
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return ""
+		}
+	}
+	return ""
 }
 
 // jsonKind names a Go kind as JSON does.

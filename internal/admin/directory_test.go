@@ -108,13 +108,17 @@ func TestDirectoryAPI(t *testing.T) {
 		wantReason(t, do(t, base, call{method: "POST", path: "/v1/consumers", body: `{"id": "globex", "plan": "pro"}`}),
 			http.StatusBadRequest, "invalid_request", "Idempotency-Key header is required")
 		for _, tt := range []struct{ body, detail string }{
-			{`{"id": "globex", "plan": "pro", "tier": 1}`, `unknown field "tier"`},
+			{`{"id": "globex", "plan": "pro", "tier": 1}`, `unknown field "tier" in request body (the fields are "id", "plan", "status", "metadata")`},
+			{`{"ID": "globex", "plan": "pro"}`, `unknown field "ID"`},
+			{`{"id": "globex", "plan": "pro", "plan": "free"}`, `field "plan" appears more than once`},
+			{`{"id": 5, "plan": "pro"}`, `field "id" must be a JSON string, not number`},
 			{`{"id": "globex"}`, `"plan" is required`},
 			{`{"id": "globex", "plan": "pro", "status": "gone"}`, `status "gone"`},
 			{`{"id": "glo bex", "plan": "pro"}`, `character ' '`},
 			{`{"id": "globex", "plan": "pro", "metadata": []}`, `"metadata" must be a JSON object`},
 			{`{"id": "globex", "plan": "pro"} {}`, "data after the JSON object"},
 			{`[1]`, "not a JSON object"},
+			{`null`, "not a JSON object"},
 			{``, "request body is empty"},
 			{`{"id": `, "not valid JSON"},
 		} {
