@@ -34,7 +34,8 @@ const (
 )
 
 // DirectoryActor is the actor recorded in the directory's change log for
-// the changes made through the admin API (admin tokens carry no name).
+// the changes made through the admin API with a token without a Name;
+// with a name, it is DirectoryActor + ":" + name.
 const DirectoryActor = "admin"
 
 // NotDurableWarning is the Warning header (RFC 9111) of every write
@@ -83,7 +84,8 @@ const (
 // NotDurableWarning".
 //
 // The changes are recorded in the directory's change log with the actor
-// DirectoryActor. log receives one info line per change (never a secret);
+// DirectoryActor, followed by ":" and the token's Name when it has one
+// (the same Idempotency-Key sent with another token is then a conflict). log receives one info line per change (never a secret);
 // nil means slog.Default(). No tokens yields a handler that refuses every
 // request with 403.
 func DirectoryHandler(store directory.Store, tokens *Tokens, log *slog.Logger) http.Handler {
@@ -386,6 +388,9 @@ func (a *directoryAPI) meta(w http.ResponseWriter, r *http.Request, required boo
 		return directory.Meta{}, false
 	}
 	m := directory.Meta{Actor: DirectoryActor}
+	if name := tokenName(r.Context()); name != "" {
+		m.Actor += ":" + name
+	}
 	if len(vals) == 1 {
 		m.IdempotencyKey = vals[0]
 	}

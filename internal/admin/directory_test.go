@@ -420,3 +420,33 @@ func TestDirectoryUnavailable(t *testing.T) {
 		t.Errorf("keys %+v, %v; want one", keys, err)
 	}
 }
+
+// TestDirectoryActor: a change is recorded by the token's name; the same
+// Idempotency-Key sent with another token is a conflict, not a replay.
+func TestDirectoryActor(t *testing.T) {
+	s := directory.NewMemory(directory.MemoryOptions{})
+	tokens, err := admin.NewTokens(admin.AllScopes(token),
+		admin.Token{Secret: "billing-token", Scopes: []admin.Scope{admin.ScopeKeys}, Name: "billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(admin.DirectoryHandler(s, tokens, discard))
+	defer srv.Close()
+	create := call{method: "POST", path: "/v1/consumers", auth: "Bearer billing-token", key: "c1", body: `{"id": "acme", "plan": "pro"}`}
+	var c directory.Consumer
+	decodeStrict(t, do(t, srv.URL, create), http.StatusCreated, &c)
+	create.auth = ""
+	wantReason(t, do(t, srv.URL, create), http.StatusConflict, "idempotency_conflict", `"c1"`)
+	decodeStrict(t, do(t, srv.URL, call{method: "PATCH", path: "/v1/consumers/acme", body: `{"plan": "free"}`}), http.StatusOK, &c)
+	changes, err := s.ChangesSince(context.Background(), 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ch := range changes {
+		got = append(got, ch.Op+" by "+ch.Actor)
+	}
+	if want := []string{"create by admin:billing", "update by admin"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("changes %q, want %q", got, want)
+	}
+}
