@@ -69,7 +69,8 @@ func creditsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return errUsage
 }
 
-// adminFlags are the flags shared by the credits commands.
+// adminFlags are the flags shared by the admin API's commands (credits,
+// ledger, usage, keys, consumers).
 type adminFlags struct {
 	admin, token              string
 	caFile, certFile, keyFile string
@@ -236,12 +237,15 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// adminClient calls the accounts API of an admin listener.
+// adminClient calls the admin API of an admin listener.
 type adminClient struct {
 	base, token string
 	http        *http.Client
 	// maxBody bounds a response read (default 1 MiB).
 	maxBody int64
+	// warnings, when set, receives the Warning headers of the responses
+	// (such as a key directory's that is not durable).
+	warnings io.Writer
 }
 
 // do sends a request and returns the body of a 2xx response; any other
@@ -264,6 +268,11 @@ func (c *adminClient) do(ctx context.Context, method, path string, body []byte, 
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if c.warnings != nil {
+		for _, w := range resp.Header.Values("Warning") {
+			fmt.Fprintf(c.warnings, "warning from the server: %s\n", w)
+		}
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, cmp.Or(c.maxBody, 1<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: read response: %w", method, req.URL.Redacted(), err)

@@ -6,6 +6,8 @@
 //	tollgate policy eval --input FILE [--config FILE] [--policy PATH]... [--decision PATH]
 //	tollgate credits add|show ...
 //	tollgate ledger show|verify ...
+//	tollgate keys create|list|rotate|revoke|expire ...
+//	tollgate consumers create|show|update ...
 //	tollgate usage [--consumer C] [--from T] [--to T] [--period day|month] [--csv]
 //	tollgate routes validate|render FILE
 //	tollgate version
@@ -57,6 +59,16 @@ Usage:
                                              an account's ledger entries (admin API, PostgreSQL)
   tollgate ledger verify [ACCOUNT...] [--admin URL] [--token TOKEN]
                                              reconcile balances with the ledger; exit 1 on drift
+  tollgate consumers create ID --plan P [--status S] [--metadata JSON] [--idempotency-key KEY]
+                                             add a consumer to the key directory (admin API)
+  tollgate consumers show ID | update ID [--plan P] [--status active|suspended] [--metadata JSON]
+                                             show or change a consumer
+  tollgate keys create CONSUMER [--name N] [--expires T] [--idempotency-key KEY]
+                                             create an API key; prints it once to stdout
+  tollgate keys list CONSUMER                a consumer's keys (display prefixes only)
+  tollgate keys rotate KEY_ID [--grace 24h]  replace a key; the old one works for the grace
+  tollgate keys revoke KEY_ID | expire KEY_ID --at T|--never
+                                             stop a key now, or set when it expires
   tollgate usage [--consumer C] [--from T] [--to T] [--period day|month] [--csv] [--admin URL] [--token TOKEN]
                                              requests and credits per consumer, period, route, plan
   tollgate routes validate FILE              check an xDS routes file without a server
@@ -89,6 +101,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return creditsCmd(ctx, args[1:], stdout, stderr)
 	case "ledger":
 		return ledgerCmd(ctx, args[1:], stdout, stderr)
+	case "keys":
+		return keysCmd(ctx, args[1:], stdout, stderr)
+	case "consumers":
+		return consumersCmd(ctx, args[1:], stdout, stderr)
 	case "usage":
 		return usageCmd(ctx, args[1:], stdout, stderr)
 	case "routes":

@@ -373,7 +373,10 @@ var problemTitles = map[string]string{
 	problemUsageOff:            "No usage records",
 	problemResultTooLarge:      "Result too large",
 	problemInvalidRequest:      "Invalid request",
-	problemIdempotencyConflict: "Idempotency key reused with a different amount",
+	problemIdempotencyConflict: "Idempotency key reused with a different request",
+	problemNotFound:            "Not found",
+	problemExists:              "Already exists",
+	problemKeyInactive:         "Key is revoked or expired",
 	problemBalanceOverflow:     "Balance would exceed the maximum",
 }
 

@@ -17,12 +17,12 @@ type Scope string
 // The scopes of the admin API.
 const (
 	// ScopeRead: every GET (and HEAD) of the admin API: accounts,
-	// balances, ledgers, usage reports.
+	// balances, ledgers, usage reports, consumers and their keys.
 	ScopeRead Scope = "read"
 	// ScopeCredits: the POSTs that change balances (top-ups).
 	ScopeCredits Scope = "credits"
-	// ScopeKeys: the API key directory's writes (reserved for it: no
-	// route needs it yet).
+	// ScopeKeys: the writes of the key directory (consumers and API
+	// keys: DirectoryHandler).
 	ScopeKeys Scope = "keys"
 )
 
@@ -43,6 +43,9 @@ func ParseScope(s string) (Scope, error) {
 type Token struct {
 	Secret string
 	Scopes []Scope
+	// Name, optional, says whose token it is: the key directory records
+	// its changes by "admin:<name>" ("admin" without a name).
+	Name string
 }
 
 // AllScopes is a token granting every scope (admin.token).
@@ -54,6 +57,7 @@ func AllScopes(secret string) Token { return Token{Secret: secret, Scopes: Scope
 type Tokens struct {
 	hashes [][sha256.Size]byte
 	scopes [][]Scope
+	names  []string
 }
 
 // NewTokens checks ts: each token is set, unique, and grants at least one
@@ -80,6 +84,7 @@ func NewTokens(ts ...Token) (*Tokens, error) {
 		}
 		k.hashes = append(k.hashes, h)
 		k.scopes = append(k.scopes, slices.Clone(t.Scopes))
+		k.names = append(k.names, t.Name)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -90,9 +95,10 @@ func NewTokens(ts ...Token) (*Tokens, error) {
 // On reports whether any token is configured (the admin API is served).
 func (k *Tokens) On() bool { return k != nil && len(k.hashes) > 0 }
 
-// find returns the scopes of the token presented, comparing it with every
-// token in constant time (no early return, no length leak: hashes).
-func (k *Tokens) find(presented string) ([]Scope, bool) {
+// find returns the scopes and name of the token presented, comparing it
+// with every token in constant time (no early return, no length leak:
+// hashes).
+func (k *Tokens) find(presented string) ([]Scope, string, bool) {
 	sum := sha256.Sum256([]byte(presented))
 	found := -1
 	for i := range k.hashes {
@@ -101,15 +107,25 @@ func (k *Tokens) find(presented string) ([]Scope, bool) {
 		}
 	}
 	if found < 0 {
-		return nil, false
+		return nil, "", false
 	}
-	return k.scopes[found], true
+	return k.scopes[found], k.names[found], true
 }
 
-type scopesKey struct{}
+type (
+	scopesKey    struct{}
+	tokenNameKey struct{}
+)
+
+// tokenName is the Name of the token of an authenticated request.
+func tokenName(ctx context.Context) string {
+	name, _ := ctx.Value(tokenNameKey{}).(string)
+	return name
+}
 
 // authenticate serves h to the requests that carry "Authorization: Bearer
-// <token>" of a known token, with its scopes in the context (see need),
+// <token>" of a known token, with its scopes (see need) and name in the
+// context,
 // and 401 to the others.
 func (k *Tokens) authenticate(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -118,12 +134,13 @@ func (k *Tokens) authenticate(h http.Handler) http.Handler {
 			unauthorized(w, "missing bearer token: send the header \"Authorization: Bearer <token>\" (admin.token or one of admin.tokens)")
 			return
 		}
-		scopes, ok := k.find(got)
+		scopes, name, ok := k.find(got)
 		if !ok {
 			unauthorized(w, "the bearer token is not one of this server's admin tokens (admin.token, admin.tokens)")
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), scopesKey{}, scopes)))
+		ctx := context.WithValue(r.Context(), scopesKey{}, scopes)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, tokenNameKey{}, name)))
 	})
 }
 

@@ -11,12 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-dev/tollgate/internal/admin"
+	"github.com/tollgate-dev/tollgate/internal/directory"
 )
 
 // adminServer runs the admin listener as internal/app wires it: probes,
-// metrics and status, the accounts API and the usage API, over a real
-// loopback listener. It returns its base URL.
-func adminServer(t *testing.T, tokens *admin.Tokens, lim admin.Limits) string {
+// metrics and status, the accounts API, the usage API and the directory
+// API (over dir; an empty memory store when nil), over a real loopback
+// listener. It returns its base URL.
+func adminServer(t *testing.T, tokens *admin.Tokens, lim admin.Limits, dir ...directory.Store) string {
 	t.Helper()
 	s := admin.New(admin.Options{
 		Gatherer: prometheus.NewRegistry(),
@@ -27,6 +29,14 @@ func adminServer(t *testing.T, tokens *admin.Tokens, lim admin.Limits) string {
 	})
 	s.Handle("/v1/", admin.AccountsHandler(memoryEngine(t), tokens, discard, nil))
 	s.Handle("/v1/usage", admin.UsageHandler(nil, tokens, discard))
+	var store directory.Store = directory.NewMemory(directory.MemoryOptions{})
+	if len(dir) > 0 {
+		store = dir[0]
+	}
+	directoryAPI := admin.DirectoryHandler(store, tokens, discard)
+	for _, p := range []string{"/v1/consumers", "/v1/consumers/", "/v1/keys/"} {
+		s.Handle(p, directoryAPI)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -64,18 +74,42 @@ func TestScopeMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := adminServer(t, tokens, admin.Limits{})
+	dir := directory.NewMemory(directory.MemoryOptions{})
+	ctx := context.Background()
+	if _, err := dir.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme", Plan: "pro"}); err != nil {
+		t.Fatal(err)
+	}
+	nk, err := dir.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := nk.Key.ID
+	base := adminServer(t, tokens, admin.Limits{}, dir)
+	// body: the request's body ("{tok}" is the token's name); POSTs,
+	// PUTs and PATCHes send an Idempotency-Key. directory: the route
+	// answers 2xx to a token allowed.
 	routes := []struct {
 		method, path string
 		scope        admin.Scope
+		body         string
+		directory    bool
 	}{
-		{"GET", "/v1/accounts", admin.ScopeRead},
-		{"GET", "/v1/accounts/acme", admin.ScopeRead},
-		{"HEAD", "/v1/accounts/acme", admin.ScopeRead},
-		{"POST", "/v1/accounts/acme/credits", admin.ScopeCredits},
-		{"GET", "/v1/accounts/acme/ledger", admin.ScopeRead},
-		{"GET", "/v1/accounts/acme/ledger/verify", admin.ScopeRead},
-		{"GET", "/v1/usage", admin.ScopeRead},
+		{"GET", "/v1/accounts", admin.ScopeRead, "", false},
+		{"GET", "/v1/accounts/acme", admin.ScopeRead, "", false},
+		{"HEAD", "/v1/accounts/acme", admin.ScopeRead, "", false},
+		{"POST", "/v1/accounts/acme/credits", admin.ScopeCredits, `{"amount": 5}`, false},
+		{"GET", "/v1/accounts/acme/ledger", admin.ScopeRead, "", false},
+		{"GET", "/v1/accounts/acme/ledger/verify", admin.ScopeRead, "", false},
+		{"GET", "/v1/usage", admin.ScopeRead, "", false},
+		{"POST", "/v1/consumers", admin.ScopeKeys, `{"id": "c-{tok}", "plan": "pro"}`, true},
+		{"GET", "/v1/consumers/acme", admin.ScopeRead, "", true},
+		{"HEAD", "/v1/consumers/acme", admin.ScopeRead, "", true},
+		{"PATCH", "/v1/consumers/acme", admin.ScopeKeys, `{"plan": "{tok}"}`, true},
+		{"POST", "/v1/consumers/acme/keys", admin.ScopeKeys, `{"name": "{tok}"}`, true},
+		{"GET", "/v1/consumers/acme/keys", admin.ScopeRead, "", true},
+		{"POST", "/v1/keys/" + key + "/rotate", admin.ScopeKeys, `{"grace": "1h"}`, true},
+		{"PUT", "/v1/keys/" + key + "/expiry", admin.ScopeKeys, `{"expires_at": "2030-01-01T00:00:00Z"}`, true},
+		{"POST", "/v1/keys/" + key + "/revoke", admin.ScopeKeys, "", true},
 	}
 	grants := map[string][]admin.Scope{all: admin.Scopes, read: {admin.ScopeRead}, credits: {admin.ScopeCredits}, keys: {admin.ScopeKeys}}
 	topUps := 0
@@ -86,9 +120,9 @@ func TestScopeMatrix(t *testing.T) {
 				allowed = allowed || s == r.scope
 			}
 			t.Run(r.method+" "+r.path+" "+tok, func(t *testing.T) {
-				c := call{method: r.method, path: r.path, auth: "Bearer " + tok}
-				if r.method == "POST" {
-					c.key, c.body = "k-"+tok, `{"amount": 5}`
+				c := call{method: r.method, path: r.path, auth: "Bearer " + tok, body: strings.ReplaceAll(r.body, "{tok}", tok)}
+				if r.method != "GET" && r.method != "HEAD" {
+					c.key = r.method + r.path + tok
 				}
 				got := do(t, base, c)
 				if !allowed {
@@ -107,7 +141,10 @@ func TestScopeMatrix(t *testing.T) {
 				if got.status == http.StatusUnauthorized || got.status == http.StatusForbidden {
 					t.Errorf("status %d (%s), want the route's answer", got.status, got.body)
 				}
-				if r.method == "POST" {
+				if r.directory && got.status/100 != 2 {
+					t.Errorf("status %d (%s), want 2xx", got.status, got.body)
+				}
+				if r.scope == admin.ScopeCredits {
 					topUps++
 				}
 			})
