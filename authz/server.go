@@ -90,6 +90,7 @@ type Server struct {
 	decisions *prometheus.CounterVec
 	failures  *prometheus.CounterVec
 	duration  prometheus.Histogram
+	inFlight  prometheus.Gauge
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -123,6 +124,10 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 			Help:    "Time to answer one ext_authz Check, policy evaluation included.",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tollgate_authz_checks_in_flight",
+			Help: "ext_authz Checks being answered now (a refund of a refused request is registered before its Check ends).",
+		}),
 	}
 	s.prep, _ = eval.(Preparer)
 	s.creds = *creds
@@ -131,7 +136,7 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 		s.creds.Headers[i] = strings.ToLower(h) // as Envoy sends them
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.decisions, s.failures, s.duration} {
+		for _, c := range []prometheus.Collector{s.decisions, s.failures, s.duration, s.inFlight} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -145,6 +150,8 @@ func New(eval Evaluator, opts Options) (*Server, error) {
 // CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
+	s.inFlight.Inc()
+	defer s.inFlight.Dec()
 	req = withHeaderMap(req)
 	d := s.Decide(ctx, req)
 	if err := ctx.Err(); err != nil {

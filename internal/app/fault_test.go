@@ -198,13 +198,15 @@ func TestFault(t *testing.T) {
 	balance := func() int64 { return acmeBalance(store) }
 	var totalAllowed, servedBefore int64
 	settle := func() {
-		// Pending voids are retried until Redis acknowledges them: wait
-		// until neither replica has any left.
+		// A Check the client gave up on may still be running on a
+		// replica, about to register the void of a Take whose reply it
+		// lost; pending voids are retried until Redis acknowledges them.
+		// Wait until no replica answers a Check and none has a void left.
 		deadline := time.Now().Add(30 * time.Second)
 		for _, r := range replicas {
-			for pendingVoids(t, r) != 0 {
+			for inFlight(t, r) != 0 || pendingVoids(t, r) != 0 {
 				if time.Now().After(deadline) {
-					t.Fatal("voids still pending after 30 s")
+					t.Fatal("Checks in flight or voids still pending after 30 s")
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -366,6 +368,11 @@ func topUp(r *replica, key string, amount int) int {
 func pendingVoids(t *testing.T, r *replica) float64 {
 	t.Helper()
 	return metric(t, r, "tollgate_voids_pending ")
+}
+
+func inFlight(t *testing.T, r *replica) float64 {
+	t.Helper()
+	return metric(t, r, "tollgate_authz_checks_in_flight ")
 }
 
 // metric reads one sample from a replica's /metrics; prefix is the
