@@ -31,11 +31,20 @@ var (
 )
 
 // pushTollgate pushes input.tollgate: {"consumer": {"id", "plan",
-// "status", "metadata", "key": {"id", "name", "expires_at"}}}, built as
-// AST values from r (no JSON round trip). expires_at is an RFC 3339 time in
-// UTC, absent for a key that does not expire; metadata is {} when empty.
+// "status", "metadata", "key": {"id", "name", "expires_at"}}}. The value is
+// built once per resolved key (and again after a change to it), then
+// shared by every request presenting that key: policies never modify
+// their input, as the shared version member shows already.
 func (b *builder) pushTollgate(r *directory.Resolved) {
+	b.push(termTollgate, r.Memo(tollgateValue).(*ast.Term))
+}
+
+// tollgateValue builds input.tollgate from r as AST values (no JSON round
+// trip). expires_at is an RFC 3339 time in UTC, absent for a key that does
+// not expire; metadata is {} when empty.
+func tollgateValue(r *directory.Resolved) any {
 	c, k := &r.Consumer, &r.Key
+	b := &builder{}
 	start := len(b.stack)
 	b.push(termID, b.str(c.ID))
 	b.push(termPlan, b.str(c.Plan))
@@ -48,8 +57,8 @@ func (b *builder) pushTollgate(r *directory.Resolved) {
 		b.push(termExpiresAt, b.str(k.ExpiresAt.UTC().Format(time.RFC3339Nano)))
 	}
 	b.push(termKey, b.term(b.object(keyStart)))
-	consumer := b.term(b.object(start))
-	b.push(termTollgate, b.term(ast.NewObject([2]*ast.Term{termConsumer, consumer})))
+	consumer := ast.NewTerm(b.object(start))
+	return ast.NewTerm(ast.NewObject([2]*ast.Term{termConsumer, consumer}))
 }
 
 // metadataValue is a consumer's metadata (decoded from JSON: strings,

@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -67,7 +68,7 @@ func checkRequest(headers map[string]string) *authv3.CheckRequest {
 // nil) receives its metrics.
 func runResolver(t testing.TB, store directory.Store, reg prometheus.Registerer) *directory.Resolver {
 	t.Helper()
-	r, err := directory.NewResolver(store, directory.ResolverOptions{Registerer: reg, TouchInterval: -1})
+	r, err := directory.NewResolver(store, directory.ResolverOptions{Registerer: reg, TouchInterval: -1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +157,47 @@ func TestCheckResolvesConsumer(t *testing.T) {
 				t.Errorf("headers_to_remove %v, want [x-api-key] (the credential hidden)", ok.GetHeadersToRemove())
 			}
 		})
+	}
+}
+
+// TestCheckSeesConsumerChange: input.tollgate.consumer (built once per
+// resolved key and shared) follows a change of the consumer's plan.
+func TestCheckSeesConsumerChange(t *testing.T) {
+	ctx := context.Background()
+	store := directory.NewMemory(directory.MemoryOptions{})
+	if _, err := store.CreateConsumer(ctx, directory.Meta{}, directory.Consumer{ID: "acme", Plan: "free"}); err != nil {
+		t.Fatal(err)
+	}
+	key, err := store.CreateKey(ctx, directory.Meta{}, directory.KeyRequest{Consumer: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := startServerWith(t, "directory", "dir/decision", authz.Options{Resolver: runResolver(t, store, nil)})
+	plan := func() string {
+		resp, err := client.Check(ctx, checkRequest(map[string]string{"x-api-key": key.Plaintext}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range resp.GetOkResponse().GetHeaders() {
+			if h.GetHeader().GetKey() == "x-tollgate-plan" {
+				return h.GetHeader().GetValue()
+			}
+		}
+		return ""
+	}
+	for range 3 {
+		if got := plan(); got != "free" {
+			t.Fatalf("plan %q, want free", got)
+		}
+	}
+	pro := "pro"
+	if _, err := store.UpdateConsumer(ctx, directory.Meta{}, "acme", directory.ConsumerUpdate{Plan: &pro}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Second); plan() != "pro"; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the plan change was not seen within 1s")
+		}
 	}
 }
 

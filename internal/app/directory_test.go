@@ -181,6 +181,31 @@ func TestDirectoryMemorySeed(t *testing.T) {
 	})
 }
 
+// TestDirectoryREADMESeed: the README's seed file example loads, and its
+// key resolves.
+func TestDirectoryREADMESeed(t *testing.T) {
+	doc, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(doc), "<!-- directory-seed -->\n```json\n")
+	block, _, ok2 := strings.Cut(after, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no ```json block after <!-- directory-seed -->")
+	}
+	seed := filepath.Join(t.TempDir(), "consumers.json")
+	if err := os.WriteFile(seed, []byte(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := directoryConfig()
+	cfg.Directory.SeedFile = seed
+	r := start(t, cfg)
+	waitReady(t, r)
+	if consumer, plan, denied := keyCheck(t, authv3.NewAuthorizationClient(r.conn), "tg_live_3f9a1c0d5e7b4a2c"); consumer != "acme" || plan != "pro" {
+		t.Errorf("Check with the README's key: consumer %q plan %q (denied %d), want acme pro", consumer, plan, denied)
+	}
+}
+
 // TestDirectorySeedFileMissing: a seed file that cannot be read fails
 // New, naming the setting.
 func TestDirectorySeedFileMissing(t *testing.T) {
