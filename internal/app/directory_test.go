@@ -236,3 +236,49 @@ func TestDirectoryOff(t *testing.T) {
 		t.Errorf("POST /v1/consumers with the directory off: %d %s, want it refused", code, body)
 	}
 }
+
+// TestDirectoryGatesReadiness: /readyz answers 503 until the directory has
+// loaded every key hash (here: until PostgreSQL answers again), then 200.
+func TestDirectoryGatesReadiness(t *testing.T) {
+	db := pgtest.New(t)
+	proxy := db.Proxy()
+	cfg := directoryConfig()
+	cfg.Postgres.DSN = proxy.DSN
+	a, err := app.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut() // after the migrations: the directory cannot load
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	base := "http://" + a.AdminAddr()
+	for range 5 {
+		if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz with the directory not loaded: %d %s, want 503", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var status struct {
+		Ready     bool
+		Directory *struct {
+			Store string
+			Ready bool
+		}
+	}
+	getJSON(t, base+"/status", "", &status)
+	if status.Ready || status.Directory == nil || status.Directory.Store != "postgres" || status.Directory.Ready {
+		t.Errorf("/status: %+v, want not ready, the postgres directory not ready", status)
+	}
+	proxy.Restore()
+	reloadtest.WaitFor(t, "/readyz 200 once PostgreSQL answers", func() bool {
+		code, _ := get(t, base+"/readyz")
+		return code == http.StatusOK
+	})
+}
