@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,7 +33,8 @@ func (a *App) keyDirectory(ctx context.Context, reg prometheus.Registerer) error
 		}
 		a.dirStore = st
 		a.runners = append(a.runners, runner{name: "directory idempotency purge", run: func(ctx context.Context) error {
-			return purgeIdempotency(ctx, st, a)
+			purgeIdempotency(ctx, st, log)
+			return nil
 		}})
 	case c.SeedFile != "":
 		st, err := directory.LoadMemory(c.SeedFile, directory.MemoryOptions{KeyPrefix: c.KeyPrefix})
@@ -72,17 +74,17 @@ const (
 
 // purgeIdempotency forgets the directory's old idempotency keys, hourly,
 // until ctx is done; a failure is logged and tried again next time.
-func purgeIdempotency(ctx context.Context, st *directory.PGStore, a *App) error {
+func purgeIdempotency(ctx context.Context, st *directory.PGStore, log *slog.Logger) {
 	t := time.NewTicker(idempotencyPurgeEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
 		if _, err := st.PurgeIdempotency(ctx, time.Now().Add(-idempotencyRetention)); err != nil && ctx.Err() == nil {
-			a.log.Warn("key directory: cannot purge old idempotency keys; retrying in an hour", "component", "directory", "error", err)
+			log.Warn("key directory: cannot purge old idempotency keys; retrying in an hour", "error", err)
 		}
 	}
 }
