@@ -195,6 +195,27 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideDirectory is BenchmarkDecide with the consumer in the key
+// directory (a cache hit): the credential extracted, hashed and resolved,
+// input.tollgate added, the demo policy reading it.
+func BenchmarkDecideDirectory(b *testing.B) {
+	engine, err := policies.New(context.Background(), policies.Options{
+		Paths: []string{"testdata/policies/demo_directory"}, Queries: []string{"tollgate/decision"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	q, _ := engine.Query("tollgate/decision")
+	srv, _ := authz.New(q, authz.Options{Resolver: demoDirectory(b)})
+	req := fixture(b, "demo_200_api_key")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := srv.Decide(ctx, req); !d.Allow {
+			b.Fatalf("denied: %+v", d)
+		}
+	}
+}
+
 // deepBody is req with an 8 KiB JSON body of 4,096 nested arrays: cheap to
 // send, and the input's parsed_body is where it would cost.
 func deepBody(req *authv3.CheckRequest) *authv3.CheckRequest {
