@@ -668,6 +668,17 @@ func (a *App) Banner(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  admin (HTTP)      %s://%s   /metrics /healthz /readyz /status\n", scheme, a.AdminAddr())
 	fmt.Fprintf(w, "  policy            %s, decision %s, revision %s\n", policy, a.cfg.Policy.Decision, a.engine.Revision())
+	if a.dirStore != nil {
+		store := "in memory (not durable)"
+		if a.dirStore.Durable() {
+			store = "PostgreSQL"
+		}
+		api := "admin API off (no admin token)"
+		if a.cfg.Admin.APIOn() {
+			api = "admin API /v1/consumers /v1/keys/"
+		}
+		fmt.Fprintf(w, "  key directory     %s, input.tollgate.consumer; %s\n", store, api)
+	}
 	if len(a.cfg.Policy.Paths) != 0 {
 		return
 	}

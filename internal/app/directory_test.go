@@ -152,6 +152,9 @@ func TestDirectoryMemorySeed(t *testing.T) {
 	cfg.Directory.SeedFile = seed
 	r := start(t, cfg)
 	waitReady(t, r)
+	if !strings.Contains(r.banner, "key directory     in memory (not durable)") {
+		t.Errorf("banner:\n%s\nwant the key directory in memory", r.banner)
+	}
 	client := authv3.NewAuthorizationClient(r.conn)
 	for _, c := range []struct{ key, consumer, plan string }{
 		{"tg_seed_acme", "acme", "pro"},
