@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tollgate-dev/tollgate/authz"
+	"github.com/tollgate-dev/tollgate/internal/directory"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/ratelimit"
 )
@@ -84,6 +86,12 @@ func benchCheckParallel(b *testing.B, client authv3.AuthorizationClient, req *au
 // the fixture's plan (pro: 50 a second, 100,000 a month) never runs out.
 // On the golden tests' fixed clock every Check after the 50th was a 429.
 func allowingServer(b *testing.B, aopts authz.Options) authv3.AuthorizationClient {
+	return allowingServerWith(b, "demo", aopts)
+}
+
+// allowingServerWith is allowingServer with another policy (decision
+// tollgate/decision).
+func allowingServerWith(b *testing.B, policy string, aopts authz.Options) authv3.AuthorizationClient {
 	var minutes atomic.Int64
 	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	store := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{Now: func() time.Time {
@@ -94,7 +102,7 @@ func allowingServer(b *testing.B, aopts authz.Options) authv3.AuthorizationClien
 		b.Fatal(err)
 	}
 	aopts.Limiter = eng
-	return startServerWith(b, "demo", "tollgate/decision", aopts)
+	return startServerWith(b, policy, "tollgate/decision", aopts)
 }
 
 // stillAllowed fails the benchmark unless one more Check of req is
@@ -133,6 +141,37 @@ func BenchmarkCheck(b *testing.B) {
 	stillAllowed(b, client, req)
 }
 
+// demoDirectory is a key directory holding the demo's consumer acme and
+// its key, resolved (and cached) by a running Resolver.
+func demoDirectory(b *testing.B) *directory.Resolver {
+	seed := filepath.Join(b.TempDir(), "consumers.json")
+	if err := os.WriteFile(seed, []byte(`{"consumers": [{"id": "acme", "plan": "pro", "metadata": {"team": "search"},
+		"keys": [{"id": "key_acme", "name": "production", "key": "tg_live_3f9a1c0d5e7b4a2c"}]}]}`), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	store, err := directory.LoadMemory(seed, directory.MemoryOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return runResolver(b, store, nil)
+}
+
+// BenchmarkCheckDirectory is BenchmarkCheck with the consumer in the key
+// directory (a cache hit) instead of the policy's data: the demo policy
+// reading input.tollgate.consumer (testdata/policies/demo_directory).
+func BenchmarkCheckDirectory(b *testing.B) {
+	client, req := allowingServerWith(b, "demo_directory", authz.Options{Resolver: demoDirectory(b)}), fixture(b, "demo_200_api_key")
+	benchCheck(b, client, req)
+	stillAllowed(b, client, req)
+}
+
+// BenchmarkCheckDirectoryParallel is BenchmarkCheckDirectory under load.
+func BenchmarkCheckDirectoryParallel(b *testing.B) {
+	client, req := allowingServerWith(b, "demo_directory", authz.Options{Resolver: demoDirectory(b)}), fixture(b, "demo_200_api_key")
+	benchCheckParallel(b, client, req)
+	stillAllowed(b, client, req)
+}
+
 // BenchmarkCheckDenied is a 401 through the demo policy (problem+json body).
 func BenchmarkCheckDenied(b *testing.B) {
 	benchCheck(b, startServer(b, "demo", "tollgate/decision"), fixture(b, "demo_401_unknown_key"))
@@ -146,6 +185,27 @@ func BenchmarkDecide(b *testing.B) {
 	}
 	q, _ := engine.Query("tollgate/decision")
 	srv, _ := authz.New(q, authz.Options{})
+	req := fixture(b, "demo_200_api_key")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := srv.Decide(ctx, req); !d.Allow {
+			b.Fatalf("denied: %+v", d)
+		}
+	}
+}
+
+// BenchmarkDecideDirectory is BenchmarkDecide with the consumer in the key
+// directory (a cache hit): the credential extracted, hashed and resolved,
+// input.tollgate added, the demo policy reading it.
+func BenchmarkDecideDirectory(b *testing.B) {
+	engine, err := policies.New(context.Background(), policies.Options{
+		Paths: []string{"testdata/policies/demo_directory"}, Queries: []string{"tollgate/decision"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	q, _ := engine.Query("tollgate/decision")
+	srv, _ := authz.New(q, authz.Options{Resolver: demoDirectory(b)})
 	req := fixture(b, "demo_200_api_key")
 	ctx := context.Background()
 	b.ReportAllocs()

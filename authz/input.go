@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/tollgate-dev/tollgate/internal/directory"
 	"github.com/tollgate-dev/tollgate/policies"
 )
 
@@ -35,6 +36,13 @@ func Input(req *authv3.CheckRequest) ast.Value { return InputFor(req, nil) }
 // out unless refs needs them. attributes, version and truncated_body are
 // always there. Nil refs: every member.
 func InputFor(req *authv3.CheckRequest, refs *policies.InputRefs) ast.Value {
+	return InputWith(req, refs, nil)
+}
+
+// InputWith is InputFor with input.tollgate.consumer, the consumer and key
+// the request's credential resolved to (see Options.Resolver); nil leaves
+// input.tollgate undefined.
+func InputWith(req *authv3.CheckRequest, refs *policies.InputRefs, consumer *directory.Resolved) ast.Value {
 	req = withHeaderMap(req)
 	b := &builder{}
 	start := b.fields(req.ProtoReflect())
@@ -54,6 +62,9 @@ func InputFor(req *authv3.CheckRequest, refs *policies.InputRefs) ast.Value {
 		}
 	}
 	b.push(termTruncatedBody, ast.InternedTerm(body.truncated))
+	if consumer != nil {
+		b.pushTollgate(consumer)
+	}
 	return b.object(start)
 }
 

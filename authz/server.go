@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
+	"github.com/tollgate-dev/tollgate/internal/directory"
 	"github.com/tollgate-dev/tollgate/internal/wire"
 	"github.com/tollgate-dev/tollgate/policies"
 	"github.com/tollgate-dev/tollgate/policies/decision"
@@ -69,8 +70,15 @@ type Options struct {
 	DecisionLog DecisionLogger
 	// Credentials says where requests present their credential and
 	// whether it is removed before the upstream; nil: DefaultCredentials
-	// (x-api-key, then Authorization: Bearer; hidden).
+	// (x-api-key; hidden).
 	Credentials *Credentials
+	// Resolver, when set, resolves the presented credential before the
+	// policy runs and gives the policy input.tollgate.consumer (undefined
+	// for no credential, or an unknown, expired or revoked key). It is
+	// asked only when the policy in force can read input.tollgate
+	// (policies.InputRefs): a policy that never looks costs no lookup.
+	// Nil: no input.tollgate.
+	Resolver Resolver
 }
 
 // DecisionLogger takes decision records; it must not block.
@@ -153,7 +161,15 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	s.inFlight.Inc()
 	defer s.inFlight.Dec()
 	req = withHeaderMap(req)
-	d := s.Decide(ctx, req)
+	// The credential is found once (without allocating, but to
+	// percent-decode a query parameter): resolved before the policy runs,
+	// hidden after it allows.
+	var cred Credential
+	if s.creds.Hide || s.opts.Resolver != nil {
+		h := req.GetAttributes().GetRequest().GetHttp()
+		cred = s.creds.Extract(h.GetHeaders(), requestPath(h))
+	}
+	d := s.decide(ctx, req, cred.Value)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -182,8 +198,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	dropForgedReservation(d)
 	var hide Credential
 	if d.Allow && s.creds.Hide {
-		h := req.GetAttributes().GetRequest().GetHttp()
-		hide = s.creds.Extract(h.GetHeaders(), requestPath(h))
+		hide = cred
 	}
 	resp := respond(req, d, hide)
 	s.observe(d, start)
@@ -243,7 +258,18 @@ func (s *Server) logDecision(req *authv3.CheckRequest, d *decision.Decision, sta
 // Decide evaluates the policy for req. Failures become denials with the
 // configured status and a reason saying what went wrong.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *decision.Decision {
-	t, err := s.evaluate(ctx, req)
+	var credential string
+	if s.opts.Resolver != nil {
+		h := withHeaderMap(req).GetAttributes().GetRequest().GetHttp()
+		credential = s.creds.Extract(h.GetHeaders(), requestPath(h)).Value
+	}
+	return s.decide(ctx, req, credential)
+}
+
+// decide is Decide with the request's credential found already ("" for
+// none, or a malformed one).
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest, credential string) *decision.Decision {
+	t, err := s.evaluate(ctx, req, credential)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
@@ -264,12 +290,26 @@ func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *decision
 
 // evaluate builds the input the policy in force can read and evaluates it
 // with that policy.
-func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest) (*ast.Term, error) {
+func (s *Server) evaluate(ctx context.Context, req *authv3.CheckRequest, credential string) (*ast.Term, error) {
 	if s.prep == nil {
-		return s.eval.Eval(ctx, Input(req))
+		return s.eval.Eval(ctx, InputWith(req, nil, s.resolve(ctx, nil, credential)))
 	}
 	p := s.prep.Prepared()
-	return p.Eval(ctx, InputFor(req, p.InputRefs()))
+	refs := p.InputRefs()
+	return p.Eval(ctx, InputWith(req, refs, s.resolve(ctx, refs, credential)))
+}
+
+// resolve returns what credential resolves to when there is a Resolver
+// and the policy can read input.tollgate; nil otherwise.
+func (s *Server) resolve(ctx context.Context, refs *policies.InputRefs, credential string) *directory.Resolved {
+	if s.opts.Resolver == nil || credential == "" || !refs.Needs("tollgate") {
+		return nil
+	}
+	r, ok := s.opts.Resolver.Resolve(ctx, credential)
+	if !ok {
+		return nil
+	}
+	return r
 }
 
 func (s *Server) failure(reason, detail string) *decision.Decision {

@@ -39,6 +39,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/config"
 	"github.com/tollgate-dev/tollgate/internal/decisionlog"
 	dlogpg "github.com/tollgate-dev/tollgate/internal/decisionlog/pgsink"
+	"github.com/tollgate-dev/tollgate/internal/directory"
 	"github.com/tollgate-dev/tollgate/internal/pg"
 	"github.com/tollgate-dev/tollgate/internal/reload"
 	"github.com/tollgate-dev/tollgate/internal/tlsconfig"
@@ -78,6 +79,9 @@ type App struct {
 	// decisions are the decision logs in PostgreSQL, which usage reads
 	// (nil: decision logs off, or another sink).
 	decisions *dlogpg.Sink
+	// dirStore and resolver are the key directory (nil: directory off).
+	dirStore directory.Store
+	resolver *directory.Resolver
 	// undo releases what New provisioned, in reverse order: by New when
 	// it fails, by Run when it returns.
 	undo cleanup
@@ -197,6 +201,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
+	if err := a.keyDirectory(ctx, reg); err != nil {
+		return nil, err
+	}
 	authzOpts := authz.Options{
 		DenyStatus:  cfg.Authz.DenyStatus,
 		Logger:      log.With("component", "authz"),
@@ -207,6 +214,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	}
 	if dlog != nil { // not a typed nil in the interface
 		authzOpts.DecisionLog = dlog
+	}
+	if a.resolver != nil {
+		authzOpts.Resolver = a.resolver
 	}
 	authzSrv, err := authz.New(query, authzOpts)
 	if err != nil {
@@ -270,7 +280,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	}
 	adminOpts := admin.Options{
 		Gatherer:          reg,
-		Ready:             a.ready.Load,
+		Ready:             a.readyz,
 		Status:            a.status,
 		Logger:            log.With("component", "admin"),
 		ClientCert:        cfg.Admin.TLS.ClientCAFile != "",
@@ -293,8 +303,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 			usage = a.decisions
 		}
 		a.admin.Handle("/v1/usage", admin.UsageHandler(usage, tokens, log.With("component", "admin")))
+		if a.dirStore != nil {
+			dir := admin.DirectoryHandler(a.dirStore, tokens, log.With("component", "admin"))
+			for _, p := range []string{"/v1/consumers", "/v1/consumers/", "/v1/keys/"} {
+				a.admin.Handle(p, dir)
+			}
+		}
 	} else {
-		log.Info("admin API (accounts, credits) is off: set admin.token, admin.token_file or admin.tokens to enable it")
+		log.Info("admin API (accounts, credits, key directory) is off: set admin.token, admin.token_file or admin.tokens to enable it")
 	}
 
 	var lc net.ListenConfig
@@ -464,6 +480,12 @@ func (a *App) setServing(on bool) {
 	a.ready.Store(on)
 }
 
+// readyz is /readyz: serving, and the key directory (when on) has loaded
+// every key hash.
+func (a *App) readyz() bool {
+	return a.ready.Load() && (a.resolver == nil || a.resolver.Ready())
+}
+
 // GRPCAddr is the bound gRPC address (useful with port 0).
 func (a *App) GRPCAddr() string { return a.grpcs[0].ln.Addr().String() }
 
@@ -494,10 +516,12 @@ type statusDoc struct {
 	// The listeners' certificates (detail: subject, SANs, not_after).
 	GRPCTLS  *reload.Status `json:"grpc_tls,omitempty"`
 	AdminTLS *reload.Status `json:"admin_tls,omitempty"`
+	// Directory is the key directory (absent: off).
+	Directory *directoryStatus `json:"directory,omitempty"`
 }
 
 func (a *App) status() any {
-	doc := statusDoc{Version: a.version, Ready: a.ready.Load(), Policy: a.engine.Reloader().Status()}
+	doc := statusDoc{Version: a.version, Ready: a.readyz(), Policy: a.engine.Reloader().Status(), Directory: a.directoryStatus()}
 	if a.rlsFiles != nil {
 		st := a.rlsFiles.Status()
 		doc.RateLimit = &st
@@ -644,6 +668,17 @@ func (a *App) Banner(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  admin (HTTP)      %s://%s   /metrics /healthz /readyz /status\n", scheme, a.AdminAddr())
 	fmt.Fprintf(w, "  policy            %s, decision %s, revision %s\n", policy, a.cfg.Policy.Decision, a.engine.Revision())
+	if a.dirStore != nil {
+		store := "in memory (not durable)"
+		if a.dirStore.Durable() {
+			store = "PostgreSQL"
+		}
+		api := "admin API off (no admin token)"
+		if a.cfg.Admin.APIOn() {
+			api = "admin API /v1/consumers /v1/keys/"
+		}
+		fmt.Fprintf(w, "  key directory     %s, input.tollgate.consumer; %s\n", store, api)
+	}
 	if len(a.cfg.Policy.Paths) != 0 {
 		return
 	}

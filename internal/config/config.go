@@ -43,6 +43,9 @@ type Config struct {
 	// Settle tunes charges settled on delivery (reserved at Check,
 	// captured or released from Envoy's access log).
 	Settle Settle `yaml:"settle"`
+	// Directory is the key directory: consumers and API keys resolved
+	// before the policy runs (input.tollgate.consumer).
+	Directory Directory `yaml:"directory"`
 	// ShutdownDelay is how long Tollgate keeps serving after SIGTERM
 	// while reporting itself not ready (/readyz 503, gRPC health
 	// NOT_SERVING), so load balancers, Kubernetes endpoints and Envoy's
@@ -549,6 +552,79 @@ type DecisionLogs struct {
 	Mask []string `yaml:"mask"`
 }
 
+// Directory configures the key directory. With postgres configured its
+// store of record is PostgreSQL (tables migrated at start); otherwise it
+// is in memory, seeded from SeedFile, and its changes are lost on restart.
+type Directory struct {
+	// Enabled resolves each request's credential before the policy runs
+	// and mounts the directory's admin API (off: policies keep consumers
+	// in their data files, as before).
+	Enabled bool `yaml:"enabled"`
+	// SeedFile is the JSON file the in-memory directory starts from
+	// (without postgres only; empty: an empty directory).
+	SeedFile string `yaml:"seed_file"`
+	// KeyPrefix starts every generated key.
+	KeyPrefix string `yaml:"key_prefix"`
+	// CacheSize bounds the resolved keys each replica keeps.
+	CacheSize int `yaml:"cache_size"`
+	// NegativeCacheSize bounds the unknown, expired or revoked keys kept
+	// apart, so asking again does not query the store.
+	NegativeCacheSize int `yaml:"negative_cache_size"`
+	// FilterCapacity is the fewest keys the membership filter of every
+	// key hash is sized for.
+	FilterCapacity int `yaml:"filter_capacity"`
+	// PollInterval: the change log is read at least this often even
+	// without a notification.
+	PollInterval Duration `yaml:"poll_interval"`
+	// LookupTimeout bounds one store lookup of a key not cached.
+	LookupTimeout Duration `yaml:"lookup_timeout"`
+}
+
+// Defaults of the directory section.
+const (
+	DefaultDirectoryKeyPrefix         = "tg_"
+	DefaultDirectoryCacheSize         = 100_000
+	DefaultDirectoryNegativeCacheSize = 10_000
+	DefaultDirectoryFilterCapacity    = 100_000
+	DefaultDirectoryPollInterval      = Duration(30 * time.Second)
+	DefaultDirectoryLookupTimeout     = Duration(time.Second)
+)
+
+// validate checks the directory's settings, enabled or not, so that
+// turning it on later cannot fail; withPostgres says whether its store
+// is PostgreSQL.
+func (d *Directory) validate(k *checker, withPostgres bool) {
+	if d.SeedFile != "" && withPostgres {
+		k.errorf("directory.seed_file", "%q is set with postgres configured (allowed: a seed file for the in-memory directory only; with postgres the directory is in the database: create consumers and keys with the admin API)", d.SeedFile)
+	}
+	if d.SeedFile != "" && strings.TrimSpace(d.SeedFile) == "" {
+		k.errorf("directory.seed_file", "blank path (allowed: the path of a JSON seed file, or empty for none)")
+	}
+	if p := d.KeyPrefix; len(p) > 32 || strings.IndexFunc(p, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
+	}) >= 0 {
+		k.errorf("directory.key_prefix", "%q is not a key prefix (allowed: 1 to 32 letters, digits, _ and -, such as tg_live_)", p)
+	}
+	for _, b := range []struct {
+		at       string
+		v, limit int
+	}{
+		{"directory.cache_size", d.CacheSize, 100_000_000},
+		{"directory.negative_cache_size", d.NegativeCacheSize, 100_000_000},
+		{"directory.filter_capacity", d.FilterCapacity, 1_000_000_000},
+	} {
+		if b.v < 1 || b.v > b.limit {
+			k.errorf(b.at, "%d is out of range (allowed: 1 to %d)", b.v, b.limit)
+		}
+	}
+	if p := time.Duration(d.PollInterval); p < 100*time.Millisecond || p > time.Hour {
+		k.errorf("directory.poll_interval", "%s is out of range (allowed: 100ms to 1h)", p)
+	}
+	if l := time.Duration(d.LookupTimeout); l < time.Millisecond || l > 30*time.Second {
+		k.errorf("directory.lookup_timeout", "%s is out of range (allowed: 1ms to 30s)", l)
+	}
+}
+
 // Defaults of the decision logs.
 const (
 	DefaultDecisionLogBuffer = 10000
@@ -673,6 +749,24 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Settle.Timeout == 0 {
 		c.Settle.Timeout = DefaultSettleTimeout
+	}
+	if c.Directory.KeyPrefix == "" {
+		c.Directory.KeyPrefix = DefaultDirectoryKeyPrefix
+	}
+	if c.Directory.CacheSize == 0 {
+		c.Directory.CacheSize = DefaultDirectoryCacheSize
+	}
+	if c.Directory.NegativeCacheSize == 0 {
+		c.Directory.NegativeCacheSize = DefaultDirectoryNegativeCacheSize
+	}
+	if c.Directory.FilterCapacity == 0 {
+		c.Directory.FilterCapacity = DefaultDirectoryFilterCapacity
+	}
+	if c.Directory.PollInterval == 0 {
+		c.Directory.PollInterval = DefaultDirectoryPollInterval
+	}
+	if c.Directory.LookupTimeout == 0 {
+		c.Directory.LookupTimeout = DefaultDirectoryLookupTimeout
 	}
 	if c.Settle.SweepInterval == 0 {
 		c.Settle.SweepInterval = DefaultSweepInterval
@@ -809,6 +903,7 @@ func (c *Config) validate(k *checker) {
 	if c.DecisionLogs.Sink == "postgres" && !c.Postgres.Enabled() {
 		k.errorf("decision_logs.sink", "postgres needs a database: set postgres.dsn (or postgres.dsn_file)")
 	}
+	c.Directory.validate(k, c.Postgres.Enabled())
 }
 
 // identities checks a list of allowed client identities: they can only be

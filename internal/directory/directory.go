@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -92,6 +93,24 @@ func (k *Key) Active(now time.Time) bool {
 type Resolved struct {
 	Consumer Consumer
 	Key      Key
+	// memo is what a reader derived from this value (Memo).
+	memo atomic.Pointer[any]
+}
+
+// Memo returns what build derives from r: built on the first call and
+// kept with r, so that every later caller shares it (a change to the
+// consumer or key makes a new Resolved). build must depend on r alone, and
+// callers must treat its result as read-only; two first calls at once
+// may both build, and one result is kept.
+func (r *Resolved) Memo(build func(*Resolved) any) any {
+	if p := r.memo.Load(); p != nil {
+		return *p
+	}
+	v := build(r)
+	if r.memo.CompareAndSwap(nil, &v) {
+		return v
+	}
+	return *r.memo.Load()
 }
 
 // NewKey is a key just created: the stored Key and its plaintext, which
