@@ -52,20 +52,32 @@ const defaultAdminURL = "http://127.0.0.1:9192"
 // creditsCmd runs "tollgate credits add|show" against the accounts API of
 // a running server's admin listener.
 func creditsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return dispatch(ctx, "credits", creditsUsage, map[string]command{
+		"add":  creditsAdd,
+		"show": creditsShow,
+	}, args, stdout, stderr)
+}
+
+// command is one command of a group, such as "tollgate credits add".
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// dispatch runs the command of group that args name (their first word),
+// or prints the group's usage: on stdout when asked for (help), with
+// errUsage on stderr otherwise.
+func dispatch(ctx context.Context, group, usage string, cmds map[string]command, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, creditsUsage)
+		fmt.Fprint(stderr, usage)
 		return errUsage
 	}
+	if run, ok := cmds[args[0]]; ok {
+		return run(ctx, args[1:], stdout, stderr)
+	}
 	switch args[0] {
-	case "add":
-		return creditsAdd(ctx, args[1:], stdout, stderr)
-	case "show":
-		return creditsShow(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, creditsUsage)
+		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprintf(stderr, "tollgate credits: unknown command %q\n\n%s", args[0], creditsUsage)
+	fmt.Fprintf(stderr, "tollgate %s: unknown command %q\n\n%s", group, args[0], usage)
 	return errUsage
 }
 

@@ -57,48 +57,22 @@ const consumersUsage = `Usage:
 // keysCmd runs "tollgate keys ..." against the directory API of a running
 // server's admin listener.
 func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return errUsage
-	}
-	switch args[0] {
-	case "create":
-		return keysCreate(ctx, args[1:], stdout, stderr)
-	case "list":
-		return keysList(ctx, args[1:], stdout, stderr)
-	case "rotate":
-		return keysRotate(ctx, args[1:], stdout, stderr)
-	case "revoke":
-		return keysRevoke(ctx, args[1:], stdout, stderr)
-	case "expire":
-		return keysExpire(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, keysUsage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "tollgate keys: unknown command %q\n\n%s", args[0], keysUsage)
-	return errUsage
+	return dispatch(ctx, "keys", keysUsage, map[string]command{
+		"create": keysCreate,
+		"list":   keysList,
+		"rotate": keysRotate,
+		"revoke": keysRevoke,
+		"expire": keysExpire,
+	}, args, stdout, stderr)
 }
 
 // consumersCmd runs "tollgate consumers ..." against the directory API.
 func consumersCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, consumersUsage)
-		return errUsage
-	}
-	switch args[0] {
-	case "create":
-		return consumersCreate(ctx, args[1:], stdout, stderr)
-	case "show":
-		return consumersShow(ctx, args[1:], stdout, stderr)
-	case "update":
-		return consumersUpdate(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, consumersUsage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "tollgate consumers: unknown command %q\n\n%s", args[0], consumersUsage)
-	return errUsage
+	return dispatch(ctx, "consumers", consumersUsage, map[string]command{
+		"create": consumersCreate,
+		"show":   consumersShow,
+		"update": consumersUpdate,
+	}, args, stdout, stderr)
 }
 
 // directoryCommand is what every keys and consumers command parses: the

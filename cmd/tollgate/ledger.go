@@ -46,21 +46,10 @@ var errDrift = errors.New("the ledger does not match the balance")
 // ledgerCmd runs "tollgate ledger show|verify" against a running server's
 // admin API.
 func ledgerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, ledgerUsage)
-		return errUsage
-	}
-	switch args[0] {
-	case "show":
-		return ledgerShow(ctx, args[1:], stdout, stderr)
-	case "verify":
-		return ledgerVerify(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, ledgerUsage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "tollgate ledger: unknown command %q\n\n%s", args[0], ledgerUsage)
-	return errUsage
+	return dispatch(ctx, "ledger", ledgerUsage, map[string]command{
+		"show":   ledgerShow,
+		"verify": ledgerVerify,
+	}, args, stdout, stderr)
 }
 
 func ledgerShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
