@@ -624,6 +624,7 @@ func (e *Engine) void(ctx context.Context, req *Request, reason string) {
 		e.log.Warn("refunded the charge of a refused request", "account", req.Charge.Account, "credits", refunded, "request_id", req.ID, "reason", reason)
 	default:
 		e.voids.results.WithLabelValues("nothing_taken").Inc()
+		e.log.Debug("void: the request's Take took nothing", "request_id", req.ID, "lo", req.void.Lo, "hi", req.void.Hi, "known", req.void.Known)
 	}
 }
 
@@ -792,6 +793,7 @@ func (e *Engine) retryVoids(ctx context.Context, v voider) bool {
 			e.log.Warn("refunded the charge of a refused request after retrying its void", "account", p.req.Charge.Account, "credits", refunded, "request_id", p.req.ID, "reason", p.reason)
 		default:
 			e.voids.results.WithLabelValues("nothing_taken").Inc()
+			e.log.Debug("void: the request's Take took nothing", "request_id", p.req.ID, "lo", p.req.void.Lo, "hi", p.req.void.Hi, "known", p.req.void.Known)
 		}
 	}
 	return ok

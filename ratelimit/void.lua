@@ -6,7 +6,8 @@
 -- says what it took), or it is not ("u"): then the void waits until the
 -- Take can no longer run (Redis's clock past the Take's deadline, "hi";
 -- take.lua refuses later) and looks for the Take's entry in the ledger
--- stream between "lo" (no earlier than the Take was sent) and "hi".
+-- stream among the entries whose scripts began between "lo" (no earlier
+-- than the Take was sent) and "hi".
 -- A voided request leaves a marker (only voided requests do), so a void
 -- repeated after a lost reply gives back nothing more.
 -- KEYS: the void marker, the balance key, the ledger stream of the
@@ -31,11 +32,16 @@ else
   if now <= hi then
     return {2, math.floor((hi - now) / 1000) + 1}
   end
+  -- An entry's id is Redis's clock when it was added, its "t" the clock
+  -- when its script began: the two differ by how long the script ran,
+  -- which a stopped or starved Redis can make seconds (an entry of a Take
+  -- that began inside the window can have an id past it). Scripts run one
+  -- at a time, so "t" never decreases along the stream: read from the
+  -- window's start until an entry began after the window.
   local from = string.format('%d', math.floor(lo / 1000))
-  local to = string.format('%d', math.floor(hi / 1000) + 1)
-  local found = false
-  local batch = redis.call('XRANGE', KEYS[3], from, to, 'COUNT', 256)
-  while #batch > 0 and not found do
+  local found, past = false, false
+  local batch = redis.call('XRANGE', KEYS[3], from, '+', 'COUNT', 256)
+  while #batch > 0 and not found and not past do
     for _, e in ipairs(batch) do
       local f = {}
       for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
@@ -43,11 +49,15 @@ else
         credits, mark, found = -tonumber(f.n), f.q or '', true
         break
       end
+      if f.t and tonumber(f.t) > hi then
+        past = true
+        break
+      end
     end
     if #batch < 256 then break end
     local last = batch[#batch][1]
     local ms, seq = string.match(last, '^(%d+)-(%d+)$')
-    batch = redis.call('XRANGE', KEYS[3], ms .. '-' .. string.format('%d', tonumber(seq) + 1), to, 'COUNT', 256)
+    batch = redis.call('XRANGE', KEYS[3], ms .. '-' .. string.format('%d', tonumber(seq) + 1), '+', 'COUNT', 256)
   end
   if not found then
     -- Not in the stream. Was the window still all there? It was if an
