@@ -36,28 +36,35 @@ else
   -- when its script began: the two differ by how long the script ran,
   -- which a stopped or starved Redis can make seconds (an entry of a Take
   -- that began inside the window can have an id past it). Scripts run one
-  -- at a time, so "t" never decreases along the stream: read from the
-  -- window's start until an entry began after the window.
+  -- at a time, so "t" never decreases along the stream: read the window by
+  -- id, then on past it, a few entries at a time, until an entry whose
+  -- script began after the window.
   local from = string.format('%d', math.floor(lo / 1000))
+  local to = string.format('%d', math.floor(hi / 1000) + 1)
   local found, past = false, false
-  local batch = redis.call('XRANGE', KEYS[3], from, '+', 'COUNT', 256)
-  while #batch > 0 and not found and not past do
-    for _, e in ipairs(batch) do
-      local f = {}
-      for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
-      if f.r == ARGV[3] and f.a == ARGV[2] and f.k == 'charge' then
-        credits, mark, found = -tonumber(f.n), f.q or '', true
-        break
+  local function scan(start, stop, count)
+    local batch = redis.call('XRANGE', KEYS[3], start, stop, 'COUNT', count)
+    while #batch > 0 do
+      for _, e in ipairs(batch) do
+        local f = {}
+        for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+        if f.r == ARGV[3] and f.a == ARGV[2] and f.k == 'charge' then
+          credits, mark, found = -tonumber(f.n), f.q or '', true
+          return
+        end
+        if f.t and tonumber(f.t) > hi then
+          past = true
+          return
+        end
       end
-      if f.t and tonumber(f.t) > hi then
-        past = true
-        break
-      end
+      if #batch < count then return end
+      local ms, seq = string.match(batch[#batch][1], '^(%d+)-(%d+)$')
+      batch = redis.call('XRANGE', KEYS[3], ms .. '-' .. string.format('%d', tonumber(seq) + 1), stop, 'COUNT', count)
     end
-    if #batch < 256 then break end
-    local last = batch[#batch][1]
-    local ms, seq = string.match(last, '^(%d+)-(%d+)$')
-    batch = redis.call('XRANGE', KEYS[3], ms .. '-' .. string.format('%d', tonumber(seq) + 1), '+', 'COUNT', 256)
+  end
+  scan(from, to, 256)
+  if not found and not past then
+    scan(string.format('%d', tonumber(to) + 1), '+', 8)
   end
   if not found then
     -- Not in the stream. Was the window still all there? It was if an

@@ -254,3 +254,4 @@ func TestVoidFindsTakeAddedLate(t *testing.T) {
 		t.Errorf("balance %d, want 99 (the first Take charged, the late one refunded)", b)
 	}
 }
+
