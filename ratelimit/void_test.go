@@ -254,4 +254,3 @@ func TestVoidFindsTakeAddedLate(t *testing.T) {
 		t.Errorf("balance %d, want 99 (the first Take charged, the late one refunded)", b)
 	}
 }
-
