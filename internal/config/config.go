@@ -655,6 +655,14 @@ func Default() *Config {
 	return c
 }
 
+// orDefault sets *p to def when it is the zero value (unset).
+func orDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
 func (c *Config) applyDefaults() {
 	on := func(b **bool) {
 		if *b == nil {
@@ -665,27 +673,13 @@ func (c *Config) applyDefaults() {
 	on(&c.Policy.Watch)
 	on(&c.RateLimit.Watch)
 	on(&c.XDS.Watch)
-	if c.GRPC.Address == "" {
-		c.GRPC.Address = DefaultGRPCAddress
-	}
-	if c.Admin.Address == "" {
-		c.Admin.Address = DefaultAdminAddress
-	}
-	if c.Admin.MaxConnections == 0 {
-		c.Admin.MaxConnections = DefaultAdminMaxConnections
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = "info"
-	}
-	if c.Log.Format == "" {
-		c.Log.Format = "text"
-	}
-	if c.Policy.Decision == "" {
-		c.Policy.Decision = DefaultDecision
-	}
-	if c.Authz.DenyStatus == 0 {
-		c.Authz.DenyStatus = DefaultDenyStatus
-	}
+	orDefault(&c.GRPC.Address, DefaultGRPCAddress)
+	orDefault(&c.Admin.Address, DefaultAdminAddress)
+	orDefault(&c.Admin.MaxConnections, DefaultAdminMaxConnections)
+	orDefault(&c.Log.Level, "info")
+	orDefault(&c.Log.Format, "text")
+	orDefault(&c.Policy.Decision, DefaultDecision)
+	orDefault(&c.Authz.DenyStatus, DefaultDenyStatus)
 	if c.Authz.Credentials.Headers == nil {
 		h := slices.Clone(DefaultCredentialHeaders)
 		c.Authz.Credentials.Headers = &h
@@ -694,83 +688,37 @@ func (c *Config) applyDefaults() {
 		c.Authz.Credentials.Bearer = new(bool)
 	}
 	on(&c.Authz.Credentials.Hide)
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	orDefault(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	if c.ShutdownDelay == nil {
 		d := DefaultShutdownDelay
 		c.ShutdownDelay = &d
 	}
-	if c.Store.Kind == "" {
-		c.Store.Kind = "memory"
-	}
-	if c.RateLimit.FailureMode == "" {
-		c.RateLimit.FailureMode = "open"
-	}
-	if c.RateLimit.MaxDescriptors == 0 {
-		c.RateLimit.MaxDescriptors = DefaultMaxDescriptors
-	}
-	if c.RateLimit.MaxEntries == 0 {
-		c.RateLimit.MaxEntries = DefaultMaxEntries
-	}
-	if c.RateLimit.MaxEntryBytes == 0 {
-		c.RateLimit.MaxEntryBytes = DefaultMaxEntryBytes
-	}
-	if c.Store.Memory.MaxKeys == 0 {
-		c.Store.Memory.MaxKeys = 1_000_000
-	}
-	if c.Store.Redis.Timeout == 0 {
-		c.Store.Redis.Timeout = DefaultRedisTimeout
-	}
-	if c.Store.Redis.ClockSkew == 0 {
-		c.Store.Redis.ClockSkew = DefaultClockSkew
-	}
-	if c.Store.AnswerMargin == 0 {
-		c.Store.AnswerMargin = DefaultAnswerMargin
-	}
-	if c.Postgres.MaxConns == 0 {
-		c.Postgres.MaxConns = DefaultPostgresMaxConns
-	}
-	if c.Postgres.ConnectTimeout == 0 {
-		c.Postgres.ConnectTimeout = DefaultPostgresConnectTimeout
-	}
-	if c.DecisionLogs.Sink == "" {
-		c.DecisionLogs.Sink = "stdout"
-	}
-	if c.DecisionLogs.Buffer == 0 {
-		c.DecisionLogs.Buffer = DefaultDecisionLogBuffer
-	}
-	if c.DecisionLogs.Retention == 0 {
-		c.DecisionLogs.Retention = DefaultDecisionLogRetention
-	}
+	orDefault(&c.Store.Kind, "memory")
+	orDefault(&c.RateLimit.FailureMode, "open")
+	orDefault(&c.RateLimit.MaxDescriptors, DefaultMaxDescriptors)
+	orDefault(&c.RateLimit.MaxEntries, DefaultMaxEntries)
+	orDefault(&c.RateLimit.MaxEntryBytes, DefaultMaxEntryBytes)
+	orDefault(&c.Store.Memory.MaxKeys, 1_000_000)
+	orDefault(&c.Store.Redis.Timeout, DefaultRedisTimeout)
+	orDefault(&c.Store.Redis.ClockSkew, DefaultClockSkew)
+	orDefault(&c.Store.AnswerMargin, DefaultAnswerMargin)
+	orDefault(&c.Postgres.MaxConns, DefaultPostgresMaxConns)
+	orDefault(&c.Postgres.ConnectTimeout, DefaultPostgresConnectTimeout)
+	orDefault(&c.DecisionLogs.Sink, "stdout")
+	orDefault(&c.DecisionLogs.Buffer, DefaultDecisionLogBuffer)
+	orDefault(&c.DecisionLogs.Retention, DefaultDecisionLogRetention)
 	if c.DecisionLogs.Sample == nil {
 		f := DefaultDecisionLogSample
 		c.DecisionLogs.Sample = &f
 	}
-	if c.Settle.Timeout == 0 {
-		c.Settle.Timeout = DefaultSettleTimeout
-	}
-	if c.Directory.KeyPrefix == "" {
-		c.Directory.KeyPrefix = DefaultDirectoryKeyPrefix
-	}
-	if c.Directory.CacheSize == 0 {
-		c.Directory.CacheSize = DefaultDirectoryCacheSize
-	}
-	if c.Directory.NegativeCacheSize == 0 {
-		c.Directory.NegativeCacheSize = DefaultDirectoryNegativeCacheSize
-	}
-	if c.Directory.FilterCapacity == 0 {
-		c.Directory.FilterCapacity = DefaultDirectoryFilterCapacity
-	}
-	if c.Directory.PollInterval == 0 {
-		c.Directory.PollInterval = DefaultDirectoryPollInterval
-	}
-	if c.Directory.LookupTimeout == 0 {
-		c.Directory.LookupTimeout = DefaultDirectoryLookupTimeout
-	}
-	if c.Settle.SweepInterval == 0 {
-		c.Settle.SweepInterval = DefaultSweepInterval
-	}
+	orDefault(&c.Settle.Timeout, DefaultSettleTimeout)
+	orDefault(&c.Directory.KeyPrefix, DefaultDirectoryKeyPrefix)
+	orDefault(&c.Directory.CacheSize, DefaultDirectoryCacheSize)
+	orDefault(&c.Directory.NegativeCacheSize, DefaultDirectoryNegativeCacheSize)
+	orDefault(&c.Directory.FilterCapacity, DefaultDirectoryFilterCapacity)
+	orDefault(&c.Directory.PollInterval, DefaultDirectoryPollInterval)
+	orDefault(&c.Directory.LookupTimeout, DefaultDirectoryLookupTimeout)
+	orDefault(&c.Settle.SweepInterval, DefaultSweepInterval)
 }
 
 // DefaultAnswerMargin is the least time left before a caller's deadline
