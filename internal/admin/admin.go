@@ -155,7 +155,8 @@ func New(opts Options) *Server {
 
 // clientCert refuses (403) a request without a verified client
 // certificate allowed here, except the probes.
-func clientCert(next http.Handler, allowed []string) http.Handler {
+func clientCert(next http.Handler, ids []string) http.Handler {
+	allowed := tlsconfig.NewIdentitySet(ids)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
@@ -164,7 +165,7 @@ func clientCert(next http.Handler, allowed []string) http.Handler {
 		st := r.TLS
 		ok := st != nil && len(st.VerifiedChains) > 0
 		if ok && len(allowed) > 0 {
-			ok = tlsconfig.Allowed(st, allowed)
+			ok = allowed.Allows(st)
 		}
 		if !ok {
 			writeProblem(w, http.StatusForbidden, "client_certificate",

@@ -75,7 +75,7 @@ type App struct {
 	// plaintext); identities, the gRPC services' allowed client
 	// identities.
 	grpcTLS, adminTLS *tlsconfig.Server
-	identities        map[string][]string
+	identities        map[string]tlsconfig.IdentitySet
 	// decisions are the decision logs in PostgreSQL, which usage reads
 	// (nil: decision logs off, or another sink).
 	decisions *dlogpg.Sink

@@ -45,14 +45,15 @@ func (a *App) listenerTLS(ctx context.Context, c config.ServerTLS, component str
 
 // identityRules maps each gRPC service to the client identities allowed
 // to call it (services not in it: any client the handshake accepted).
-func identityRules(cfg *config.Config) map[string][]string {
-	rules := map[string][]string{}
+func identityRules(cfg *config.Config) map[string]tlsconfig.IdentitySet {
+	rules := map[string]tlsconfig.IdentitySet{}
 	add := func(ids []string, services ...string) {
 		if len(ids) == 0 {
 			return
 		}
+		set := tlsconfig.NewIdentitySet(ids)
 		for _, s := range services {
-			rules[s] = ids
+			rules[s] = set
 		}
 	}
 	// The access log comes from the Envoys that call Check.
@@ -65,7 +66,7 @@ func identityRules(cfg *config.Config) map[string][]string {
 // identityInterceptors refuse (PERMISSION_DENIED) a call to a service
 // whose client certificate carries none of the service's allowed
 // identities.
-func identityInterceptors(rules map[string][]string) []grpc.ServerOption {
+func identityInterceptors(rules map[string]tlsconfig.IdentitySet) []grpc.ServerOption {
 	check := func(ctx context.Context, method string) error {
 		svc, _, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
 		allowed, ok := rules[svc]
@@ -75,7 +76,7 @@ func identityInterceptors(rules map[string][]string) []grpc.ServerOption {
 		var ids []string
 		if p, ok := peer.FromContext(ctx); ok {
 			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-				if tlsconfig.Allowed(&ti.State, allowed) {
+				if allowed.Allows(&ti.State) {
 					return nil
 				}
 				ids = tlsconfig.Identities(&ti.State)

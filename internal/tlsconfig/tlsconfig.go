@@ -172,31 +172,43 @@ func (s *Server) Reloader() *reload.Reloader { return s.reloader }
 // any CA that signs for one name signs the CN too, and Envoy, Istio and
 // SPIFFE identify workloads by SANs.
 func Identities(st *tls.ConnectionState) []string {
-	if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
-		return nil
-	}
-	leaf := st.VerifiedChains[0][0]
-	ids := make([]string, 0, len(leaf.URIs)+len(leaf.DNSNames))
-	for _, u := range leaf.URIs {
-		ids = append(ids, u.String())
-	}
-	return append(ids, leaf.DNSNames...)
+	var ids []string
+	eachIdentity(st, func(id string) bool { ids = append(ids, id); return false })
+	return ids
 }
 
-// Allowed reports whether a verified client certificate carries one of
-// the allowed identities (exact match).
-func Allowed(st *tls.ConnectionState, allowed []string) bool {
+// IdentitySet is a set of allowed client identities.
+type IdentitySet map[string]struct{}
+
+// NewIdentitySet makes the set of ids.
+func NewIdentitySet(ids []string) IdentitySet {
+	s := make(IdentitySet, len(ids))
+	for _, id := range ids {
+		s[id] = struct{}{}
+	}
+	return s
+}
+
+// Allows reports whether a verified client certificate carries one of
+// the set's identities (exact match).
+func (s IdentitySet) Allows(st *tls.ConnectionState) bool {
+	return eachIdentity(st, func(id string) bool { _, ok := s[id]; return ok })
+}
+
+// eachIdentity calls fn with each identity of st's verified client
+// certificate until fn returns true, and reports whether one did.
+func eachIdentity(st *tls.ConnectionState, fn func(string) bool) bool {
 	if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
 		return false
 	}
 	leaf := st.VerifiedChains[0][0]
 	for _, u := range leaf.URIs {
-		if slices.Contains(allowed, u.String()) {
+		if fn(u.String()) {
 			return true
 		}
 	}
 	for _, n := range leaf.DNSNames {
-		if slices.Contains(allowed, n) {
+		if fn(n) {
 			return true
 		}
 	}

@@ -33,7 +33,7 @@ func chain(leaf *x509.Certificate) *tls.ConnectionState {
 // subject's CN never is, even when it spells an allowed identity.
 func TestIdentitiesFromSANsOnly(t *testing.T) {
 	ca := tlstest.NewCA(t, "mesh")
-	allowed := []string{"spiffe://cluster.local/ns/edge/sa/envoy", "envoy.edge.svc"}
+	allowed := tlsconfig.NewIdentitySet([]string{"spiffe://cluster.local/ns/edge/sa/envoy", "envoy.edge.svc"})
 	tests := []struct {
 		name string
 		leaf tlstest.Leaf
@@ -51,7 +51,7 @@ func TestIdentitiesFromSANsOnly(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			leaf := ca.Issue(t, tt.leaf).Cert
-			if got := tlsconfig.Allowed(chain(leaf), allowed); got != tt.want {
+			if got := allowed.Allows(chain(leaf)); got != tt.want {
 				t.Errorf("Allowed = %v, want %v (identities %v)", got, tt.want, tlsconfig.Identities(chain(leaf)))
 			}
 			for _, id := range tlsconfig.Identities(chain(leaf)) {
@@ -61,7 +61,7 @@ func TestIdentitiesFromSANsOnly(t *testing.T) {
 			}
 		})
 	}
-	if tlsconfig.Allowed(&tls.ConnectionState{}, allowed) || tlsconfig.Allowed(nil, allowed) {
+	if allowed.Allows(&tls.ConnectionState{}) || allowed.Allows(nil) {
 		t.Error("a connection without a verified certificate is allowed")
 	}
 }
