@@ -24,6 +24,16 @@ func withHeaderMap(req *authv3.CheckRequest) *authv3.CheckRequest {
 	return out
 }
 
+// fillHeaderMap is withHeaderMap in place, for Check: gRPC decodes a
+// request per call, so there is no caller's copy to keep (and no copy of
+// a buffered body per request).
+func fillHeaderMap(req *authv3.CheckRequest) {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if len(h.GetHeaders()) == 0 && len(h.GetHeaderMap().GetHeaders()) != 0 {
+		h.Headers = headerMap(h)
+	}
+}
+
 // headerMap reads header_map as Envoy writes headers: lower-case names,
 // the values of a repeated name joined with "," in the order sent. Envoy
 // fills raw_value (bytes) in header_map; value is read when raw_value is

@@ -160,7 +160,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	s.inFlight.Inc()
 	defer s.inFlight.Dec()
-	req = withHeaderMap(req)
+	fillHeaderMap(req)
 	// The credential is found once (without allocating, but to
 	// percent-decode a query parameter): resolved before the policy runs,
 	// hidden after it allows.
@@ -258,9 +258,10 @@ func (s *Server) logDecision(req *authv3.CheckRequest, d *decision.Decision, sta
 // Decide evaluates the policy for req. Failures become denials with the
 // configured status and a reason saying what went wrong.
 func (s *Server) Decide(ctx context.Context, req *authv3.CheckRequest) *decision.Decision {
+	req = withHeaderMap(req) // a copy only in header_map mode; InputWith then finds the headers
 	var credential string
 	if s.opts.Resolver != nil {
-		h := withHeaderMap(req).GetAttributes().GetRequest().GetHttp()
+		h := req.GetAttributes().GetRequest().GetHttp()
 		credential = s.creds.Extract(h.GetHeaders(), requestPath(h)).Value
 	}
 	return s.decide(ctx, req, credential)

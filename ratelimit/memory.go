@@ -553,10 +553,10 @@ func (s *MemoryStore) giveback(mark string, nowUS int64) {
 		if !ok || e.expires <= nowUS {
 			continue
 		}
-		if e.value -= q.cost; e.value <= 0 {
-			delete(sh.counters, k)
-			continue
-		}
+		// Kept at 0 rather than deleted: its expiry heap item stays the
+		// one that ends it (a deleted counter taken again would add a
+		// second item, one per refund, until the period ends).
+		e.value = max(e.value-q.cost, 0)
 		sh.counters[k] = e
 	}
 }

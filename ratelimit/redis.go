@@ -618,7 +618,10 @@ func NewRedisClient(o RedisOptions, tlsConfig *tls.Config) redis.UniversalClient
 type sendOnceKey struct{}
 
 // sendOnce records that a send of a Take's script may have reached Redis.
-type sendOnce struct{ maybeRan atomic.Bool }
+type sendOnce struct {
+	maybeRan atomic.Bool
+	first    atomic.Pointer[string] // the error of the send that may have run it
+}
 
 // errMaybeRan: a Take's script was not sent again because an earlier send
 // may have run it.
@@ -647,11 +650,18 @@ func (noResend) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			return next(ctx, cmd)
 		}
 		if once.maybeRan.Load() {
-			cmd.SetErr(errMaybeRan)
-			return errMaybeRan
+			first := "unknown"
+			if p := once.first.Load(); p != nil {
+				first = *p
+			}
+			err := fmt.Errorf("%w (the earlier send failed with: %s)", errMaybeRan, first)
+			cmd.SetErr(err)
+			return err
 		}
 		err := next(ctx, cmd)
 		if err != nil && mayHaveRun(err) {
+			msg := err.Error()
+			once.first.CompareAndSwap(nil, &msg)
 			once.maybeRan.Store(true)
 		}
 		return err
@@ -688,7 +698,7 @@ func (s *RedisStore) DurabilityWarnings(ctx context.Context) []string {
 	for _, param := range []string{"appendonly", "maxmemory-policy"} {
 		v, err := s.client.ConfigGet(ctx, param).Result()
 		if err != nil || v[param] == "" {
-			return nil // refused (renamed, ACL, managed) or unknown: not checked
+			continue // refused (renamed, ACL, managed) or unknown: not checked
 		}
 		switch val := v[param]; {
 		case param == "appendonly" && val != "yes":

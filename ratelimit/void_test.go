@@ -254,3 +254,28 @@ func TestVoidFindsTakeAddedLate(t *testing.T) {
 		t.Errorf("balance %d, want 99 (the first Take charged, the late one refunded)", b)
 	}
 }
+
+// TestMemoryRefundsKeepOneExpiryItem: a quota given back to 0 by a refund
+// keeps its counter (and its one expiry item): Take-then-refund cycles do
+// not grow the expiry heap, which only the end of the period would empty.
+func TestMemoryRefundsKeepOneExpiryItem(t *testing.T) {
+	m := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
+	eng, err := ratelimit.NewEngine(m, ratelimit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	credit(t, m, "acme", 10)
+	for range 1000 {
+		gone, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := eng.Take(gone, paidRequest("acme")); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Take for a gone caller: %v", err)
+		}
+	}
+	if n := m.ExpiryItems(); n > 2 {
+		t.Errorf("%d expiry items after 1,000 refunded Takes of one quota, want at most 2", n)
+	}
+	if used := quotaUsed(t, m, "acme"); used != 0 {
+		t.Errorf("quota used %d after refunds only, want 0", used)
+	}
+}

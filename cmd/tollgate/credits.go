@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -176,12 +174,7 @@ func creditsAdd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if *key == "" {
-		b := make([]byte, 16)
-		_, _ = rand.Read(b) // never fails (crypto/rand)
-		*key = hex.EncodeToString(b)
-		fmt.Fprintf(stderr, "idempotency key: %s (to retry this top-up safely, rerun with --idempotency-key %s)\n", *key, *key)
-	}
+	*key = idempotencyKeyOr(*key, "top-up", stderr)
 	// The server validates the amount; send it as the number typed, or as
 	// a string (which it refuses, quoting it) when it is not a JSON number.
 	var value any = amount

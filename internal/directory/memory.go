@@ -546,7 +546,9 @@ func (s *MemoryStore) seed(seed seedFile) error {
 			if display == "" {
 				display = "sha256:" + sk.SHA256[:displayChars]
 			} else {
-				display = display[:min(len(display), len(s.prefix)+displayChars)]
+				// Never more than a quarter of a seeded key: seed keys may
+				// be short, and the prefix is shown to read-only tokens.
+				display = display[:min(len(display)/4, len(s.prefix)+displayChars)]
 			}
 			k := &Key{ID: id, Hash: hash, Prefix: display, Consumer: c.ID, Name: sk.Name, CreatedAt: now, ExpiresAt: truncate(sk.ExpiresAt)}
 			s.keys[id] = k

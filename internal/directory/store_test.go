@@ -244,7 +244,7 @@ func TestLoadMemory(t *testing.T) {
 	}
 	ctx := context.Background()
 	c, k, err := s.LookupHash(ctx, directory.Hash("tg_demo_acme_1"))
-	if err != nil || c.Plan != "pro" || c.Metadata["region"] != "eu" || k.ID != "key_acme" || k.Prefix != "tg_demo_acm" {
+	if err != nil || c.Plan != "pro" || c.Metadata["region"] != "eu" || k.ID != "key_acme" || k.Prefix != "tg_" /* a quarter of a short seeded key at most */ {
 		t.Errorf("acme's key: %+v, %+v, %v", c, k, err)
 	}
 	if c, _, err := s.LookupHash(ctx, directory.Hash("tg_demo_globex")); err != nil || c.Status != directory.StatusSuspended {

@@ -285,6 +285,7 @@ func (s *Server) shouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 			// through: log it and go on with the files' limits.
 			s.logOnce("rate limit policy failed; applying the configuration files' limits only", err)
 		}
+		extra = extra[:min(len(extra), n)] // one list per descriptor; more are ignored
 		if total := policyLimits(extra); total+n > ratelimit.MaxLimits {
 			// So is a policy giving more limits than one request may
 			// carry (the files give at most one per descriptor).
@@ -293,9 +294,6 @@ func (s *Server) shouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 			extra = nil
 		}
 		for i, ls := range extra {
-			if i >= n {
-				break
-			}
 			for _, l := range ls {
 				l.Cost = int64(min(descriptorHits(req.Descriptors[i], hits), uint64(ratelimit.MaxCredits)))
 				if l.Key == "" {
