@@ -225,10 +225,23 @@ func TestVoidFindsTakeAddedLate(t *testing.T) {
 	if charge.ID == "" || at < lo || at > hi {
 		t.Fatalf("the Take's entry %v, began at %d: want one within [%d, %d]", charge, at, lo, hi)
 	}
-	// The same entry, as if added 1.5 s after its script began.
+	// The same entry, as if added 1.5 s after its script began, behind 20
+	// other requests' entries that began within the window too (the void
+	// reads past the window a few at a time: it must page to reach it).
 	late := strconv.FormatInt(hi/1000+1500, 10) + "-0"
 	if err := c.XDel(ctx, stream, charge.ID).Err(); err != nil {
 		t.Fatal(err)
+	}
+	for i := range 20 {
+		other := map[string]any{}
+		for k, v := range charge.Values {
+			other[k] = v
+		}
+		other["r"] = "other-" + strconv.Itoa(i)
+		id := strconv.FormatInt(hi/1000+1000, 10) + "-" + strconv.Itoa(i+1)
+		if err := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: id, Values: other}).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := c.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: late, Values: charge.Values}).Err(); err != nil {
 		t.Fatal(err)
